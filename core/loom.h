@@ -1,0 +1,79 @@
+/*
+** loom.h: the whole public C API of loom, Node.js-style workers for Lua 5.4.
+**
+** Opaque handles, one LOOM_API macro, no process-global mutable state: two
+** runtimes can live in one process.  Every hook says when it may be called.
+*/
+#ifndef LOOM_H
+#define LOOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <lua.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LOOM_VERSION_MAJOR 0
+#define LOOM_VERSION_MINOR 1
+#define LOOM_VERSION_PATCH 0
+#define LOOM_VERSION "0.1.0"
+
+#ifndef LOOM_API
+#define LOOM_API extern
+#endif
+
+/* A runtime owns every worker, named channel and broadcast group made from
+** the states attached to it.  It is shared by all its threads and freed when
+** the last of them lets go of it. */
+typedef struct loom_runtime loom_runtime;
+
+/* Host hooks, copied by loom_runtime_new.  All may be NULL. */
+typedef struct loom_config {
+  /* Allocator for every worker state (lua_newstate(alloc, alloc_ud)).
+  ** Called from worker threads, concurrently: it must be thread-safe. */
+  lua_Alloc alloc;
+  void *alloc_ud;
+  /* Called on the worker thread with each new worker state, after the
+  ** standard libraries are open and before any user code runs: register
+  ** engine bindings, set package.path.  Runs unprotected inside a pcall:
+  ** raising an error fails the worker ('error' event, exit code 1). */
+  void (*on_state)(lua_State *L, void *ud);
+  /* Called on the new thread first thing, and on it last thing. */
+  void (*thread_start)(void *ud, uint64_t thread_id);
+  void (*thread_stop)(void *ud, uint64_t thread_id);
+  void *ud;                 /* passed to on_state, thread_start, thread_stop */
+  size_t stack_kb;          /* default worker thread stack; 0 = 4096 */
+} loom_config;
+
+/* Make a runtime (NULL when out of memory). The caller holds one reference. */
+LOOM_API loom_runtime *loom_runtime_new(const loom_config *cfg);
+
+/* Drop the caller's reference. The runtime is freed once every state
+** attached to it is closed. */
+LOOM_API void loom_runtime_release(loom_runtime *rt);
+
+/* Attach a host's main state to 'rt' (takes its own reference). Must be
+** called before the state first requires "loom"; without it, the first
+** require makes a runtime with default hooks.  Returns 0, or -1 when the
+** state already has a runtime.  Then `require "loom"` works as usual. */
+LOOM_API int loom_open(lua_State *L, loom_runtime *rt);
+
+/* Deliver pending events (messages, timers, worker exits) on the host
+** thread of 'L', never blocking, for at most budget_us microseconds and
+** max_messages messages (<= 0: no limit).  Returns how many events ran, or
+** -1 when an uncaught Lua error was raised: it is left on the stack. */
+LOOM_API int loom_poll(lua_State *L, int budget_us, int max_messages);
+
+/* A file descriptor that becomes readable when loom_poll has work, for
+** hosts that sleep in their own poll(2); -1 where there is none. */
+LOOM_API int loom_backend_fd(lua_State *L);
+
+/* The Lua module "loom.core". */
+LOOM_API int luaopen_loom_core(lua_State *L);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,118 @@
+/*
+** mailbox.c: one inbox per thread running loom.  Senders append under the
+** mailbox lock and wake the owner's uv_async_t (libuv coalesces many sends
+** into one callback); the owner takes the whole queue in one lock.
+** Knows no Lua.
+*/
+#include <stdlib.h>
+#include "loom_int.h"
+
+loom_mailbox *loom__mailbox_new (void) {
+  loom_mailbox *mb = (loom_mailbox *)calloc(1, sizeof *mb);
+  if (mb == NULL) return NULL;
+  if (uv_mutex_init(&mb->lock)) { free(mb); return NULL; }
+  if (uv_cond_init(&mb->cond)) {
+    uv_mutex_destroy(&mb->lock);
+    free(mb);
+    return NULL;
+  }
+  atomic_init(&mb->refs, 1);
+  return mb;
+}
+
+void loom__mailbox_retain (loom_mailbox *mb) {
+  atomic_fetch_add_explicit(&mb->refs, 1, memory_order_relaxed);
+}
+
+static void freelist (loom_msg *m) {
+  while (m) {
+    loom_msg *next = m->next;
+    loom__msg_free(m);
+    m = next;
+  }
+}
+
+void loom__mailbox_release (loom_mailbox *mb) {
+  /* acq_rel: the last holder must see every other holder's writes. */
+  if (mb == NULL || atomic_fetch_sub_explicit(&mb->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  freelist(mb->head);
+  uv_cond_destroy(&mb->cond);
+  uv_mutex_destroy(&mb->lock);
+  free(mb);
+}
+
+void loom__mailbox_attach (loom_mailbox *mb, uv_async_t *async) {
+  uv_mutex_lock(&mb->lock);
+  mb->async = async;
+  if (mb->head) uv_async_send(async);   /* posted before we were ready */
+  uv_mutex_unlock(&mb->lock);
+}
+
+void loom__mailbox_close (loom_mailbox *mb) {
+  loom_msg *list;
+  uv_mutex_lock(&mb->lock);
+  mb->closed = 1;
+  mb->async = NULL;
+  list = mb->head;
+  mb->head = mb->tail = NULL;
+  uv_mutex_unlock(&mb->lock);
+  freelist(list);
+}
+
+int loom__mailbox_push (loom_mailbox *mb, loom_msg *m) {
+  m->next = NULL;
+  uv_mutex_lock(&mb->lock);
+  if (mb->closed) {
+    uv_mutex_unlock(&mb->lock);
+    loom__msg_free(m);
+    return -1;
+  }
+  if (mb->tail) mb->tail->next = m;
+  else mb->head = m;
+  mb->tail = m;
+  /* The send stays under the lock: once the owner has closed the mailbox
+  ** its loop (and the async's fd) may be gone. */
+  if (mb->async) uv_async_send(mb->async);
+  if (mb->waiters) uv_cond_signal(&mb->cond);
+  uv_mutex_unlock(&mb->lock);
+  return 0;
+}
+
+loom_msg *loom__mailbox_take (loom_mailbox *mb) {
+  loom_msg *list;
+  uv_mutex_lock(&mb->lock);
+  list = mb->head;
+  mb->head = mb->tail = NULL;
+  uv_mutex_unlock(&mb->lock);
+  return list;
+}
+
+void loom__mailbox_interrupt (loom_mailbox *mb) {
+  uv_mutex_lock(&mb->lock);
+  if (mb->async) uv_async_send(mb->async);
+  uv_cond_broadcast(&mb->cond);
+  uv_mutex_unlock(&mb->lock);
+}
+
+int loom__mailbox_wait (loom_mailbox *mb, const atomic_int *stop,
+                        double timeout_ms, int for_msg) {
+  uint64_t deadline = 0;
+  int got;
+  if (timeout_ms >= 0)
+    deadline = uv_hrtime() + (uint64_t)(timeout_ms * 1e6);
+  uv_mutex_lock(&mb->lock);
+  mb->waiters++;
+  while (!(for_msg && mb->head) && !(stop && atomic_load(stop))) {
+    if (timeout_ms < 0) uv_cond_wait(&mb->cond, &mb->lock);
+    else {
+      uint64_t now = uv_hrtime();
+      if (now >= deadline) break;
+      uv_cond_timedwait(&mb->cond, &mb->lock, deadline - now);
+    }
+  }
+  mb->waiters--;
+  got = mb->head != NULL;
+  uv_mutex_unlock(&mb->lock);
+  return got;
+}

@@ -1,0 +1,472 @@
+/*
+** runtime.c: the runtime object, the per-thread context, message delivery
+** and the module entry point luaopen_loom_core.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include "loom_int.h"
+
+static const char CTXKEY = 'c';   /* registry: light pointer to loom_ctx */
+static const char RTKEY = 'r';    /* registry: runtime given by loom_open */
+static const char ERRKEY = 'e';   /* registry: pending uncaught error */
+static const char TBKEY = 't';    /* registry: traceback of the last error */
+
+/* {======================================================================
+** Runtime
+** ======================================================================= */
+
+loom_runtime *loom_runtime_new (const loom_config *cfg) {
+  loom_runtime *rt = (loom_runtime *)calloc(1, sizeof *rt);
+  if (rt == NULL) return NULL;
+  if (uv_mutex_init(&rt->lock)) { free(rt); return NULL; }
+  atomic_init(&rt->refs, 1);
+  atomic_init(&rt->next_id, 1);
+  if (cfg) rt->cfg = *cfg;
+  if (rt->cfg.stack_kb == 0) rt->cfg.stack_kb = 4096;
+  rt->t0 = uv_hrtime();
+  return rt;
+}
+
+void loom__runtime_retain (loom_runtime *rt) {
+  atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
+}
+
+void loom_runtime_release (loom_runtime *rt) {
+  if (rt == NULL || atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  free(rt->boot);
+  uv_mutex_destroy(&rt->lock);
+  free(rt);
+}
+
+int loom_open (lua_State *L, loom_runtime *rt) {
+  int had;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &RTKEY);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CTXKEY);
+  had = !lua_isnil(L, -1) || !lua_isnil(L, -2);
+  lua_pop(L, 2);
+  if (had) return -1;
+  loom__runtime_retain(rt);
+  lua_pushlightuserdata(L, rt);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &RTKEY);
+  return 0;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Thread context
+** ======================================================================= */
+
+loom_ctx *loom__ctx (lua_State *L) {
+  loom_ctx *c;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CTXKEY);
+  c = (loom_ctx *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (c == NULL) luaL_error(L, "loom is not loaded in this state (require \"loom\" first)");
+  return c;
+}
+
+void loom__ctx_install (lua_State *L, loom_ctx *c) {
+  lua_pushlightuserdata(L, c);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CTXKEY);
+}
+
+static void onclose (uv_handle_t *h) { free(h); }
+
+static void on_async (uv_async_t *a) {
+  loom_ctx *c = (loom_ctx *)a->data;
+  if (loom__terminating(c)) {
+    c->stopping = 1;
+    uv_stop(&c->loop);
+    return;
+  }
+  loom__deliver(c, -1);
+}
+
+static void on_check (uv_check_t *h) {
+  loom_ctx *c = (loom_ctx *)h->data;
+  if (c->stopping || c->immediate_ref == LUA_NOREF) return;
+  lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->immediate_ref);
+  loom__pcall(c, 0, 0);
+}
+
+int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
+                    loom_mailbox *mb) {
+  memset(c, 0, sizeof *c);
+  c->dispatch_ref = c->immediate_ref = LUA_NOREF;
+  c->poll_max = -1;
+  if (uv_loop_init(&c->loop)) return -1;
+  c->async = (uv_async_t *)malloc(sizeof *c->async);
+  c->check = (uv_check_t *)malloc(sizeof *c->check);
+  c->idle = (uv_idle_t *)malloc(sizeof *c->idle);
+  if (mb) loom__mailbox_retain(mb);
+  else mb = loom__mailbox_new();
+  if (!c->async || !c->check || !c->idle || !mb ||
+      uv_async_init(&c->loop, c->async, on_async)) {
+    free(c->async); free(c->check); free(c->idle);
+    loom__mailbox_release(mb);
+    uv_loop_close(&c->loop);
+    return -1;
+  }
+  uv_check_init(&c->loop, c->check);
+  uv_idle_init(&c->loop, c->idle);
+  c->async->data = c->check->data = c->idle->data = c;
+  uv_unref((uv_handle_t *)c->async);   /* only 'holds' keep the loop alive */
+  uv_check_start(c->check, on_check);
+  uv_unref((uv_handle_t *)c->check);
+  loom__runtime_retain(rt);
+  c->rt = rt;
+  c->L = L;
+  c->mb = mb;
+  loom__mailbox_attach(mb, c->async);
+  return 0;
+}
+
+static void closeall (uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, onclose);
+}
+
+void loom__ctx_close (loom_ctx *c) {
+  loom_msg *m;
+  loom__children_stop(c);
+  loom__mailbox_close(c->mb);
+  while ((m = c->pend_head) != NULL) {
+    c->pend_head = m->next;
+    loom__msg_free(m);
+  }
+  loom__msg_free(c->current);
+  c->current = NULL;
+  uv_walk(&c->loop, closeall, NULL);
+  while (uv_loop_close(&c->loop) == UV_EBUSY)
+    uv_run(&c->loop, UV_RUN_NOWAIT);
+  loom__mailbox_release(c->mb);
+  loom__buf_free(&c->scratch);
+  loom_runtime_release(c->rt);
+}
+
+void loom__hold (loom_ctx *c, int delta) {
+  c->holds += delta;
+  if (c->holds > 0) uv_ref((uv_handle_t *)c->async);
+  else uv_unref((uv_handle_t *)c->async);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Errors and protected calls
+** ======================================================================= */
+
+int loom__msgh (lua_State *L) {
+  luaL_traceback(L, L, NULL, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &TBKEY);
+  lua_settop(L, 1);
+  return 1;
+}
+
+void loom__uncaught (loom_ctx *c) {
+  lua_State *L = c->L;
+  if (!c->has_error) {   /* the first error wins */
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &ERRKEY);
+    c->has_error = 1;
+  }
+  lua_pop(L, 1);
+  c->stopping = 1;
+  uv_stop(&c->loop);
+}
+
+int loom__pcall (loom_ctx *c, int nargs, int nres) {
+  lua_State *L = c->L;
+  int base = lua_gettop(L) - nargs, st;
+  lua_pushcfunction(L, loom__msgh);
+  lua_insert(L, base);
+  st = lua_pcall(L, nargs, nres, base);
+  lua_remove(L, base);
+  if (st != LUA_OK) {
+    if (loom__terminating(c)) {
+      lua_pop(L, 1);
+      c->stopping = 1;
+      uv_stop(&c->loop);
+    }
+    else loom__uncaught(c);
+  }
+  return st;
+}
+
+/* Push the pending uncaught error and its traceback; 0 if none. */
+int loom__take_error (lua_State *L, loom_ctx *c) {
+  if (!c->has_error) return 0;
+  c->has_error = 0;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &ERRKEY);
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &ERRKEY);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &TBKEY);
+  return 1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Delivery: messages are taken from the mailbox into c->pend_* and handed
+** to the Lua dispatcher one by one, so a nested run (an await inside a
+** handler) keeps their order.
+** ======================================================================= */
+
+static int deliver_batch (lua_State *L) {
+  loom_ctx *c = (loom_ctx *)lua_touserdata(L, 1);
+  int max = (int)lua_tointeger(L, 2), n = 0;
+  lua_settop(L, 0);
+  while (c->pend_head && !c->stopping && (max < 0 || n < max)) {
+    loom_msg *m = c->pend_head;
+    int kind;
+    c->pend_head = m->next;
+    if (c->pend_head == NULL) c->pend_tail = NULL;
+    c->current = m;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->dispatch_ref);
+    lua_pushinteger(L, (lua_Integer)m->target);
+    kind = m->kind;
+    if (kind == LOOM_MSG_EXIT) loom__worker_on_exit(c, m->target);
+    if (m->len == 0) lua_pushnil(L);
+    else if (loom__decode(L, m->data, m->len)) kind = -kind;  /* text pushed */
+    lua_pushinteger(L, kind);
+    lua_insert(L, -2);
+    lua_pushinteger(L, m->aux);
+    c->current = NULL;
+    loom__msg_free(m);
+    lua_call(L, 4, 0);
+    n++;
+    if (c->poll_deadline && uv_hrtime() >= c->poll_deadline) break;
+  }
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+int loom__deliver (loom_ctx *c, int max) {
+  lua_State *L = c->L;
+  loom_msg *list = loom__mailbox_take(c->mb), *saved = c->current;
+  int n = 0;
+  if (list) {
+    loom_msg *last = list;
+    while (last->next) last = last->next;
+    if (c->pend_tail) c->pend_tail->next = list;
+    else c->pend_head = list;
+    c->pend_tail = last;
+  }
+  if (c->pend_head == NULL || c->dispatch_ref == LUA_NOREF) return 0;
+  lua_pushcfunction(L, deliver_batch);
+  lua_pushlightuserdata(L, c);
+  lua_pushinteger(L, max);
+  if (loom__pcall(c, 2, 1) == LUA_OK) {
+    n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  else {
+    if (c->current != saved) loom__msg_free(c->current);
+    c->current = saved;
+    n = -1;
+  }
+  if (c->pend_head && !c->stopping) uv_async_send(c->async);  /* rest later */
+  return n;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Embedding entry points
+** ======================================================================= */
+
+int loom_poll (lua_State *L, int budget_us, int max_messages) {
+  loom_ctx *c;
+  int n = 0, r;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CTXKEY);
+  c = (loom_ctx *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (c == NULL || c->running) return 0;
+  c->poll_deadline = uv_hrtime() + (uint64_t)(budget_us > 0 ? budget_us : 0) * 1000;
+  c->running = 1;
+  c->stopping = 0;
+  uv_run(&c->loop, UV_RUN_NOWAIT);   /* timers, wake-ups, immediates */
+  r = loom__deliver(c, max_messages > 0 ? max_messages : -1);
+  c->running = 0;
+  c->poll_deadline = 0;
+  if (r > 0) n += r;
+  if (loom__take_error(L, c)) {
+    lua_pop(L, 1);     /* keep the error value, drop the traceback */
+    return -1;
+  }
+  return n;
+}
+
+int loom_backend_fd (lua_State *L) {
+  loom_ctx *c;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CTXKEY);
+  c = (loom_ctx *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return c ? uv_backend_fd(&c->loop) : -1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Lua API
+** ======================================================================= */
+
+/* The main thread's context lives in C memory owned by this box; its
+** finalizer runs last among loom objects (it is marked first). */
+static int ctxbox_gc (lua_State *L) {
+  loom_ctx **box = (loom_ctx **)lua_touserdata(L, 1);
+  if (*box) {
+    loom__ctx_close(*box);
+    free(*box);
+    *box = NULL;
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &CTXKEY);
+  }
+  return 0;
+}
+
+static loom_ctx *main_ctx (lua_State *L) {
+  loom_ctx **box, *c;
+  loom_runtime *rt;
+  int own = 0;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CTXKEY);
+  c = (loom_ctx *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (c) return c;
+  box = (loom_ctx **)lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  lua_newtable(L);
+  lua_pushcfunction(L, ctxbox_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, box);  /* anchored for the state's life */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &RTKEY);
+  rt = (loom_runtime *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (rt == NULL) {
+    rt = loom_runtime_new(NULL);
+    own = 1;
+    if (rt == NULL) luaL_error(L, "loom: not enough memory");
+  }
+  c = (loom_ctx *)malloc(sizeof *c);
+  if (c == NULL || loom__ctx_init(c, rt, L, NULL)) {
+    free(c);
+    if (own) loom_runtime_release(rt);
+    luaL_error(L, "loom: cannot create the event loop");
+  }
+  if (own) loom_runtime_release(rt);   /* the context holds it now */
+  else {
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &RTKEY);
+    loom_runtime_release(rt);          /* loom_open's reference */
+  }
+  *box = c;
+  loom__ctx_install(L, c);
+  return c;
+}
+
+#define CTX(L) ((loom_ctx *)lua_touserdata(L, lua_upvalueindex(1)))
+
+/* core.setdispatch(dispatch, run_immediates) */
+static int l_setdispatch (lua_State *L) {
+  loom_ctx *c = CTX(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->dispatch_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->immediate_ref);
+  lua_settop(L, 2);
+  c->immediate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+static int boot_writer (lua_State *L, const void *p, size_t sz, void *ud) {
+  loom_buf *b = (loom_buf *)ud;
+  (void)L;
+  if (loom__buf_reserve(b, sz)) return 1;
+  memcpy(b->p + b->len, p, sz);
+  b->len += sz;
+  return 0;
+}
+
+/* core.boot(chunk): keep the bytecode of the loom Lua module, so that
+** workers load it without searching or parsing. */
+static int l_boot (lua_State *L) {
+  loom_ctx *c = CTX(L);
+  loom_buf b = {NULL, 0, 0};
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  uv_mutex_lock(&c->rt->lock);
+  if (c->rt->boot == NULL) {
+    if (lua_dump(L, boot_writer, &b, 1) == 0) {
+      c->rt->boot = (char *)b.p;
+      c->rt->bootlen = b.len;
+      b.p = NULL;
+    }
+  }
+  uv_mutex_unlock(&c->rt->lock);
+  loom__buf_free(&b);
+  return 0;
+}
+
+/* preload loader for "loom" in workers */
+static int l_loadboot (lua_State *L) {
+  loom_ctx *c = CTX(L);
+  int st;
+  uv_mutex_lock(&c->rt->lock);
+  st = luaL_loadbufferx(L, c->rt->boot, c->rt->bootlen, "=loom", "b");
+  uv_mutex_unlock(&c->rt->lock);
+  if (st != LUA_OK) return lua_error(L);
+  lua_pushliteral(L, "loom");
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+static int has_boot (loom_ctx *c) {
+  int has;
+  uv_mutex_lock(&c->rt->lock);
+  has = c->rt->boot != NULL;
+  uv_mutex_unlock(&c->rt->lock);
+  return has;
+}
+
+/* Set package.preload["loom"] and ["loom.core"] in a worker state. */
+void loom__preload (lua_State *L, loom_ctx *c) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_loom_core);
+  lua_setfield(L, -2, "loom.core");
+  if (has_boot(c)) {
+    lua_pushlightuserdata(L, c);
+    lua_pushcclosure(L, l_loadboot, 1);
+    lua_setfield(L, -2, "loom");
+  }
+  lua_pop(L, 2);
+}
+
+static const luaL_Reg funcs[] = {
+  {"setdispatch", l_setdispatch},
+  {"boot", l_boot},
+  {NULL, NULL}
+};
+
+int luaopen_loom_core (lua_State *L) {
+  loom_ctx *c = main_ctx(L);
+  lua_newtable(L);
+  lua_pushlightuserdata(L, c);
+  luaL_setfuncs(L, funcs, 1);
+  lua_pushboolean(L, c->self == NULL);
+  lua_setfield(L, -2, "isMainThread");
+  lua_pushinteger(L, (lua_Integer)c->thread_id);
+  lua_setfield(L, -2, "threadId");
+  lua_pushliteral(L, LOOM_VERSION);
+  lua_setfield(L, -2, "version");
+  loom__open_serial(L);
+  loom__open_loop(L);
+  loom__open_worker(L);
+  return 1;
+}
+
+/* }====================================================================== */

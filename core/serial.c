@@ -1,0 +1,665 @@
+/*
+** serial.c: the cloner.  Lua values to one contiguous blob and back.
+**
+** Blob = header byte, then one value.  Header: 0x10 | (1 if the blob holds
+** back-references).  Values (tag byte, then payload):
+**   00 nil  01 false  02 true
+**   03 integer: zigzag LEB128        04 float: 8 raw bytes (NaN, -0.0 exact)
+**   05 string: LEB128 length, bytes  06 table: u32 narr, u32 nrec, narr
+**   values, nrec key/value pairs     07 back-reference: LEB128 index
+**   08 function: u32 length, bytecode, u8 nups, nups values (09 = _ENV)
+**   40..7f small integers 0..63      80..ff strings of length 0..127
+** Tables and functions are numbered in the order they are first met; a
+** second meeting writes a back-reference, so cycles and sharing survive.
+** The encoder never calls back into Lua code and never allocates Lua
+** memory until it has finished or failed, so it cannot be re-entered.
+*/
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "loom_int.h"
+
+enum {
+  T_NIL = 0x00, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_REF,
+  T_FUNC, T_ENV,
+  T_SMALLINT = 0x40, T_SMALLINT_MAX = 63,
+  T_SHORTSTR = 0x80, T_SHORTSTR_MAX = 127
+};
+
+#define HDR_VERSION 0x10
+#define HDR_HASREF 0x01
+
+/* {======================================================================
+** Buffers and messages
+** ======================================================================= */
+
+int loom__buf_reserve (loom_buf *b, size_t extra) {
+  size_t need, cap;
+  unsigned char *np;
+  if (b->cap - b->len >= extra) return 0;
+  if (extra > SIZE_MAX / 2 - b->len) return -1;
+  need = b->len + extra;
+  cap = b->cap ? b->cap : 256;
+  while (cap < need) cap *= 2;
+  np = (unsigned char *)realloc(b->p, cap);
+  if (np == NULL) return -1;
+  b->p = np;
+  b->cap = cap;
+  return 0;
+}
+
+void loom__buf_free (loom_buf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+}
+
+#define MSG_INLINE_MAX 4096   /* larger payloads move their buffer */
+
+loom_msg *loom__msg_new (int kind, uint64_t target, int aux, loom_buf *b) {
+  size_t len = b ? b->len : 0;
+  loom_msg *m;
+  if (len <= MSG_INLINE_MAX) {
+    m = (loom_msg *)malloc(sizeof(loom_msg) + len);
+    if (m == NULL) return NULL;
+    m->data = m->inline_;
+    if (len) memcpy(m->inline_, b->p, len);
+  }
+  else {
+    m = (loom_msg *)malloc(sizeof(loom_msg));
+    if (m == NULL) return NULL;
+    m->data = b->p;  /* the buffer now belongs to the message */
+    b->p = NULL;
+    b->len = b->cap = 0;
+  }
+  m->next = NULL;
+  m->target = target;
+  m->kind = kind;
+  m->aux = aux;
+  m->len = len;
+  return m;
+}
+
+void loom__msg_free (loom_msg *m) {
+  if (m == NULL) return;
+  if (m->data != m->inline_) free(m->data);
+  free(m);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Encoder
+** ======================================================================= */
+
+enum { P_ARR, P_VAL, P_KEY, P_UPV };   /* kinds of path segment */
+
+typedef struct pathseg {
+  int kind;
+  int idx;                 /* P_VAL, P_KEY: stack index of the key */
+  lua_Integer n;           /* P_ARR: array index */
+  const char *name;        /* P_UPV: upvalue name */
+} pathseg;
+
+typedef struct seenslot {
+  const void *key;         /* NULL: empty */
+  uint32_t id;
+} seenslot;
+
+typedef struct enc {
+  lua_State *L;
+  loom_buf *b;
+  const char *root;
+  char *err;
+  size_t errsz;
+  uint32_t nref;           /* tables and functions numbered so far */
+  int hasref;
+  int depth;
+  seenslot *slots;         /* open addressing; 'small' or malloc'd */
+  size_t cap, count;
+  seenslot small[32];
+  pathseg path[LOOM_MAX_DEPTH + 2];
+} enc;
+
+static size_t hashp (const void *p, size_t cap) {
+  uint64_t h = (uint64_t)(uintptr_t)p;
+  h ^= h >> 29;
+  h *= UINT64_C(0x9E3779B97F4A7C15);
+  return (size_t)(h >> 32) & (cap - 1);
+}
+
+/* Look 'p' up; if absent, insert it with the next id.  Returns 1 if it
+** was there (id in *id), 0 if inserted, -1 when out of memory. */
+static int seen (enc *e, const void *p, uint32_t *id) {
+  size_t i;
+  if ((e->count + 1) * 2 > e->cap) {  /* grow first: keep load <= 1/2 */
+    size_t ncap = e->cap * 2, j;
+    seenslot *ns = (seenslot *)calloc(ncap, sizeof(seenslot));
+    if (ns == NULL) return -1;
+    for (j = 0; j < e->cap; j++) {
+      if (e->slots[j].key) {
+        size_t k = hashp(e->slots[j].key, ncap);
+        while (ns[k].key) k = (k + 1) & (ncap - 1);
+        ns[k] = e->slots[j];
+      }
+    }
+    if (e->slots != e->small) free(e->slots);
+    e->slots = ns;
+    e->cap = ncap;
+  }
+  i = hashp(p, e->cap);
+  while (e->slots[i].key) {
+    if (e->slots[i].key == p) { *id = e->slots[i].id; return 1; }
+    i = (i + 1) & (e->cap - 1);
+  }
+  e->slots[i].key = p;
+  e->slots[i].id = *id = ++e->nref;
+  e->count++;
+  return 0;
+}
+
+static int isident (const char *s, size_t n) {
+  size_t i;
+  if (n == 0 || n > 40 || !(s[0] == '_' || ((s[0] | 32) >= 'a' && (s[0] | 32) <= 'z')))
+    return 0;
+  for (i = 1; i < n; i++) {
+    char ch = s[i];
+    if (!(ch == '_' || (ch >= '0' && ch <= '9') || ((ch | 32) >= 'a' && (ch | 32) <= 'z')))
+      return 0;
+  }
+  return 1;
+}
+
+/* Append the printed form of the key at stack index 'idx' to out. */
+static int putkey (lua_State *L, int idx, char *out, size_t sz) {
+  switch (lua_type(L, idx)) {
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, idx, &n);
+      if (isident(s, n)) return snprintf(out, sz, ".%s", s);
+      return snprintf(out, sz, "[\"%.*s%s\"]", (int)(n > 24 ? 24 : n), s,
+                      n > 24 ? "..." : "");
+    }
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx))
+        return snprintf(out, sz, "[%lld]", (long long)lua_tointeger(L, idx));
+      return snprintf(out, sz, "[%.14g]", (double)lua_tonumber(L, idx));
+    case LUA_TBOOLEAN:
+      return snprintf(out, sz, "[%s]", lua_toboolean(L, idx) ? "true" : "false");
+    default:
+      return snprintf(out, sz, "[%s]", lua_typename(L, lua_type(L, idx)));
+  }
+}
+
+/* Write "cannot clone <path>: <what>" into e->err. */
+static int fail (enc *e, const char *what) {
+  char path[400];
+  size_t len = 0;
+  int i, n;
+  path[0] = '\0';
+  for (i = 0; i < e->depth; i++) {
+    pathseg *s = &e->path[i];
+    char seg[96];
+    switch (s->kind) {
+      case P_ARR: n = snprintf(seg, sizeof seg, "[%lld]", (long long)s->n); break;
+      case P_VAL: n = putkey(e->L, s->idx, seg, sizeof seg); break;
+      case P_KEY: {
+        char k[80];
+        putkey(e->L, s->idx, k, sizeof k);
+        n = snprintf(seg, sizeof seg, "{key %s}", k[0] == '.' ? k + 1 : k);
+        break;
+      }
+      default: n = snprintf(seg, sizeof seg, "(upvalue '%s')", s->name); break;
+    }
+    if (n < 0) n = 0;
+    if ((size_t)n >= sizeof seg) n = (int)sizeof seg - 1;
+    if (len + (size_t)n >= sizeof path - 4) {  /* keep the head, mark the cut */
+      memcpy(path + len, "...", 4);
+      len += 3;
+      break;
+    }
+    memcpy(path + len, seg, (size_t)n + 1);
+    len += (size_t)n;
+  }
+  snprintf(e->err, e->errsz, "cannot clone %s%s: %s", e->root, path, what);
+  return -1;
+}
+
+static int nomem (enc *e) { return fail(e, "not enough memory"); }
+
+static int putbytes (enc *e, const void *p, size_t n) {
+  if (loom__buf_reserve(e->b, n)) return nomem(e);
+  memcpy(e->b->p + e->b->len, p, n);
+  e->b->len += n;
+  return 0;
+}
+
+static int putbyte (enc *e, int c) {
+  if (e->b->len == e->b->cap && loom__buf_reserve(e->b, 1)) return nomem(e);
+  e->b->p[e->b->len++] = (unsigned char)c;
+  return 0;
+}
+
+static int putvarint (enc *e, uint64_t v) {
+  unsigned char tmp[10];
+  int n = 0;
+  do {
+    unsigned char byte = v & 0x7f;
+    v >>= 7;
+    tmp[n++] = byte | (v ? 0x80 : 0);
+  } while (v);
+  return putbytes(e, tmp, (size_t)n);
+}
+
+static int putu32 (enc *e, uint32_t v) {
+  return putbytes(e, &v, sizeof v);
+}
+
+static int value (enc *e, int idx);
+
+static int ref_or_number (enc *e, int idx, int *isnew) {
+  uint32_t id;
+  int r = seen(e, lua_topointer(e->L, idx), &id);
+  if (r < 0) return nomem(e);
+  *isnew = (r == 0);
+  if (r == 1) {
+    e->hasref = 1;
+    if (putbyte(e, T_REF)) return -1;
+    return putvarint(e, id);
+  }
+  return 0;
+}
+
+static int enter (enc *e) {
+  if (e->depth >= LOOM_MAX_DEPTH) {
+    char what[64];
+    snprintf(what, sizeof what, "nested deeper than %d levels", LOOM_MAX_DEPTH);
+    return fail(e, what);
+  }
+  if (!lua_checkstack(e->L, 4)) return fail(e, "Lua stack overflow");
+  return 0;
+}
+
+static int table (enc *e, int idx) {
+  lua_State *L = e->L;
+  lua_Unsigned narr, i;
+  uint32_t nrec = 0;
+  size_t nrecpos;
+  int isnew;
+  pathseg *seg;
+  if (ref_or_number(e, idx, &isnew) || !isnew) return isnew ? -1 : 0;
+  if (enter(e)) return -1;
+  narr = lua_rawlen(L, idx);
+  if (narr > UINT32_MAX) return fail(e, "table too large");
+  if (putbyte(e, T_TABLE) || putu32(e, (uint32_t)narr)) return -1;
+  nrecpos = e->b->len;
+  if (putu32(e, 0)) return -1;
+  seg = &e->path[e->depth++];
+  seg->kind = P_ARR;
+  for (i = 1; i <= narr; i++) {
+    seg->n = (lua_Integer)i;
+    lua_rawgeti(L, idx, (lua_Integer)i);
+    if (value(e, lua_gettop(L))) return -1;
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int kidx = lua_gettop(L) - 1;
+    if (narr && lua_isinteger(L, kidx)) {
+      lua_Integer k = lua_tointeger(L, kidx);
+      if (k >= 1 && (lua_Unsigned)k <= narr) { lua_pop(L, 1); continue; }
+    }
+    seg->idx = kidx;
+    seg->kind = P_KEY;
+    if (value(e, kidx)) return -1;
+    seg->kind = P_VAL;
+    if (value(e, kidx + 1)) return -1;
+    lua_pop(L, 1);
+    if (++nrec == UINT32_MAX) return fail(e, "table too large");
+  }
+  e->depth--;
+  memcpy(e->b->p + nrecpos, &nrec, sizeof nrec);
+  return 0;
+}
+
+static int writer (lua_State *L, const void *p, size_t sz, void *ud) {
+  enc *e = (enc *)ud;
+  (void)L;
+  if (loom__buf_reserve(e->b, sz)) return 1;
+  memcpy(e->b->p + e->b->len, p, sz);
+  e->b->len += sz;
+  return 0;
+}
+
+static int function (enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t lenpos, start;
+  uint32_t len;
+  int isnew, n, i;
+  pathseg *seg;
+  if (lua_iscfunction(L, idx)) return fail(e, "C function");
+  if (ref_or_number(e, idx, &isnew) || !isnew) return isnew ? -1 : 0;
+  if (enter(e)) return -1;
+  if (putbyte(e, T_FUNC)) return -1;
+  lenpos = e->b->len;
+  if (putu32(e, 0)) return -1;
+  start = e->b->len;
+  lua_pushvalue(L, idx);
+  if (lua_dump(L, writer, e, 0) != 0) return nomem(e);
+  lua_pop(L, 1);
+  if (e->b->len - start > UINT32_MAX) return fail(e, "function too large");
+  len = (uint32_t)(e->b->len - start);
+  memcpy(e->b->p + lenpos, &len, sizeof len);
+  for (n = 0; lua_getupvalue(L, idx, n + 1) != NULL; n++) lua_pop(L, 1);
+  if (n > 255) return fail(e, "too many upvalues");
+  if (putbyte(e, n)) return -1;
+  seg = &e->path[e->depth++];
+  seg->kind = P_UPV;
+  for (i = 1; i <= n; i++) {
+    const char *name = lua_getupvalue(L, idx, i);
+    int r;
+    seg->name = name;
+    r = strcmp(name, "_ENV") == 0 ? putbyte(e, T_ENV) : value(e, lua_gettop(L));
+    if (r) return -1;
+    lua_pop(L, 1);
+  }
+  e->depth--;
+  return 0;
+}
+
+static int value (enc *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: return putbyte(e, T_NIL);
+    case LUA_TBOOLEAN: return putbyte(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+    case LUA_TNUMBER: {
+      if (lua_isinteger(L, idx)) {
+        lua_Integer n = lua_tointeger(L, idx);
+        if (n >= 0 && n <= T_SMALLINT_MAX) return putbyte(e, T_SMALLINT + (int)n);
+        if (putbyte(e, T_INT)) return -1;
+        return putvarint(e, ((uint64_t)n << 1) ^ (uint64_t)(n >> 63));
+      }
+      else {
+        double d = (double)lua_tonumber(L, idx);
+        if (putbyte(e, T_FLOAT)) return -1;
+        return putbytes(e, &d, sizeof d);
+      }
+    }
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, idx, &n);
+      if (n <= T_SHORTSTR_MAX) {
+        if (loom__buf_reserve(e->b, n + 1)) return nomem(e);
+        e->b->p[e->b->len++] = (unsigned char)(T_SHORTSTR + n);
+      }
+      else if (putbyte(e, T_STR) || putvarint(e, n)) return -1;
+      return putbytes(e, s, n);
+    }
+    case LUA_TTABLE: return table(e, idx);
+    case LUA_TFUNCTION: return function(e, idx);
+    default: return fail(e, lua_typename(L, lua_type(L, idx)));
+  }
+}
+
+int loom__encode (lua_State *L, int idx, loom_buf *b, const char *root,
+                  char *err, size_t errsz) {
+  enc e;
+  int top = lua_gettop(L), r;
+  size_t hdr;
+  e.L = L;
+  e.b = b;
+  e.root = root;
+  e.err = err;
+  e.errsz = errsz;
+  e.nref = 0;
+  e.hasref = 0;
+  e.depth = 0;
+  e.cap = sizeof e.small / sizeof e.small[0];
+  e.count = 0;
+  e.slots = e.small;
+  memset(e.small, 0, sizeof e.small);
+  hdr = b->len;
+  r = putbyte(&e, HDR_VERSION);
+  if (r == 0) r = value(&e, lua_absindex(L, idx));
+  if (r == 0 && e.hasref) b->p[hdr] |= HDR_HASREF;
+  if (e.slots != e.small) free(e.slots);
+  lua_settop(L, top);
+  return r;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Decoder: bounds-checked; a malformed blob gives an error, never a crash.
+** Bytecode inside a blob is trusted: only loom's own encoder makes blobs.
+** ======================================================================= */
+
+typedef struct dec {
+  lua_State *L;
+  const unsigned char *p, *end;
+  int refs;                 /* stack index of the reference table, or 0 */
+  lua_Integer nref;
+  int depth;
+  const char *err;
+} dec;
+
+static int bad (dec *d, const char *why) {
+  d->err = why;
+  return -1;
+}
+
+static int getvarint (dec *d, uint64_t *v) {
+  uint64_t r = 0;
+  int shift = 0;
+  while (d->p < d->end && shift < 64) {
+    unsigned char byte = *d->p++;
+    r |= (uint64_t)(byte & 0x7f) << shift;
+    if (!(byte & 0x80)) { *v = r; return 0; }
+    shift += 7;
+  }
+  return bad(d, "bad varint");
+}
+
+static int getu32 (dec *d, uint32_t *v) {
+  if ((size_t)(d->end - d->p) < sizeof *v) return bad(d, "truncated");
+  memcpy(v, d->p, sizeof *v);
+  d->p += sizeof *v;
+  return 0;
+}
+
+static void addref (dec *d) {
+  if (d->refs) {
+    lua_pushvalue(d->L, -1);
+    lua_rawseti(d->L, d->refs, ++d->nref);
+  }
+}
+
+static int dvalue (dec *d);
+
+static int dtable (dec *d) {
+  lua_State *L = d->L;
+  uint32_t narr, nrec, i;
+  if (getu32(d, &narr) || getu32(d, &nrec)) return -1;
+  /* every entry takes at least one byte: refuse absurd sizes early */
+  if ((uint64_t)narr + nrec * 2ull > (uint64_t)(d->end - d->p))
+    return bad(d, "truncated table");
+  if (d->depth >= LOOM_MAX_DEPTH) return bad(d, "nested too deep");
+  if (!lua_checkstack(L, 4)) return bad(d, "Lua stack overflow");
+  d->depth++;
+  lua_createtable(L, (int)narr, (int)nrec);
+  addref(d);
+  for (i = 1; i <= narr; i++) {
+    if (dvalue(d)) return -1;
+    lua_rawseti(L, -2, (lua_Integer)i);
+  }
+  for (i = 0; i < nrec; i++) {
+    if (dvalue(d)) return -1;
+    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER &&
+                             lua_tonumber(L, -1) != lua_tonumber(L, -1)))
+      return bad(d, "bad table key");
+    if (dvalue(d)) return -1;
+    lua_rawset(L, -3);
+  }
+  d->depth--;
+  return 0;
+}
+
+static int dfunction (dec *d) {
+  lua_State *L = d->L;
+  uint32_t len;
+  int nups, i;
+  if (getu32(d, &len)) return -1;
+  if ((size_t)(d->end - d->p) < len) return bad(d, "truncated function");
+  if (d->depth >= LOOM_MAX_DEPTH) return bad(d, "nested too deep");
+  if (!lua_checkstack(L, 4)) return bad(d, "Lua stack overflow");
+  if (luaL_loadbufferx(L, (const char *)d->p, len, "=(cloned function)", "b") != LUA_OK) {
+    lua_pop(L, 1);
+    return bad(d, "bad function");
+  }
+  d->p += len;
+  addref(d);
+  if (d->p >= d->end) return bad(d, "truncated function");
+  nups = *d->p++;
+  d->depth++;
+  for (i = 1; i <= nups; i++) {
+    if (d->p < d->end && *d->p == T_ENV) {
+      d->p++;
+      lua_pushglobaltable(L);
+    }
+    else if (dvalue(d)) return -1;
+    if (lua_setupvalue(L, -2, i) == NULL) lua_pop(L, 1);
+  }
+  d->depth--;
+  return 0;
+}
+
+static int dvalue (dec *d) {
+  lua_State *L = d->L;
+  int t;
+  if (d->p >= d->end) return bad(d, "truncated");
+  t = *d->p++;
+  if (t >= T_SHORTSTR) {
+    size_t n = (size_t)(t - T_SHORTSTR);
+    if ((size_t)(d->end - d->p) < n) return bad(d, "truncated string");
+    lua_pushlstring(L, (const char *)d->p, n);
+    d->p += n;
+    return 0;
+  }
+  if (t >= T_SMALLINT) {
+    if (t > T_SMALLINT + T_SMALLINT_MAX) return bad(d, "bad tag");
+    lua_pushinteger(L, t - T_SMALLINT);
+    return 0;
+  }
+  switch (t) {
+    case T_NIL: lua_pushnil(L); return 0;
+    case T_FALSE: lua_pushboolean(L, 0); return 0;
+    case T_TRUE: lua_pushboolean(L, 1); return 0;
+    case T_INT: {
+      uint64_t u;
+      if (getvarint(d, &u)) return -1;
+      lua_pushinteger(L, (lua_Integer)((u >> 1) ^ (0 - (u & 1))));
+      return 0;
+    }
+    case T_FLOAT: {
+      double x;
+      if ((size_t)(d->end - d->p) < sizeof x) return bad(d, "truncated float");
+      memcpy(&x, d->p, sizeof x);
+      d->p += sizeof x;
+      lua_pushnumber(L, (lua_Number)x);
+      return 0;
+    }
+    case T_STR: {
+      uint64_t n;
+      if (getvarint(d, &n)) return -1;
+      if ((uint64_t)(d->end - d->p) < n) return bad(d, "truncated string");
+      lua_pushlstring(L, (const char *)d->p, (size_t)n);
+      d->p += n;
+      return 0;
+    }
+    case T_TABLE: return dtable(d);
+    case T_FUNC: return dfunction(d);
+    case T_REF: {
+      uint64_t id;
+      if (getvarint(d, &id)) return -1;
+      if (!d->refs || id < 1 || id > (uint64_t)d->nref) return bad(d, "bad reference");
+      lua_rawgeti(L, d->refs, (lua_Integer)id);
+      return 0;
+    }
+    default: return bad(d, "bad tag");
+  }
+}
+
+int loom__decode (lua_State *L, const unsigned char *p, size_t len) {
+  dec d;
+  int top = lua_gettop(L);
+  d.L = L;
+  d.p = p;
+  d.end = p + len;
+  d.refs = 0;
+  d.nref = 0;
+  d.depth = 0;
+  d.err = NULL;
+  luaL_checkstack(L, 4, "loom: decoding");
+  if (len < 1 || (p[0] & ~HDR_HASREF) != HDR_VERSION) bad(&d, "bad header");
+  else {
+    if (p[0] & HDR_HASREF) {
+      lua_newtable(L);
+      d.refs = lua_gettop(L);
+    }
+    d.p++;
+    if (dvalue(&d) == 0 && d.p != d.end) bad(&d, "trailing bytes");
+  }
+  if (d.err) {
+    lua_settop(L, top);
+    lua_pushfstring(L, "cannot decode message: %s", d.err);
+    return -1;
+  }
+  if (d.refs) lua_remove(L, d.refs);
+  return 0;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Lua API
+** ======================================================================= */
+
+loom_msg *loom__pack (lua_State *L, loom_ctx *c, int idx, const char *root,
+                      int kind, uint64_t target) {
+  char err[512];
+  loom_msg *m;
+  c->scratch.len = 0;
+  if (loom__encode(L, idx, &c->scratch, root, err, sizeof err))
+    luaL_error(L, "%s", err);
+  m = loom__msg_new(kind, target, 0, &c->scratch);
+  if (m == NULL) luaL_error(L, "cannot clone %s: not enough memory", root);
+  return m;
+}
+
+/* loom.clone(v): the same clone a message makes, on one thread.  The blob
+** is copied into Lua memory first, so a finalizer that posts a message
+** while the copy is being built cannot disturb it. */
+static int l_clone (lua_State *L) {
+  loom_ctx *c = loom__ctx(L);
+  char err[512];
+  void *copy;
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  c->scratch.len = 0;
+  if (loom__encode(L, 1, &c->scratch, "value", err, sizeof err))
+    return luaL_error(L, "%s", err);
+  copy = lua_newuserdatauv(L, c->scratch.len, 0);
+  memcpy(copy, c->scratch.p, c->scratch.len);
+  if (loom__decode(L, (const unsigned char *)copy, lua_rawlen(L, 2)))
+    return lua_error(L);
+  return 1;
+}
+
+int loom__open_serial (lua_State *L) {
+  lua_pushcfunction(L, l_clone);
+  lua_setfield(L, -2, "clone");
+  return 0;
+}
+
+/* }====================================================================== */

@@ -1,0 +1,660 @@
+/*
+** worker.c: workers.  Each is an OS thread with its own lua_State and its
+** own libuv loop; the parent keeps a handle, the thread keeps the state.
+**
+** Terminating running Lua: terminate() sets an atomic flag, then arms a
+** count hook (count 1) on the worker's main state and on the coroutine it
+** is running, and wakes every loom wait.  lua_sethook is the one call Lua
+** allows from outside the running thread (ldebug.c: "can be called
+** asynchronously"); state_lock makes sure the state is not being closed
+** meanwhile.  The hook raises at every instruction, so a pcall that
+** catches the error is interrupted again in its caller, up to the top.
+*/
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+#include <lualib.h>
+#include "loom_int.h"
+
+#define CTX(L) ((loom_ctx *)lua_touserdata(L, lua_upvalueindex(1)))
+#define HANDLE "loom.WorkerHandle"
+#define TERMINATED "loom: worker terminated"
+
+enum { SRC_FILE, SRC_EVAL, SRC_FUNC };
+
+/* Shared by the parent (through its handle and its children list) and
+** the worker thread; freed when the atomic refcount drops to 0.
+** Immutable once the thread starts: rt, id, name, kind, source, wdata,
+** argv, path, cpath, parent, inbox.  state_lock guards L and running.
+** terminating is atomic.  Parent thread only: thread, started, joined,
+** next.  Worker thread only: everything else it touches through its ctx. */
+struct loom_worker {
+  atomic_int refs;
+  loom_runtime *rt;
+  uint64_t id;
+  char *name;
+  int kind;
+  char *source;
+  size_t srclen;
+  loom_buf wdata, argv, env;   /* cloned workerData, argv, environment data */
+  char *path, *cpath;          /* the parent's package.path and cpath */
+  loom_mailbox *parent;        /* the parent's inbox */
+  loom_mailbox *inbox;         /* this worker's inbox */
+  uv_mutex_t state_lock;
+  lua_State *L;                /* NULL while no Lua code may run */
+  lua_State *running;          /* the coroutine being run, or L */
+  atomic_int terminating;
+  uv_thread_t thread;
+  int started, joined;
+  loom_worker *next;           /* in the parent's children list */
+};
+
+static void worker_release (loom_worker *w) {
+  if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  free(w->name);
+  free(w->source);
+  loom__buf_free(&w->wdata);
+  loom__buf_free(&w->argv);
+  loom__buf_free(&w->env);
+  free(w->path);
+  free(w->cpath);
+  loom__mailbox_release(w->parent);
+  loom__mailbox_release(w->inbox);
+  uv_mutex_destroy(&w->state_lock);
+  loom_runtime_release(w->rt);
+  free(w);
+}
+
+/* {======================================================================
+** Termination
+** ======================================================================= */
+
+static void onhook (lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_pushliteral(L, TERMINATED);
+  lua_error(L);
+}
+
+static void arm (lua_State *L) {
+  lua_sethook(L, onhook, LUA_MASKCOUNT, 1);
+}
+
+/* Any thread. */
+static void terminate (loom_worker *w) {
+  atomic_store(&w->terminating, 1);
+  uv_mutex_lock(&w->state_lock);
+  if (w->L) {
+    arm(w->L);
+    if (w->running && w->running != w->L) arm(w->running);
+  }
+  uv_mutex_unlock(&w->state_lock);
+  loom__mailbox_interrupt(w->inbox);
+}
+
+int loom__terminating (loom_ctx *c) {
+  return c->self && atomic_load(&c->self->terminating);
+}
+
+const atomic_int *loom__stopflag (loom_ctx *c) {
+  return c->self ? &c->self->terminating : NULL;
+}
+
+void loom__check_terminate (lua_State *L, loom_ctx *c) {
+  if (loom__terminating(c)) {
+    lua_pushliteral(L, TERMINATED);
+    lua_error(L);
+  }
+}
+
+static void join (loom_ctx *c, loom_worker *w) {
+  loom_worker **p;
+  if (!w->started || w->joined) return;
+  uv_thread_join(&w->thread);
+  w->joined = 1;
+  for (p = &c->children; *p; p = &(*p)->next)
+    if (*p == w) { *p = w->next; break; }
+}
+
+void loom__worker_on_exit (loom_ctx *c, uint64_t id) {
+  loom_worker *w;
+  for (w = c->children; w; w = w->next)
+    if (w->id == id) { join(c, w); return; }
+}
+
+void loom__children_stop (loom_ctx *c) {
+  loom_worker *w;
+  for (w = c->children; w; w = w->next) terminate(w);
+  while (c->children) join(c, c->children);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The worker thread
+** ======================================================================= */
+
+static int post_parent (loom_ctx *c, int kind, int aux, loom_buf *b) {
+  loom_msg *m = loom__msg_new(kind, c->self->id, aux, b);
+  if (m == NULL) return -1;
+  return loom__mailbox_push(c->self->parent, m);
+}
+
+/* coroutine.resume and coroutine.wrap, made to record which coroutine runs
+** so that terminate() can reach it. */
+static int auxresume (lua_State *L, loom_ctx *c, lua_State *co, int narg) {
+  loom_worker *w = c->self;
+  lua_State *prev;
+  int status, nres;
+  if (!lua_checkstack(co, narg)) {
+    lua_pushliteral(L, "too many arguments to resume");
+    return -1;
+  }
+  lua_xmove(L, co, narg);
+  uv_mutex_lock(&w->state_lock);
+  prev = w->running;
+  w->running = co;
+  if (atomic_load(&w->terminating)) arm(co);
+  uv_mutex_unlock(&w->state_lock);
+  status = lua_resume(co, L, narg, &nres);
+  uv_mutex_lock(&w->state_lock);
+  w->running = prev;
+  uv_mutex_unlock(&w->state_lock);
+  if (status == LUA_OK || status == LUA_YIELD) {
+    if (!lua_checkstack(L, nres + 1)) {
+      lua_pop(co, nres);
+      lua_pushliteral(L, "too many results to resume");
+      return -1;
+    }
+    lua_xmove(co, L, nres);
+    return nres;
+  }
+  lua_xmove(co, L, 1);
+  return -1;
+}
+
+static int co_resume (lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  int r;
+  luaL_argexpected(L, co, 1, "coroutine");
+  if (co == L) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "cannot resume non-suspended coroutine");
+    return 2;
+  }
+  r = auxresume(L, CTX(L), co, lua_gettop(L) - 1);
+  if (r < 0) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  lua_insert(L, -(r + 1));
+  return r + 1;
+}
+
+static int co_auxwrap (lua_State *L) {
+  lua_State *co = lua_tothread(L, lua_upvalueindex(2));
+  int r = auxresume(L, CTX(L), co, lua_gettop(L));
+  if (r < 0) {
+    int st = lua_status(co);
+    if (st != LUA_OK && st != LUA_YIELD) {   /* error in the coroutine */
+#if LUA_VERSION_RELEASE_NUM >= 50406
+      lua_closethread(co, L);
+#else
+      lua_resetthread(co);
+#endif
+      lua_xmove(co, L, 1);
+    }
+    if (lua_type(L, -1) == LUA_TSTRING) {   /* add where the call was */
+      luaL_where(L, 1);
+      lua_insert(L, -2);
+      lua_concat(L, 2);
+    }
+    return lua_error(L);
+  }
+  return r;
+}
+
+static int co_wrap (lua_State *L) {
+  lua_State *co;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_pushvalue(L, lua_upvalueindex(1));    /* ctx */
+  co = lua_newthread(L);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  lua_pushcclosure(L, co_auxwrap, 2);
+  return 1;
+}
+
+/* os.exit in a worker ends that worker alone, at once. */
+static int os_exit (lua_State *L) {
+  loom_ctx *c = CTX(L);
+  loom_worker *w = c->self;
+  int code;
+  if (lua_isboolean(L, 1)) code = lua_toboolean(L, 1) ? 0 : 1;
+  else code = (int)luaL_optinteger(L, 1, 0);
+  c->exiting = 1;
+  c->exit_code = code;
+  atomic_store(&w->terminating, 1);
+  uv_mutex_lock(&w->state_lock);
+  arm(w->L);
+  if (w->running != w->L) arm(w->running);
+  uv_mutex_unlock(&w->state_lock);
+  lua_pushliteral(L, TERMINATED);
+  return lua_error(L);
+}
+
+static void patch (lua_State *L, loom_ctx *c, const char *lib,
+                   const char *name, lua_CFunction f) {
+  lua_getglobal(L, lib);
+  lua_pushlightuserdata(L, c);
+  lua_pushcclosure(L, f, 1);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+}
+
+static void setpath (lua_State *L, const char *field, const char *value) {
+  if (value == NULL) return;
+  lua_getglobal(L, "package");
+  lua_pushstring(L, value);
+  lua_setfield(L, -2, field);
+  lua_pop(L, 1);
+}
+
+/* Protected: prepare the state, then run the main chunk. */
+static int wmain (lua_State *L) {
+  loom_ctx *c = (loom_ctx *)lua_touserdata(L, 1);
+  loom_worker *w = c->self;
+  int st = LUA_OK, nargs = 0;
+  luaL_openlibs(L);
+  patch(L, c, "os", "exit", os_exit);
+  patch(L, c, "coroutine", "resume", co_resume);
+  patch(L, c, "coroutine", "wrap", co_wrap);
+  setpath(L, "path", w->path);
+  setpath(L, "cpath", w->cpath);
+  loom__preload(L, c);
+  if (c->rt->cfg.on_state) c->rt->cfg.on_state(L, c->rt->cfg.ud);
+  lua_settop(L, 0);
+  post_parent(c, LOOM_MSG_ONLINE, 0, NULL);
+  switch (w->kind) {
+    case SRC_FILE: st = luaL_loadfilex(L, w->source, "t"); break;
+    case SRC_EVAL: {
+      char name[80];
+      if (w->name) snprintf(name, sizeof name, "=[worker '%s']", w->name);
+      else snprintf(name, sizeof name, "=[worker %llu]", (unsigned long long)w->id);
+      st = luaL_loadbufferx(L, w->source, w->srclen, name, "t");
+      break;
+    }
+    default:
+      if (loom__decode(L, (const unsigned char *)w->source, w->srclen)) st = LUA_ERRRUN;
+      else if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "worker source is not a function");
+        st = LUA_ERRRUN;
+      }
+      break;
+  }
+  if (st != LUA_OK) return lua_error(L);
+  if (w->argv.len) {
+    lua_Integer i, n;
+    if (loom__decode(L, w->argv.p, w->argv.len)) return lua_error(L);
+    n = luaL_len(L, -1);
+    luaL_checkstack(L, (int)(n < 1000000 ? n : 1000000) + 1, "too many arguments");
+    for (i = 1; i <= n; i++) lua_geti(L, 2, i);
+    lua_remove(L, 2);
+    nargs = (int)n;
+  }
+  lua_call(L, nargs, 0);
+  return 0;
+}
+
+/* Protected: send {err, traceback} (err as text if it cannot be cloned). */
+static int report (lua_State *L) {
+  loom_ctx *c = (loom_ctx *)lua_touserdata(L, 1);
+  char err[512];
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, 3);
+  lua_rawseti(L, -2, 2);
+  c->scratch.len = 0;
+  if (loom__encode(L, -1, &c->scratch, "error", err, sizeof err)) {
+    luaL_tolstring(L, 2, NULL);
+    lua_rawseti(L, -2, 1);
+    c->scratch.len = 0;
+    if (loom__encode(L, -1, &c->scratch, "error", err, sizeof err))
+      return luaL_error(L, "%s", err);
+  }
+  post_parent(c, LOOM_MSG_ERROR, 0, &c->scratch);
+  return 0;
+}
+
+/* The error of the worker is pending in c: report it unless it is the
+** termination unwinding.  Returns the exit code. */
+static int failed (loom_ctx *c) {
+  lua_State *L = c->L;
+  if (c->exiting) return c->exit_code;
+  if (loom__terminating(c)) return 1;
+  lua_pushcfunction(L, report);
+  lua_pushlightuserdata(L, c);
+  if (!loom__take_error(L, c)) {
+    lua_pop(L, 2);
+    return 1;
+  }
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1);
+  return 1;
+}
+
+static int run (loom_ctx *c) {
+  lua_State *L = c->L;
+  lua_pushcfunction(L, wmain);
+  lua_pushlightuserdata(L, c);
+  if (loom__pcall(c, 1, 0) != LUA_OK && !c->has_error)
+    return c->exiting ? c->exit_code : 1;   /* terminated */
+  if (!c->has_error && !c->exiting && !loom__terminating(c)) {
+    c->running = 1;
+    while (uv_run(&c->loop, UV_RUN_DEFAULT) && !c->stopping)
+      ;
+    c->running = 0;
+  }
+  if (c->has_error || loom__terminating(c)) return failed(c);
+  return c->exiting ? c->exit_code : 0;
+}
+
+static void worker_main (void *arg) {
+  loom_worker *w = (loom_worker *)arg;
+  loom_runtime *rt = w->rt;
+  loom_ctx c;
+  lua_State *L;
+  int code = 1, ok = 0;
+  loom_buf none = {NULL, 0, 0};
+#ifdef __linux__
+  {
+    char tname[16];
+    snprintf(tname, sizeof tname, "loom:%s", w->name ? w->name : "worker");
+    prctl(PR_SET_NAME, tname, 0, 0, 0);
+  }
+#endif
+  if (rt->cfg.thread_start) rt->cfg.thread_start(rt->cfg.ud, w->id);
+  L = rt->cfg.alloc ? lua_newstate(rt->cfg.alloc, rt->cfg.alloc_ud) : luaL_newstate();
+  if (L && loom__ctx_init(&c, rt, L, w->inbox) == 0) {
+    int term;
+    ok = 1;
+    c.self = w;
+    c.thread_id = w->id;
+    loom__ctx_install(L, &c);
+    uv_mutex_lock(&w->state_lock);
+    w->L = w->running = L;
+    term = atomic_load(&w->terminating);
+    uv_mutex_unlock(&w->state_lock);
+    if (!term) code = run(&c);
+    uv_mutex_lock(&w->state_lock);
+    w->L = w->running = NULL;        /* terminate() leaves the state alone */
+    uv_mutex_unlock(&w->state_lock);
+    lua_sethook(L, NULL, 0, 0);
+    if (loom__terminating(&c) && !c.exiting) code = 1;
+  }
+  if (L) lua_close(L);
+  if (ok) loom__ctx_close(&c);
+  else loom__mailbox_close(w->inbox);   /* no state: exit 1, nothing ran */
+  {
+    loom_msg *m = loom__msg_new(LOOM_MSG_EXIT, w->id, code, &none);
+    if (m) loom__mailbox_push(w->parent, m);
+  }
+  if (rt->cfg.thread_stop) rt->cfg.thread_stop(rt->cfg.ud, w->id);
+  worker_release(w);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Lua API, parent side: the handle behind loom.Worker
+** ======================================================================= */
+
+typedef struct whandle {
+  loom_worker *w;
+  loom_ctx *c;
+} whandle;
+
+static whandle *checkhandle (lua_State *L) {
+  whandle *h = (whandle *)luaL_checkudata(L, 1, HANDLE);
+  if (h->w == NULL) luaL_error(L, "worker handle is closed");
+  return h;
+}
+
+static int h_gc (lua_State *L) {
+  whandle *h = (whandle *)luaL_checkudata(L, 1, HANDLE);
+  if (h->w) {
+    if (h->w->started && !h->w->joined) {
+      terminate(h->w);
+      join(h->c, h->w);
+    }
+    worker_release(h->w);
+    h->w = NULL;
+  }
+  return 0;
+}
+
+/* h:post(value) -> true | false, "closed" */
+static int h_post (lua_State *L) {
+  whandle *h = checkhandle(L);
+  loom_msg *m;
+  luaL_checkany(L, 2);
+  m = loom__pack(L, h->c, 2, "msg", LOOM_MSG_MESSAGE, 0);
+  if (loom__mailbox_push(h->w->inbox, m)) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int h_terminate (lua_State *L) {
+  terminate(checkhandle(L)->w);
+  return 0;
+}
+
+static char *dupstr (const char *s, size_t n) {
+  char *d = (char *)malloc(n + 1);
+  if (d) {
+    memcpy(d, s, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+static char *dupfield (lua_State *L, int t, const char *field, const char *name) {
+  char *s = NULL;
+  lua_getfield(L, t, field);
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    size_t n;
+    const char *v = lua_tolstring(L, -1, &n);
+    if ((s = dupstr(v, n)) == NULL) luaL_error(L, "loom.Worker: not enough memory");
+  }
+  else if (!lua_isnil(L, -1))
+    luaL_error(L, "loom.Worker: %s must be a string", name);
+  lua_pop(L, 1);
+  return s;
+}
+
+static void cloneopt (lua_State *L, int opts, const char *field, loom_buf *b) {
+  char err[512];
+  lua_getfield(L, opts, field);
+  if (!lua_isnil(L, -1) && loom__encode(L, -1, b, field, err, sizeof err))
+    luaL_error(L, "loom.Worker: %s", err);
+  lua_pop(L, 1);
+}
+
+/* core.spawn(kind, source, opts) -> handle, id
+** kind: "file" | "eval" | "function"; opts: name, workerData, argv,
+** stackSizeKb (checked by the Lua side). */
+static int l_spawn (lua_State *L) {
+  static const char *const kinds[] = {"file", "eval", "function", NULL};
+  loom_ctx *c = CTX(L);
+  int kind = luaL_checkoption(L, 1, NULL, kinds);
+  whandle *h;
+  loom_worker *w;
+  lua_Integer stack_kb;
+  uv_thread_options_t topt;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  /* the handle first, empty: whatever fails below is freed by its __gc */
+  h = (whandle *)lua_newuserdatauv(L, sizeof *h, 0);
+  h->w = NULL;
+  h->c = c;
+  luaL_setmetatable(L, HANDLE);
+  w = (loom_worker *)calloc(1, sizeof *w);
+  if (w == NULL) return luaL_error(L, "loom.Worker: not enough memory");
+  if (uv_mutex_init(&w->state_lock)) { free(w); return luaL_error(L, "loom.Worker: no mutex"); }
+  atomic_init(&w->refs, 1);
+  atomic_init(&w->terminating, 0);
+  loom__runtime_retain(c->rt);
+  w->rt = c->rt;
+  loom__mailbox_retain(c->mb);
+  w->parent = c->mb;
+  h->w = w;
+  w->kind = kind;
+  if ((w->inbox = loom__mailbox_new()) == NULL)
+    return luaL_error(L, "loom.Worker: not enough memory");
+  if (kind == SRC_FUNC) {
+    char err[512];
+    loom_buf b = {NULL, 0, 0};
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (loom__encode(L, 2, &b, "source", err, sizeof err)) {
+      loom__buf_free(&b);
+      return luaL_error(L, "loom.Worker: %s", err);
+    }
+    w->source = (char *)b.p;
+    w->srclen = b.len;
+  }
+  else {
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    if ((w->source = dupstr(s, n)) == NULL) return luaL_error(L, "loom.Worker: not enough memory");
+    w->srclen = n;
+  }
+  w->name = dupfield(L, 3, "name", "name");
+  cloneopt(L, 3, "workerData", &w->wdata);
+  cloneopt(L, 3, "argv", &w->argv);
+  cloneopt(L, 3, "env", &w->env);
+  lua_getfield(L, 3, "stackSizeKb");
+  stack_kb = luaL_optinteger(L, -1, (lua_Integer)c->rt->cfg.stack_kb);
+  lua_pop(L, 1);
+  if (stack_kb < 64) stack_kb = 64;
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1)) {
+    w->path = dupfield(L, -1, "path", "package.path");
+    w->cpath = dupfield(L, -1, "cpath", "package.cpath");
+  }
+  lua_pop(L, 1);
+  w->id = (uint64_t)atomic_fetch_add(&c->rt->next_id, 1);
+  topt.flags = UV_THREAD_HAS_STACK_SIZE;
+  topt.stack_size = (size_t)stack_kb * 1024;
+  atomic_fetch_add(&w->refs, 1);             /* the thread's reference */
+  if (uv_thread_create_ex(&w->thread, &topt, worker_main, w)) {
+    atomic_fetch_sub(&w->refs, 1);
+    return luaL_error(L, "loom.Worker: cannot start a thread");
+  }
+  w->started = 1;
+  w->next = c->children;
+  c->children = w;
+  lua_pushinteger(L, (lua_Integer)w->id);
+  return 2;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Lua API, worker side
+** ======================================================================= */
+
+static loom_worker *self (lua_State *L, loom_ctx *c, const char *who) {
+  if (c->self == NULL) luaL_error(L, "%s: only inside a worker", who);
+  return c->self;
+}
+
+/* core.post(value): to the parent -> true | false, "closed" */
+static int l_post (lua_State *L) {
+  loom_ctx *c = CTX(L);
+  loom_worker *w = self(L, c, "parentPort:postMessage");
+  loom_msg *m;
+  luaL_checkany(L, 1);
+  m = loom__pack(L, c, 1, "msg", LOOM_MSG_MESSAGE, w->id);
+  if (loom__mailbox_push(w->parent, m)) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int pushblob (lua_State *L, loom_ctx *c, size_t off) {
+  loom_buf *b = c->self ? (loom_buf *)((char *)c->self + off) : NULL;
+  if (b == NULL || b->len == 0) lua_pushnil(L);
+  else if (loom__decode(L, b->p, b->len)) lua_error(L);
+  return 1;
+}
+
+static int l_workerdata (lua_State *L) {
+  return pushblob(L, CTX(L), offsetof(loom_worker, wdata));
+}
+
+static int l_envdata (lua_State *L) {
+  return pushblob(L, CTX(L), offsetof(loom_worker, env));
+}
+
+static int l_workername (lua_State *L) {
+  loom_ctx *c = CTX(L);
+  if (c->self && c->self->name) lua_pushstring(L, c->self->name);
+  else lua_pushnil(L);
+  return 1;
+}
+
+/* core.exit(code): stop this worker after the current callback. */
+static int l_exit (lua_State *L) {
+  loom_ctx *c = CTX(L);
+  self(L, c, "loom.exit");
+  c->exiting = 1;
+  c->exit_code = (int)luaL_optinteger(L, 1, 0);
+  c->stopping = 1;
+  uv_stop(&c->loop);
+  return 0;
+}
+
+static const luaL_Reg handle_meth[] = {
+  {"post", h_post},
+  {"terminate", h_terminate},
+  {NULL, NULL}
+};
+
+static const luaL_Reg funcs[] = {
+  {"spawn", l_spawn},
+  {"post", l_post},
+  {"workerData", l_workerdata},
+  {"envData", l_envdata},
+  {"workerName", l_workername},
+  {"exit", l_exit},
+  {NULL, NULL}
+};
+
+int loom__open_worker (lua_State *L) {
+  if (luaL_newmetatable(L, HANDLE)) {
+    lua_pushcfunction(L, h_gc);
+    lua_setfield(L, -2, "__gc");
+    luaL_newlib(L, handle_meth);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  lua_pushlightuserdata(L, loom__ctx(L));
+  luaL_setfuncs(L, funcs, 1);
+  return 0;
+}
+
+/* }====================================================================== */

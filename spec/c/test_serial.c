@@ -1,0 +1,192 @@
+/*
+** test_serial.c: the cloner from C.  Round trips through loom__encode and
+** loom__decode, and every truncation or corruption of valid blobs decodes
+** to an error, never a crash (run under ASan/valgrind in CI).
+*/
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <lualib.h>
+#include "loom_int.h"
+
+static int failures = 0, checks = 0;
+
+#define CHECK(cond, ...) do { checks++; if (!(cond)) { failures++; \
+  fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+  fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
+
+/* Encode the Lua expression 'expr', decode it, and run 'check' (a Lua
+** function of (orig, copy) returning true) on the result. */
+static void roundtrip (lua_State *L, const char *expr, const char *check) {
+  loom_buf b = {NULL, 0, 0};
+  char err[512], code[2048];
+  int top = lua_gettop(L);
+  snprintf(code, sizeof code, "return %s", expr);
+  if (luaL_dostring(L, code) != LUA_OK) {
+    CHECK(0, "cannot run %s: %s", expr, lua_tostring(L, -1));
+    lua_settop(L, top);
+    return;
+  }
+  CHECK(loom__encode(L, -1, &b, "value", err, sizeof err) == 0, "encode %s: %s", expr, err);
+  CHECK(loom__decode(L, b.p, b.len) == 0, "decode %s: %s", expr, lua_tostring(L, -1));
+  snprintf(code, sizeof code, "return function(orig, copy) %s end", check);
+  if (luaL_dostring(L, code) != LUA_OK) {
+    CHECK(0, "bad check %s", lua_tostring(L, -1));
+  }
+  else {
+    lua_insert(L, -3);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK)
+      CHECK(0, "check for %s raised %s", expr, lua_tostring(L, -1));
+    else
+      CHECK(lua_toboolean(L, -1), "check failed for %s: %s", expr, check);
+  }
+  lua_settop(L, top);
+  loom__buf_free(&b);
+}
+
+static void expect_error (lua_State *L, const char *expr, const char *msg) {
+  loom_buf b = {NULL, 0, 0};
+  char err[512], code[1024];
+  int top = lua_gettop(L);
+  snprintf(code, sizeof code, "return %s", expr);
+  if (luaL_dostring(L, code) != LUA_OK) {
+    CHECK(0, "cannot run %s", expr);
+    lua_settop(L, top);
+    return;
+  }
+  err[0] = '\0';
+  CHECK(loom__encode(L, -1, &b, "msg", err, sizeof err) != 0, "encode of %s should fail", expr);
+  CHECK(strcmp(err, msg) == 0, "error for %s: got '%s', want '%s'", expr, err, msg);
+  CHECK(lua_gettop(L) == top + 1, "stack left unbalanced by a failed encode");
+  lua_settop(L, top);
+  loom__buf_free(&b);
+}
+
+/* Every prefix and every single-byte corruption of a blob holding no
+** function must decode to a value or an error: never crash, never hang. */
+static void mangle (lua_State *L, const char *expr) {
+  loom_buf b = {NULL, 0, 0};
+  char err[512], code[1024];
+  size_t i;
+  int top = lua_gettop(L), errors = 0;
+  snprintf(code, sizeof code, "return %s", expr);
+  if (luaL_dostring(L, code) != LUA_OK || loom__encode(L, -1, &b, "v", err, sizeof err)) {
+    CHECK(0, "cannot encode %s", expr);
+    lua_settop(L, top);
+    return;
+  }
+  for (i = 0; i < b.len; i++) {           /* truncations */
+    if (loom__decode(L, b.p, i) != 0) errors++;
+    lua_settop(L, top + 1);
+  }
+  CHECK(errors == (int)b.len, "every truncation of %s must fail (%d of %zu did)", expr, errors, b.len);
+  for (i = 0; i < b.len; i++) {           /* corruptions */
+    static const unsigned char vals[] = {0x00, 0x03, 0x05, 0x06, 0x07, 0x08, 0x7f, 0x80, 0xff};
+    size_t k;
+    unsigned char saved = b.p[i];
+    for (k = 0; k < sizeof vals; k++) {
+      if (vals[k] == 0x08) continue;       /* would load forged bytecode */
+      b.p[i] = vals[k];
+      (void)loom__decode(L, b.p, b.len);
+      lua_settop(L, top + 1);
+    }
+    b.p[i] = saved;
+  }
+  lua_settop(L, top);
+  loom__buf_free(&b);
+}
+
+int main (void) {
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  /* scalars */
+  roundtrip(L, "nil", "return copy == nil");
+  roundtrip(L, "true", "return copy == true");
+  roundtrip(L, "false", "return copy == false");
+  roundtrip(L, "0", "return math.type(copy) == 'integer' and copy == 0");
+  roundtrip(L, "63", "return math.type(copy) == 'integer' and copy == 63");
+  roundtrip(L, "64", "return copy == 64");
+  roundtrip(L, "-1", "return copy == -1");
+  roundtrip(L, "math.maxinteger", "return copy == math.maxinteger");
+  roundtrip(L, "math.mininteger", "return copy == math.mininteger");
+  roundtrip(L, "1.5", "return math.type(copy) == 'float' and copy == 1.5");
+  roundtrip(L, "2.0", "return math.type(copy) == 'float' and copy == 2.0");
+  roundtrip(L, "0/0", "return copy ~= copy");
+  roundtrip(L, "1/0", "return copy == math.huge");
+  roundtrip(L, "-1/0", "return copy == -math.huge");
+  roundtrip(L, "-0.0", "return copy == 0 and 1/copy == -math.huge");
+  roundtrip(L, "''", "return copy == ''");
+  roundtrip(L, "'\\0a\\255\\0'", "return copy == orig and #copy == 4");
+  roundtrip(L, "string.rep('x', 127)", "return copy == orig");
+  roundtrip(L, "string.rep('y', 128)", "return copy == orig");
+  roundtrip(L, "string.rep('\\1\\2', 100000)", "return copy == orig");
+  /* tables */
+  roundtrip(L, "{}", "return type(copy) == 'table' and next(copy) == nil and copy ~= orig");
+  roundtrip(L, "{1, 2, 3, n = 'x', [1.5] = true, [false] = 0}",
+            "return #copy == 3 and copy[3] == 3 and copy.n == 'x' and copy[1.5] == true and copy[false] == 0");
+  roundtrip(L, "{1, nil, 3}", "return copy[1] == 1 and copy[2] == nil and copy[3] == 3");
+  roundtrip(L, "{[10] = 'a', [-1] = 'b', [0] = 'c'}", "return copy[10] == 'a' and copy[-1] == 'b' and copy[0] == 'c'");
+  roundtrip(L, "(function() local t = {}; t.self = t; return t end)()", "return copy.self == copy");
+  roundtrip(L, "(function() local s = {}; return {a = s, b = s, {s}} end)()",
+            "return copy.a == copy.b and copy[1][1] == copy.a and copy.a ~= orig.a");
+  roundtrip(L, "(function() local k = {}; return {[k] = k} end)()",
+            "local k = next(copy); return type(k) == 'table' and copy[k] == k");
+  roundtrip(L, "setmetatable({x = 1}, {__index = function() return 42 end})",
+            "return copy.x == 1 and getmetatable(copy) == nil");
+  /* functions */
+  roundtrip(L, "function(a, b) return a + b end", "return copy(2, 3) == 5");
+  roundtrip(L, "(function() local n = 10; return function(a) return a * n end end)()",
+            "return copy(4) == 40");
+  roundtrip(L, "(function() local function fact(n) return n <= 1 and 1 or n * fact(n - 1) end return fact end)()",
+            "return copy(10) == 3628800");
+  roundtrip(L, "function() return string.format('%d', 7) end", "return copy() == '7'");
+  /* nesting at the bound */
+  roundtrip(L, "(function() local t = {}; local r = t; for i = 1, 190 do t.x = {}; t = t.x end; return r end)()",
+            "local d = 0; local t = copy; while t.x do d = d + 1; t = t.x end; return d == 190");
+  /* failures name the path */
+  expect_error(L, "io.stdout", "cannot clone msg: userdata");
+  expect_error(L, "{items = {1, 2, {handle = io.stdout}}}", "cannot clone msg.items[3].handle: userdata");
+  expect_error(L, "{print}", "cannot clone msg[1]: C function");
+  expect_error(L, "{co = coroutine.create(print)}", "cannot clone msg.co: thread");
+  expect_error(L, "{['a b'] = {io.stdout}}", "cannot clone msg[\"a b\"][1]: userdata");
+  expect_error(L, "{[io.stdout] = 1}", "cannot clone msg{key [userdata]}: userdata");
+  expect_error(L, "(function() local h = io.stdout; return {f = function() return h end} end)()",
+               "cannot clone msg.f(upvalue 'h'): userdata");
+  {
+    char want[128];
+    snprintf(want, sizeof want, "cannot clone msg%s: nested deeper than %d levels",
+             "", LOOM_MAX_DEPTH);
+    /* depth error: check only the tail, the path is long */
+    {
+      loom_buf b = {NULL, 0, 0};
+      char err[512];
+      (void)luaL_dostring(L, "local t = {}; local r = t; for i = 1, 10000 do t[1] = {}; t = t[1] end; return r");
+      CHECK(loom__encode(L, -1, &b, "msg", err, sizeof err) != 0, "deep encode must fail");
+      CHECK(strstr(err, "nested deeper than") != NULL, "depth message: %s", err);
+      CHECK(strstr(err, "...") != NULL, "long path is cut: %s", err);
+      lua_pop(L, 1);
+      loom__buf_free(&b);
+    }
+  }
+  /* malformed blobs */
+  mangle(L, "{1, 2.5, 'str', {a = {b = true}}, [7] = -300, x = string.rep('z', 200)}");
+  mangle(L, "(function() local t = {}; t[1] = t; t.s = {t, t}; return t end)()");
+  {
+    static const unsigned char bad1[] = {0x10, 0x06, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0x7f};
+    static const unsigned char bad2[] = {0x11, 0x07, 0x05};
+    static const unsigned char bad3[] = {0x10, 0x03, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    CHECK(loom__decode(L, bad1, sizeof bad1) != 0, "huge table header");
+    lua_pop(L, 1);
+    CHECK(loom__decode(L, bad2, sizeof bad2) != 0, "dangling reference");
+    lua_pop(L, 1);
+    CHECK(loom__decode(L, bad3, sizeof bad3) != 0, "overlong varint");
+    lua_pop(L, 1);
+    CHECK(loom__decode(L, bad1, 0) != 0, "empty blob");
+    lua_pop(L, 1);
+  }
+  CHECK(lua_gettop(L) == 0, "stack balanced at the end (%d)", lua_gettop(L));
+  lua_close(L);
+  printf("test_serial: %d checks, %d failed\n", checks, failures);
+  return failures ? 1 : 0;
+}
