@@ -628,6 +628,26 @@ static int l_exit (lua_State *L) {
   return 0;
 }
 
+/* core.stats(): what this thread still holds, for tests and debugging */
+static int l_stats (lua_State *L) {
+  loom_ctx *c = CTX(L);
+  loom_worker *w;
+  loom_msg *m;
+  int n = 0, p = 0;
+  for (w = c->children; w; w = w->next) n++;
+  for (m = c->pend_head; m; m = m->next) p++;
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "children");
+  lua_pushinteger(L, c->holds);
+  lua_setfield(L, -2, "holds");
+  lua_pushinteger(L, p);
+  lua_setfield(L, -2, "pending");
+  lua_pushboolean(L, uv_loop_alive(&c->loop));
+  lua_setfield(L, -2, "alive");
+  return 1;
+}
+
 static const luaL_Reg handle_meth[] = {
   {"post", h_post},
   {"terminate", h_terminate},
@@ -641,6 +661,7 @@ static const luaL_Reg funcs[] = {
   {"envData", l_envdata},
   {"workerName", l_workername},
   {"exit", l_exit},
+  {"stats", l_stats},
   {NULL, NULL}
 };
 
