@@ -1,0 +1,36 @@
+rockspec_format = "3.0"
+package = "loom"
+version = "scm-1"
+source = {
+  url = "git+file:///dev/null",   -- installed from a checkout: luarocks make
+}
+description = {
+  summary = "Node.js-style worker threads for Lua 5.4: workers, messages, shared memory",
+  detailed = [[
+Every worker is an OS thread with its own lua_State and libuv event loop;
+workers exchange cloned messages and can be terminated at any instruction.
+]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4",
+}
+external_dependencies = {
+  LIBUV = { header = "uv.h", library = "uv" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["loom.core"] = {
+      sources = {
+        "core/serial.c", "core/mailbox.c", "core/runtime.c", "core/loop.c",
+        "core/worker.c",
+      },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      incdirs = { "core", "$(LIBUV_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)" },
+      libraries = { "uv", "pthread" },
+    },
+    ["loom"] = "lua/loom/init.lua",
+  },
+}
