@@ -67,6 +67,7 @@ typedef struct loom_mailbox {
   uv_async_t *async;      /* owner's wake-up, NULL unless attached */
   int closed;             /* pushes fail once set */
   int waiters;            /* owner threads blocked on 'cond' */
+  atomic_int nonempty;    /* head != NULL, for the owner's lock-free spin */
 } loom_mailbox;
 
 loom_mailbox *loom__mailbox_new(void);
@@ -99,6 +100,7 @@ struct loom_runtime {
   uv_mutex_t lock;
   loom_config cfg;
   uint64_t t0;                      /* uv_hrtime() at creation */
+  uint64_t spin_ns;                 /* LOOM_SPIN_NS, or $LOOM_SPIN_US */
   char *boot;                       /* bytecode of lua/loom/init.lua */
   size_t bootlen;
 };
@@ -118,6 +120,8 @@ typedef struct loom_ctx {
   uv_async_t *async;          /* wakes the loop when the mailbox fills */
   uv_check_t *check;          /* runs setImmediate callbacks */
   uv_idle_t *idle;            /* keeps the poll from blocking meanwhile */
+  uv_prepare_t *prepare;      /* spins on the mailbox before the poll */
+  uint64_t spin_until;        /* uv_hrtime() until which to spin */
   loom_mailbox *mb;           /* this thread's inbox */
   loom_worker *self;          /* NULL on the main thread */
   loom_worker *children;      /* workers spawned here, not yet joined */
@@ -145,6 +149,11 @@ int loom__ctx_init(loom_ctx *c, loom_runtime *rt, lua_State *L,
 void loom__ctx_install(lua_State *L, loom_ctx *c);   /* registry pointer */
 void loom__ctx_close(loom_ctx *c);   /* after lua_close: loop, mailbox */
 void loom__hold(loom_ctx *c, int delta);
+/* Expect a message soon: spin up to 'ns' before the loop blocks. */
+void loom__expect(loom_ctx *c);
+void loom__expect_ns(loom_ctx *c, uint64_t ns);
+#define LOOM_SPIN_NS 50000u          /* after a message was delivered */
+#define LOOM_SPIN_SPAWN_NS 300000u   /* after a spawn, until it is online */
 /* Deliver queued messages: returns count, or -1 when one raised and the
 ** error is stored as uncaught (then stopping is set). */
 int loom__deliver(loom_ctx *c, int max);

@@ -56,6 +56,7 @@ void loom__mailbox_close (loom_mailbox *mb) {
   mb->async = NULL;
   list = mb->head;
   mb->head = mb->tail = NULL;
+  atomic_store_explicit(&mb->nonempty, 0, memory_order_relaxed);
   uv_mutex_unlock(&mb->lock);
   freelist(list);
 }
@@ -69,7 +70,10 @@ int loom__mailbox_push (loom_mailbox *mb, loom_msg *m) {
     return -1;
   }
   if (mb->tail) mb->tail->next = m;
-  else mb->head = m;
+  else {
+    mb->head = m;
+    atomic_store_explicit(&mb->nonempty, 1, memory_order_release);
+  }
   mb->tail = m;
   /* The send stays under the lock: once the owner has closed the mailbox
   ** its loop (and the async's fd) may be gone. */
@@ -84,6 +88,7 @@ loom_msg *loom__mailbox_take (loom_mailbox *mb) {
   uv_mutex_lock(&mb->lock);
   list = mb->head;
   mb->head = mb->tail = NULL;
+  atomic_store_explicit(&mb->nonempty, 0, memory_order_relaxed);
   uv_mutex_unlock(&mb->lock);
   return list;
 }

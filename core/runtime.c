@@ -4,6 +4,7 @@
 */
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include "loom_int.h"
 
 static const char CTXKEY = 'c';   /* registry: light pointer to loom_ctx */
@@ -24,6 +25,11 @@ loom_runtime *loom_runtime_new (const loom_config *cfg) {
   if (cfg) rt->cfg = *cfg;
   if (rt->cfg.stack_kb == 0) rt->cfg.stack_kb = 4096;
   rt->t0 = uv_hrtime();
+  rt->spin_ns = LOOM_SPIN_NS;
+  {
+    const char *e = getenv("LOOM_SPIN_US");   /* for measuring the spin */
+    if (e && *e) rt->spin_ns = (uint64_t)strtoul(e, NULL, 10) * 1000u;
+  }
   return rt;
 }
 
@@ -84,6 +90,48 @@ static void on_async (uv_async_t *a) {
   loom__deliver(c, -1);
 }
 
+static void cpu_relax (void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+void loom__expect (loom_ctx *c) {
+  loom__expect_ns(c, c->rt->spin_ns);
+}
+
+void loom__expect_ns (loom_ctx *c, uint64_t ns) {
+  uint64_t until;
+  if (c->rt->spin_ns == 0) return;       /* spinning is off */
+  until = uv_hrtime() + ns;
+  if (until > c->spin_until) c->spin_until = until;
+}
+
+/* Before the loop blocks in the kernel: if a message is expected soon,
+** wait for it here.  A sleeping thread costs a few us or ~60 us to wake on
+** these VMs; a bounded spin costs only this thread's time. */
+static void on_prepare (uv_prepare_t *h) {
+  loom_ctx *c = (loom_ctx *)h->data;
+  const atomic_int *stop = loom__stopflag(c);
+  uint64_t now;
+  if (c->spin_until == 0 || c->stopping) return;
+  for (now = uv_hrtime(); now < c->spin_until; now = uv_hrtime()) {
+    int i;
+    for (i = 0; i < 64; i++) {
+      if (atomic_load_explicit(&c->mb->nonempty, memory_order_acquire) ||
+          (stop && atomic_load(stop))) {
+        loom__deliver(c, -1);   /* the async's wake-up becomes a no-op */
+        return;
+      }
+      cpu_relax();
+    }
+    sched_yield();   /* a thread waiting for this core goes first */
+  }
+  c->spin_until = 0;
+}
+
 static void on_check (uv_check_t *h) {
   loom_ctx *c = (loom_ctx *)h->data;
   if (c->stopping || c->immediate_ref == LUA_NOREF) return;
@@ -100,18 +148,22 @@ int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
   c->async = (uv_async_t *)malloc(sizeof *c->async);
   c->check = (uv_check_t *)malloc(sizeof *c->check);
   c->idle = (uv_idle_t *)malloc(sizeof *c->idle);
+  c->prepare = (uv_prepare_t *)malloc(sizeof *c->prepare);
   if (mb) loom__mailbox_retain(mb);
   else mb = loom__mailbox_new();
-  if (!c->async || !c->check || !c->idle || !mb ||
+  if (!c->async || !c->check || !c->idle || !c->prepare || !mb ||
       uv_async_init(&c->loop, c->async, on_async)) {
-    free(c->async); free(c->check); free(c->idle);
+    free(c->async); free(c->check); free(c->idle); free(c->prepare);
     loom__mailbox_release(mb);
     uv_loop_close(&c->loop);
     return -1;
   }
   uv_check_init(&c->loop, c->check);
   uv_idle_init(&c->loop, c->idle);
-  c->async->data = c->check->data = c->idle->data = c;
+  uv_prepare_init(&c->loop, c->prepare);
+  c->async->data = c->check->data = c->idle->data = c->prepare->data = c;
+  uv_prepare_start(c->prepare, on_prepare);
+  uv_unref((uv_handle_t *)c->prepare);
   uv_unref((uv_handle_t *)c->async);   /* only 'holds' keep the loop alive */
   uv_check_start(c->check, on_check);
   uv_unref((uv_handle_t *)c->check);
@@ -261,6 +313,7 @@ int loom__deliver (loom_ctx *c, int max) {
   if (loom__pcall(c, 2, 1) == LUA_OK) {
     n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
+    if (n > 0) loom__expect(c);
   }
   else {
     if (c->current != saved) loom__msg_free(c->current);

@@ -10,7 +10,9 @@
 ** meanwhile.  The hook raises at every instruction, so a pcall that
 ** catches the error is interrupted again in its caller, up to the top.
 */
+#include <errno.h>
 #include <stddef.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,8 +40,9 @@ struct loom_worker {
   uint64_t id;
   char *name;
   int kind;
-  char *source;
+  char *source;                /* file contents, code, or cloned function */
   size_t srclen;
+  char *chunkname;             /* "@path" for files */
   loom_buf wdata, argv, env;   /* cloned workerData, argv, environment data */
   char *path, *cpath;          /* the parent's package.path and cpath */
   loom_mailbox *parent;        /* the parent's inbox */
@@ -58,6 +61,7 @@ static void worker_release (loom_worker *w) {
     return;
   free(w->name);
   free(w->source);
+  free(w->chunkname);
   loom__buf_free(&w->wdata);
   loom__buf_free(&w->argv);
   loom__buf_free(&w->env);
@@ -282,7 +286,15 @@ static int wmain (lua_State *L) {
   lua_settop(L, 0);
   post_parent(c, LOOM_MSG_ONLINE, 0, NULL);
   switch (w->kind) {
-    case SRC_FILE: st = luaL_loadfilex(L, w->source, "t"); break;
+    case SRC_FILE: {   /* read by the parent: skip a '#' first line */
+      const char *src = w->source;
+      size_t len = w->srclen;
+      if (len && src[0] == '#') {
+        while (len && *src != '\n') { src++; len--; }
+      }
+      st = luaL_loadbufferx(L, src, len, w->chunkname, "t");
+      break;
+    }
     case SRC_EVAL: {
       char name[80];
       if (w->name) snprintf(name, sizeof name, "=[worker '%s']", w->name);
@@ -460,6 +472,46 @@ static int h_terminate (lua_State *L) {
   return 0;
 }
 
+/* Errors of spawn carry no position: the Lua side adds the caller's. */
+static int spawnerr (lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
+/* Read a whole file into a malloc'd buffer: 0, or -1 with errno set. */
+static int readfile (const char *path, char **out, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  char *buf = NULL;
+  size_t cap = 0, n = 0;
+  if (f == NULL) return -1;
+  for (;;) {
+    size_t got;
+    if (cap - n < 4096) {
+      char *nb = (char *)realloc(buf, cap ? cap * 2 : 8192);
+      if (nb == NULL) { free(buf); fclose(f); errno = ENOMEM; return -1; }
+      buf = nb;
+      cap = cap ? cap * 2 : 8192;
+    }
+    got = fread(buf + n, 1, cap - n, f);
+    n += got;
+    if (got == 0) break;
+  }
+  if (ferror(f)) {
+    int e = errno ? errno : EIO;
+    free(buf);
+    fclose(f);
+    errno = e;
+    return -1;
+  }
+  fclose(f);
+  *out = buf;
+  *len = n;
+  return 0;
+}
+
 static char *dupstr (const char *s, size_t n) {
   char *d = (char *)malloc(n + 1);
   if (d) {
@@ -475,10 +527,10 @@ static char *dupfield (lua_State *L, int t, const char *field, const char *name)
   if (lua_type(L, -1) == LUA_TSTRING) {
     size_t n;
     const char *v = lua_tolstring(L, -1, &n);
-    if ((s = dupstr(v, n)) == NULL) luaL_error(L, "loom.Worker: not enough memory");
+    if ((s = dupstr(v, n)) == NULL) spawnerr(L, "loom.Worker: not enough memory");
   }
   else if (!lua_isnil(L, -1))
-    luaL_error(L, "loom.Worker: %s must be a string", name);
+    spawnerr(L, "loom.Worker: %s must be a string", name);
   lua_pop(L, 1);
   return s;
 }
@@ -487,7 +539,7 @@ static void cloneopt (lua_State *L, int opts, const char *field, loom_buf *b) {
   char err[512];
   lua_getfield(L, opts, field);
   if (!lua_isnil(L, -1) && loom__encode(L, -1, b, field, err, sizeof err))
-    luaL_error(L, "loom.Worker: %s", err);
+    spawnerr(L, "loom.Worker: %s", err);
   lua_pop(L, 1);
 }
 
@@ -510,8 +562,8 @@ static int l_spawn (lua_State *L) {
   h->c = c;
   luaL_setmetatable(L, HANDLE);
   w = (loom_worker *)calloc(1, sizeof *w);
-  if (w == NULL) return luaL_error(L, "loom.Worker: not enough memory");
-  if (uv_mutex_init(&w->state_lock)) { free(w); return luaL_error(L, "loom.Worker: no mutex"); }
+  if (w == NULL) return spawnerr(L, "loom.Worker: not enough memory");
+  if (uv_mutex_init(&w->state_lock)) { free(w); return spawnerr(L, "loom.Worker: no mutex"); }
   atomic_init(&w->refs, 1);
   atomic_init(&w->terminating, 0);
   loom__runtime_retain(c->rt);
@@ -521,22 +573,31 @@ static int l_spawn (lua_State *L) {
   h->w = w;
   w->kind = kind;
   if ((w->inbox = loom__mailbox_new()) == NULL)
-    return luaL_error(L, "loom.Worker: not enough memory");
+    return spawnerr(L, "loom.Worker: not enough memory");
   if (kind == SRC_FUNC) {
     char err[512];
     loom_buf b = {NULL, 0, 0};
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (loom__encode(L, 2, &b, "source", err, sizeof err)) {
       loom__buf_free(&b);
-      return luaL_error(L, "loom.Worker: %s", err);
+      return spawnerr(L, "loom.Worker: %s", err);
     }
     w->source = (char *)b.p;
     w->srclen = b.len;
   }
+  else if (kind == SRC_FILE) {
+    const char *path = luaL_checkstring(L, 2);
+    if (readfile(path, &w->source, &w->srclen))
+      return spawnerr(L, "loom.Worker: cannot open worker file %s: %s", path, strerror(errno));
+    if ((w->chunkname = malloc(strlen(path) + 2)) == NULL)
+      return spawnerr(L, "loom.Worker: not enough memory");
+    w->chunkname[0] = '@';
+    strcpy(w->chunkname + 1, path);
+  }
   else {
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
-    if ((w->source = dupstr(s, n)) == NULL) return luaL_error(L, "loom.Worker: not enough memory");
+    if ((w->source = dupstr(s, n)) == NULL) return spawnerr(L, "loom.Worker: not enough memory");
     w->srclen = n;
   }
   w->name = dupfield(L, 3, "name", "name");
@@ -559,11 +620,12 @@ static int l_spawn (lua_State *L) {
   atomic_fetch_add(&w->refs, 1);             /* the thread's reference */
   if (uv_thread_create_ex(&w->thread, &topt, worker_main, w)) {
     atomic_fetch_sub(&w->refs, 1);
-    return luaL_error(L, "loom.Worker: cannot start a thread");
+    return spawnerr(L, "loom.Worker: cannot start a thread");
   }
   w->started = 1;
   w->next = c->children;
   c->children = w;
+  loom__expect_ns(c, LOOM_SPIN_SPAWN_NS);   /* it will be online soon */
   lua_pushinteger(L, (lua_Integer)w->id);
   return 2;
 }

@@ -361,6 +361,7 @@ local function optcheck(opts, key, want)
   return v
 end
 
+local spawn = core.spawn
 function M.Worker(source, opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then argerror("Worker", 2, "table", opts) end
@@ -395,19 +396,17 @@ function M.Worker(source, opts)
     if opts.eval then
       kind = "eval"
     else
-      kind = "file"
-      local f, err = io.open(source, "r")
-      if not f then error("loom.Worker: cannot open worker file: " .. err, 2) end
-      f:close()
+      kind = "file"     -- read (and checked) by core.spawn
     end
   else
     error("loom.Worker: source must be a file name, a code string or a function"
           .. " (got " .. type(source) .. ")", 2)
   end
-  local h, id = core.spawn(kind, source, {
+  local ok, h, id = pcall(spawn, kind, source, {
     name = opts.name, workerData = opts.workerData, argv = opts.argv,
     stackSizeKb = limits.stackSizeKb, env = next(envdata) ~= nil and envdata or nil,
   })
+  if not ok then error(h, 2) end
   local w = emitter(setmetatable({ threadId = id, name = opts.name, _h = h,
                                    _alive = true, _ref = true }, Worker))
   endpoints[id] = w
