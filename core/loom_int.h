@@ -68,6 +68,7 @@ typedef struct loom_mailbox {
   int closed;             /* pushes fail once set */
   int waiters;            /* owner threads blocked on 'cond' */
   atomic_int nonempty;    /* head != NULL, for the owner's lock-free spin */
+  atomic_int awake;       /* 1: the owner will look before it blocks */
 } loom_mailbox;
 
 loom_mailbox *loom__mailbox_new(void);
@@ -82,6 +83,11 @@ void loom__mailbox_close(loom_mailbox *mb);
 int loom__mailbox_push(loom_mailbox *mb, loom_msg *m);
 /* Owner only: take every queued message, in order (NULL if none). */
 loom_msg *loom__mailbox_take(loom_mailbox *mb);
+/* Owner only: about to block in the loop.  Returns 1 if a message came
+** in meanwhile (then it does not block); else pushes will wake it. */
+int loom__mailbox_sleep(loom_mailbox *mb);
+/* Owner only: running again; pushes need not wake it until it sleeps. */
+void loom__mailbox_awake(loom_mailbox *mb);
 /* Any thread: wake the owner's loop and its blocking waits. */
 void loom__mailbox_interrupt(loom_mailbox *mb);
 /* Owner only: wait until 'stop' becomes non-zero, timeout_ms passes
@@ -136,6 +142,7 @@ typedef struct loom_ctx {
   loom_msg *current;          /* being delivered; freed if that raises */
   loom_buf scratch;           /* encoder buffer, reused */
   int dispatch_ref;           /* Lua dispatch(target, kind, value, aux) */
+  int fast_ref;               /* table target -> sole 'message' listener */
   int immediate_ref;          /* Lua function running setImmediate queue */
   int poll_max;               /* messages left in this loom_poll, or -1 */
   uint64_t poll_deadline;     /* uv_hrtime() bound of loom_poll, or 0 */

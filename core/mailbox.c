@@ -72,12 +72,15 @@ int loom__mailbox_push (loom_mailbox *mb, loom_msg *m) {
   if (mb->tail) mb->tail->next = m;
   else {
     mb->head = m;
-    atomic_store_explicit(&mb->nonempty, 1, memory_order_release);
+    atomic_store(&mb->nonempty, 1);
   }
   mb->tail = m;
-  /* The send stays under the lock: once the owner has closed the mailbox
-  ** its loop (and the async's fd) may be gone. */
-  if (mb->async) uv_async_send(mb->async);
+  /* Wake the owner only if it may be asleep: 'nonempty' is stored before
+  ** 'awake' is loaded, and the owner stores 'awake' before it loads
+  ** 'nonempty' (both sequentially consistent), so one of the two sees the
+  ** other.  The send stays under the lock: once the owner has closed the
+  ** mailbox its loop (and the async's fd) may be gone. */
+  if (mb->async && !atomic_load(&mb->awake)) uv_async_send(mb->async);
   if (mb->waiters) uv_cond_signal(&mb->cond);
   uv_mutex_unlock(&mb->lock);
   return 0;
@@ -91,6 +94,19 @@ loom_msg *loom__mailbox_take (loom_mailbox *mb) {
   atomic_store_explicit(&mb->nonempty, 0, memory_order_relaxed);
   uv_mutex_unlock(&mb->lock);
   return list;
+}
+
+int loom__mailbox_sleep (loom_mailbox *mb) {
+  atomic_store(&mb->awake, 0);
+  if (atomic_load(&mb->nonempty)) {
+    atomic_store_explicit(&mb->awake, 1, memory_order_relaxed);
+    return 1;
+  }
+  return 0;
+}
+
+void loom__mailbox_awake (loom_mailbox *mb) {
+  atomic_store_explicit(&mb->awake, 1, memory_order_relaxed);
 }
 
 void loom__mailbox_interrupt (loom_mailbox *mb) {

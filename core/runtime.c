@@ -82,6 +82,7 @@ static void onclose (uv_handle_t *h) { free(h); }
 
 static void on_async (uv_async_t *a) {
   loom_ctx *c = (loom_ctx *)a->data;
+  loom__mailbox_awake(c->mb);
   if (loom__terminating(c)) {
     c->stopping = 1;
     uv_stop(&c->loop);
@@ -116,24 +117,38 @@ static void on_prepare (uv_prepare_t *h) {
   loom_ctx *c = (loom_ctx *)h->data;
   const atomic_int *stop = loom__stopflag(c);
   uint64_t now;
-  if (c->spin_until == 0 || c->stopping) return;
-  for (now = uv_hrtime(); now < c->spin_until; now = uv_hrtime()) {
-    int i;
-    for (i = 0; i < 64; i++) {
-      if (atomic_load_explicit(&c->mb->nonempty, memory_order_acquire) ||
-          (stop && atomic_load(stop))) {
-        loom__deliver(c, -1);   /* the async's wake-up becomes a no-op */
-        return;
+  int rounds;
+  if (c->stopping) return;
+  if (c->spin_until) {
+    for (now = uv_hrtime(); now < c->spin_until; now = uv_hrtime()) {
+      int i;
+      for (i = 0; i < 64; i++) {
+        if (atomic_load_explicit(&c->mb->nonempty, memory_order_acquire) ||
+            (stop && atomic_load(stop))) {
+          c->spin_until = now;   /* leave both loops */
+          break;
+        }
+        cpu_relax();
       }
-      cpu_relax();
+      if (i < 64) break;
+      sched_yield();   /* a thread waiting for this core goes first */
     }
-    sched_yield();   /* a thread waiting for this core goes first */
+    if (now >= c->spin_until) c->spin_until = 0;
   }
-  c->spin_until = 0;
+  /* Block only once the mailbox says pushes will wake us; a few rounds,
+  ** then let the loop turn (timers, I/O) and come back. */
+  for (rounds = 0; loom__mailbox_sleep(c->mb); rounds++) {
+    if (rounds == 8 || c->stopping) {
+      uv_async_send(c->async);   /* the poll must not block */
+      return;
+    }
+    loom__deliver(c, -1);
+  }
 }
 
 static void on_check (uv_check_t *h) {
   loom_ctx *c = (loom_ctx *)h->data;
+  loom__mailbox_awake(c->mb);   /* back from the poll */
   if (c->stopping || c->immediate_ref == LUA_NOREF) return;
   lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->immediate_ref);
   loom__pcall(c, 0, 0);
@@ -142,7 +157,7 @@ static void on_check (uv_check_t *h) {
 int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
                     loom_mailbox *mb) {
   memset(c, 0, sizeof *c);
-  c->dispatch_ref = c->immediate_ref = LUA_NOREF;
+  c->dispatch_ref = c->immediate_ref = c->fast_ref = LUA_NOREF;
   c->poll_max = -1;
   if (uv_loop_init(&c->loop)) return -1;
   c->async = (uv_async_t *)malloc(sizeof *c->async);
@@ -270,24 +285,36 @@ static int deliver_batch (lua_State *L) {
   loom_ctx *c = (loom_ctx *)lua_touserdata(L, 1);
   int max = (int)lua_tointeger(L, 2), n = 0;
   lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->fast_ref);       /* 1: fast table */
   while (c->pend_head && !c->stopping && (max < 0 || n < max)) {
     loom_msg *m = c->pend_head;
-    int kind;
+    int kind = m->kind, nargs = 4;
     c->pend_head = m->next;
     if (c->pend_head == NULL) c->pend_tail = NULL;
     c->current = m;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->dispatch_ref);
-    lua_pushinteger(L, (lua_Integer)m->target);
-    kind = m->kind;
-    if (kind == LOOM_MSG_EXIT) loom__worker_on_exit(c, m->target);
-    if (m->len == 0) lua_pushnil(L);
-    else if (loom__decode(L, m->data, m->len)) kind = -kind;  /* text pushed */
-    lua_pushinteger(L, kind);
-    lua_insert(L, -2);
-    lua_pushinteger(L, m->aux);
+    if (kind == LOOM_MSG_MESSAGE &&
+        lua_rawgeti(L, 1, (lua_Integer)m->target) == LUA_TFUNCTION) {
+      if (loom__decode(L, m->data, m->len) == 0) nargs = 1;  /* fast path */
+      else {
+        lua_pop(L, 2);
+        goto slow;
+      }
+    }
+    else {
+      if (kind == LOOM_MSG_MESSAGE) lua_pop(L, 1);
+    slow:
+      lua_rawgeti(L, LUA_REGISTRYINDEX, c->dispatch_ref);
+      lua_pushinteger(L, (lua_Integer)m->target);
+      if (kind == LOOM_MSG_EXIT) loom__worker_on_exit(c, m->target);
+      if (m->len == 0) lua_pushnil(L);
+      else if (loom__decode(L, m->data, m->len)) kind = -kind;  /* text pushed */
+      lua_pushinteger(L, kind);
+      lua_insert(L, -2);
+      lua_pushinteger(L, m->aux);
+    }
     c->current = NULL;
     loom__msg_free(m);
-    lua_call(L, 4, 0);
+    lua_call(L, nargs, 0);
     n++;
     if (c->poll_deadline && uv_hrtime() >= c->poll_deadline) break;
   }
@@ -422,14 +449,18 @@ static loom_ctx *main_ctx (lua_State *L) {
 
 #define CTX(L) ((loom_ctx *)lua_touserdata(L, lua_upvalueindex(1)))
 
-/* core.setdispatch(dispatch, run_immediates) */
+/* core.setdispatch(dispatch, run_immediates, fast): 'fast' maps a target
+** to its sole 'message' listener, called directly with the value. */
 static int l_setdispatch (lua_State *L) {
   loom_ctx *c = CTX(L);
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checktype(L, 3, LUA_TTABLE);
   luaL_unref(L, LUA_REGISTRYINDEX, c->dispatch_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, c->immediate_ref);
-  lua_settop(L, 2);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->fast_ref);
+  lua_settop(L, 3);
+  c->fast_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   c->immediate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   c->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;

@@ -452,19 +452,38 @@ static int h_gc (lua_State *L) {
   return 0;
 }
 
-/* h:post(value) -> true | false, "closed" */
-static int h_post (lua_State *L) {
-  whandle *h = checkhandle(L);
-  loom_msg *m;
-  luaL_checkany(L, 2);
-  m = loom__pack(L, h->c, 2, "msg", LOOM_MSG_MESSAGE, 0);
-  if (loom__mailbox_push(h->w->inbox, m)) {
+/* A transfer list: nothing can be transferred yet, so only an empty one. */
+static void checktransfer (lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx)) return;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  if (lua_next(L, idx)) {
+    lua_pop(L, 2);
+    luaL_error(L, "postMessage: transfer: nothing in this list can be transferred");
+  }
+}
+
+static int pushed (lua_State *L, loom_mailbox *mb, loom_msg *m) {
+  if (loom__mailbox_push(mb, m)) {
     lua_pushboolean(L, 0);
     lua_pushliteral(L, "closed");
     return 2;
   }
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* Worker:postMessage(value [, transfer]) -> true | false, "closed" */
+static int l_wpost (lua_State *L) {
+  whandle *h;
+  loom_msg *m;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  checktransfer(L, 3);
+  lua_settop(L, 2);
+  lua_getfield(L, 1, "_h");       /* anchored by the Worker table */
+  h = (whandle *)luaL_testudata(L, 3, HANDLE);
+  if (h == NULL || h->w == NULL) return luaL_error(L, "postMessage: not a loom.Worker");
+  m = loom__pack(L, h->c, 2, "msg", LOOM_MSG_MESSAGE, 0);
+  return pushed(L, h->w->inbox, m);
 }
 
 static int h_terminate (lua_State *L) {
@@ -641,20 +660,21 @@ static loom_worker *self (lua_State *L, loom_ctx *c, const char *who) {
   return c->self;
 }
 
-/* core.post(value): to the parent -> true | false, "closed" */
-static int l_post (lua_State *L) {
+/* parentPort:postMessage(value [, transfer]) -> true | false, "closed" */
+static int l_ppost (lua_State *L) {
   loom_ctx *c = CTX(L);
   loom_worker *w = self(L, c, "parentPort:postMessage");
   loom_msg *m;
-  luaL_checkany(L, 1);
-  m = loom__pack(L, c, 1, "msg", LOOM_MSG_MESSAGE, w->id);
-  if (loom__mailbox_push(w->parent, m)) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  checktransfer(L, 3);
+  lua_settop(L, 2);
+  if (lua_getfield(L, 1, "_closed") != LUA_TNIL && lua_toboolean(L, 3)) {
     lua_pushboolean(L, 0);
     lua_pushliteral(L, "closed");
     return 2;
   }
-  lua_pushboolean(L, 1);
-  return 1;
+  m = loom__pack(L, c, 2, "msg", LOOM_MSG_MESSAGE, w->id);
+  return pushed(L, w->parent, m);
 }
 
 static int pushblob (lua_State *L, loom_ctx *c, size_t off) {
@@ -711,14 +731,14 @@ static int l_stats (lua_State *L) {
 }
 
 static const luaL_Reg handle_meth[] = {
-  {"post", h_post},
   {"terminate", h_terminate},
   {NULL, NULL}
 };
 
 static const luaL_Reg funcs[] = {
   {"spawn", l_spawn},
-  {"post", l_post},
+  {"wpost", l_wpost},
+  {"ppost", l_ppost},
   {"workerData", l_workerdata},
   {"envData", l_envdata},
   {"workerName", l_workername},

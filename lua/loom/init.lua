@@ -324,13 +324,14 @@ end
 -- Endpoints: whatever a message can be addressed to in this thread
 ---------------------------------------------------------------------------
 local endpoints = {}
+local fast = {}     -- target -> its sole 'message' listener, called from C
 
 local function dispatch(id, kind, v, aux)
   local ep = endpoints[id]
   if ep then return ep:_recv(kind, v, aux) end
 end
 
-core.setdispatch(dispatch, runimmediates)
+core.setdispatch(dispatch, runimmediates, fast)
 
 -- environment data: this thread's copy, cloned into every later worker
 local envdata = core.envData() or {}
@@ -414,6 +415,12 @@ function M.Worker(source, opts)
   return w
 end
 
+function Worker:_listening(event, n)
+  if event == "message" and self._alive then
+    fast[self.threadId] = n == 1 and self._ev.message[1] or nil
+  end
+end
+
 function Worker:_recv(kind, v, aux)
   if kind == K_MESSAGE then
     return self:emit("message", v)
@@ -432,6 +439,7 @@ function Worker:_recv(kind, v, aux)
     self._alive = false
     self.exitCode = aux
     endpoints[self.threadId] = nil
+    fast[self.threadId] = nil
     if self._ref then core.hold(-1) end
     local f = self._exitf
     self._exitf = nil
@@ -442,12 +450,7 @@ function Worker:_recv(kind, v, aux)
   end
 end
 
-function Worker:postMessage(v, transfer)
-  if transfer ~= nil and (type(transfer) ~= "table" or next(transfer) ~= nil) then
-    error("postMessage: transfer: nothing in this list can be transferred", 2)
-  end
-  return self._h:post(v)
-end
+Worker.postMessage = core.wpost      -- (self, value [, transfer])
 
 -- terminate() -> Future of the exit code
 function Worker:terminate()
@@ -492,13 +495,17 @@ function ParentPort:_listening(event, n)
   local want = n > 0 and self._ref and not self._closed
   if want and not self._held then core.hold(1); self._held = true
   elseif not want and self._held then core.hold(-1); self._held = false end
-  if n > 0 and self._queue then
-    local q = self._queue
-    self._queue = nil
+  if n > 0 and self._queue and not self._flushing then
+    self._flushing = true
     M.setImmediate(function()
+      local q = self._queue
+      self._queue, self._flushing = nil, nil
       for i = 1, #q do self:_recv(K_MESSAGE, q[i]) end
+      self:_listening("message", self:listenerCount("message"))
     end)
   end
+  -- the direct path only while nothing waits in the queue
+  fast[0] = n == 1 and not self._closed and not self._queue and self._ev.message[1] or nil
 end
 
 function ParentPort:_recv(kind, v)
@@ -517,14 +524,7 @@ function ParentPort:_recv(kind, v)
   end
 end
 
-local post = core.post
-function ParentPort:postMessage(v, transfer)
-  if transfer ~= nil and (type(transfer) ~= "table" or next(transfer) ~= nil) then
-    error("postMessage: transfer: nothing in this list can be transferred", 2)
-  end
-  if self._closed then return false, "closed" end
-  return post(v)
-end
+ParentPort.postMessage = core.ppost  -- (self, value [, transfer])
 
 function ParentPort:ref()
   self._ref = true
