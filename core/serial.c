@@ -95,6 +95,8 @@ void loom__msg_free (loom_msg *m) {
 
 enum { P_ARR, P_VAL, P_KEY, P_UPV };   /* kinds of path segment */
 
+#define SEEN_LINEAR 16   /* first tables: a list, no hashing, no clearing */
+
 typedef struct pathseg {
   int kind;
   int idx;                 /* P_VAL, P_KEY: stack index of the key */
@@ -116,9 +118,9 @@ typedef struct enc {
   uint32_t nref;           /* tables and functions numbered so far */
   int hasref;
   int depth;
-  seenslot *slots;         /* open addressing; 'small' or malloc'd */
+  seenslot *slots;         /* open addressing, malloc'd; NULL: use 'small' */
   size_t cap, count;
-  seenslot small[32];
+  seenslot small[SEEN_LINEAR];
   pathseg path[LOOM_MAX_DEPTH + 2];
 } enc;
 
@@ -129,14 +131,19 @@ static size_t hashp (const void *p, size_t cap) {
   return (size_t)(h >> 32) & (cap - 1);
 }
 
-/* Look 'p' up; if absent, insert it with the next id.  Returns 1 if it
-** was there (id in *id), 0 if inserted, -1 when out of memory. */
-static int seen (enc *e, const void *p, uint32_t *id) {
-  size_t i;
-  if ((e->count + 1) * 2 > e->cap) {  /* grow first: keep load <= 1/2 */
-    size_t ncap = e->cap * 2, j;
-    seenslot *ns = (seenslot *)calloc(ncap, sizeof(seenslot));
-    if (ns == NULL) return -1;
+static int grow (enc *e, size_t ncap) {
+  size_t j;
+  seenslot *ns = (seenslot *)calloc(ncap, sizeof(seenslot));
+  if (ns == NULL) return -1;
+  if (e->slots == NULL) {             /* from the list: ids are 1..count */
+    for (j = 0; j < e->count; j++) {
+      size_t k = hashp(e->small[j].key, ncap);
+      while (ns[k].key) k = (k + 1) & (ncap - 1);
+      ns[k].key = e->small[j].key;
+      ns[k].id = (uint32_t)j + 1;
+    }
+  }
+  else {
     for (j = 0; j < e->cap; j++) {
       if (e->slots[j].key) {
         size_t k = hashp(e->slots[j].key, ncap);
@@ -144,10 +151,28 @@ static int seen (enc *e, const void *p, uint32_t *id) {
         ns[k] = e->slots[j];
       }
     }
-    if (e->slots != e->small) free(e->slots);
-    e->slots = ns;
-    e->cap = ncap;
+    free(e->slots);
   }
+  e->slots = ns;
+  e->cap = ncap;
+  return 0;
+}
+
+/* Look 'p' up; if absent, insert it with the next id.  Returns 1 if it
+** was there (id in *id), 0 if inserted, -1 when out of memory. */
+static int seen (enc *e, const void *p, uint32_t *id) {
+  size_t i;
+  if (e->slots == NULL) {
+    for (i = 0; i < e->count; i++)
+      if (e->small[i].key == p) { *id = (uint32_t)i + 1; return 1; }
+    if (e->count < SEEN_LINEAR) {
+      e->small[e->count++].key = p;
+      *id = ++e->nref;
+      return 0;
+    }
+    if (grow(e, SEEN_LINEAR * 4)) return -1;
+  }
+  else if ((e->count + 1) * 2 > e->cap && grow(e, e->cap * 2)) return -1;
   i = hashp(p, e->cap);
   while (e->slots[i].key) {
     if (e->slots[i].key == p) { *id = e->slots[i].id; return 1; }
@@ -415,15 +440,14 @@ int loom__encode (lua_State *L, int idx, loom_buf *b, const char *root,
   e.nref = 0;
   e.hasref = 0;
   e.depth = 0;
-  e.cap = sizeof e.small / sizeof e.small[0];
+  e.cap = 0;
   e.count = 0;
-  e.slots = e.small;
-  memset(e.small, 0, sizeof e.small);
+  e.slots = NULL;
   hdr = b->len;
   r = putbyte(&e, HDR_VERSION);
   if (r == 0) r = value(&e, lua_absindex(L, idx));
   if (r == 0 && e.hasref) b->p[hdr] |= HDR_HASREF;
-  if (e.slots != e.small) free(e.slots);
+  free(e.slots);
   lua_settop(L, top);
   return r;
 }

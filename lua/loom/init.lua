@@ -128,8 +128,9 @@ function Future.new() return newfuture() end
 local function isfuture(v) return getmetatable(v) == Future end
 M.isFuture = isfuture
 
--- call cb(f) once f settles
+-- call cb(f) once f settles; a plain value counts as a settled future
 local function whendone(f, cb)
+  if not isfuture(f) then return cb({ _s = FULFILLED, _v = f }) end
   if f._s ~= PENDING then return cb(f) end
   local cbs = f._cbs
   if not cbs then cbs = {}; f._cbs = cbs end
