@@ -170,6 +170,7 @@ static int l_timer (lua_State *L) {
   t->fnref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
   t->selfref = luaL_ref(L, LUA_REGISTRYINDEX);
+  uv_update_time(&c->loop);   /* the thread may have been busy elsewhere */
   uv_timer_start(t->h, ontimer, to, t->repeat);
   return 1;
 }
@@ -247,7 +248,7 @@ int loom__open_loop (lua_State *L) {
     luaL_newlib(L, timer_meth);
     lua_setfield(L, -2, "__index");
   }
-  lua_pop(L, 1);
+  lua_setfield(L, -2, "Timer");
   lua_pushlightuserdata(L, loom__ctx(L));
   luaL_setfuncs(L, funcs, 1);
   return 0;

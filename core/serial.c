@@ -661,22 +661,34 @@ loom_msg *loom__pack (lua_State *L, loom_ctx *c, int idx, const char *root,
   return m;
 }
 
-/* loom.clone(v): the same clone a message makes, on one thread.  The blob
-** is copied into Lua memory first, so a finalizer that posts a message
-** while the copy is being built cannot disturb it. */
+static int decodebuf (lua_State *L) {
+  loom_buf *b = (loom_buf *)lua_touserdata(L, 1);
+  if (loom__decode(L, b->p, b->len)) return lua_error(L);
+  return 1;
+}
+
+/* loom.clone(v): the same clone a message makes, on one thread.  The
+** blob is taken out of the reusable buffer before decoding: a finalizer
+** run by the decoder's allocations may clone too. */
 static int l_clone (lua_State *L) {
   loom_ctx *c = loom__ctx(L);
   char err[512];
-  void *copy;
+  loom_buf b;
+  int st;
   luaL_checkany(L, 1);
   lua_settop(L, 1);
   c->scratch.len = 0;
   if (loom__encode(L, 1, &c->scratch, "value", err, sizeof err))
     return luaL_error(L, "%s", err);
-  copy = lua_newuserdatauv(L, c->scratch.len, 0);
-  memcpy(copy, c->scratch.p, c->scratch.len);
-  if (loom__decode(L, (const unsigned char *)copy, lua_rawlen(L, 2)))
-    return lua_error(L);
+  b = c->scratch;
+  c->scratch.p = NULL;
+  c->scratch.len = c->scratch.cap = 0;
+  lua_pushcfunction(L, decodebuf);
+  lua_pushlightuserdata(L, &b);
+  st = lua_pcall(L, 1, 1, 0);
+  if (c->scratch.p == NULL) c->scratch = b;   /* give the buffer back */
+  else loom__buf_free(&b);
+  if (st != LUA_OK) return lua_error(L);
   return 1;
 }
 

@@ -10,6 +10,9 @@
 ** meanwhile.  The hook raises at every instruction, so a pcall that
 ** catches the error is interrupted again in its caller, up to the top.
 */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE          /* pthread_timedjoin_np */
+#endif
 #include <errno.h>
 #include <stddef.h>
 #include <stdarg.h>
@@ -17,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #ifdef __linux__
+#include <pthread.h>
+#include <time.h>
 #include <sys/prctl.h>
 #endif
 #include <lualib.h>
@@ -51,6 +56,8 @@ struct loom_worker {
   lua_State *L;                /* NULL while no Lua code may run */
   lua_State *running;          /* the coroutine being run, or L */
   atomic_int terminating;
+  size_t mem_limit;            /* resourceLimits.maxMemoryMb in bytes, or 0 */
+  struct memlimit *mem;        /* worker thread only: its allocator's count */
   uv_thread_t thread;
   int started, joined;
   loom_worker *next;           /* in the parent's children list */
@@ -115,10 +122,29 @@ void loom__check_terminate (lua_State *L, loom_ctx *c) {
   }
 }
 
+#define JOIN_GRACE_S 5           /* after terminate(), how long a worker may take */
+#define LOOM_MIN_STACK_KB 1024   /* Lua's 200 C levels fit with room */
+
+/* Join a worker's thread.  A worker stuck in a foreign blocking call
+** (not a loom wait) cannot be interrupted: after a grace period it is
+** detached, and it frees what it owns whenever it ends. */
 static void join (loom_ctx *c, loom_worker *w) {
   loom_worker **p;
   if (!w->started || w->joined) return;
+#if defined(__linux__) && defined(__GLIBC__)
+  {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += JOIN_GRACE_S;
+    if (pthread_timedjoin_np(w->thread, NULL, &ts) != 0) {
+      fprintf(stderr, "loom: worker %llu did not stop within %d s; detached\n",
+              (unsigned long long)w->id, JOIN_GRACE_S);
+      pthread_detach(w->thread);
+    }
+  }
+#else
   uv_thread_join(&w->thread);
+#endif
   w->joined = 1;
   for (p = &c->children; *p; p = &(*p)->next)
     if (*p == w) { *p = w->next; break; }
@@ -167,6 +193,7 @@ static int auxresume (lua_State *L, loom_ctx *c, lua_State *co, int narg) {
   status = lua_resume(co, L, narg, &nres);
   uv_mutex_lock(&w->state_lock);
   w->running = prev;
+  if (atomic_load(&w->terminating)) arm(L);   /* it may not have been */
   uv_mutex_unlock(&w->state_lock);
   if (status == LUA_OK || status == LUA_YIELD) {
     if (!lua_checkstack(L, nres + 1)) {
@@ -253,6 +280,70 @@ static int os_exit (lua_State *L) {
   return lua_error(L);
 }
 
+/* xpcall whose message handler is skipped while the worker is being
+** terminated: Lua runs a handler for an error raised by a hook with
+** hooks off, so a handler that never returns could not be stopped. */
+static int guard_msgh (lua_State *L) {
+  if (loom__terminating(CTX(L))) return 1;
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+static int finishpcall (lua_State *L, int status, lua_KContext extra) {
+  if (status != LUA_OK && status != LUA_YIELD) {
+    lua_pushboolean(L, 0);
+    lua_pushvalue(L, -2);
+    return 2;
+  }
+  return lua_gettop(L) - (int)extra;
+}
+
+static int co_xpcall (lua_State *L) {
+  int n = lua_gettop(L), status;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, 2);
+  lua_pushcclosure(L, guard_msgh, 2);
+  lua_replace(L, 2);
+  lua_pushboolean(L, 1);
+  lua_pushvalue(L, 1);
+  lua_rotate(L, 3, 2);
+  status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finishpcall);
+  return finishpcall(L, status, 2);
+}
+
+/* The allocator of a worker with resourceLimits.maxMemoryMb: counts the
+** bytes of its state and refuses to pass the limit (Lua then raises "not
+** enough memory").  Only the worker's thread uses it. */
+typedef struct memlimit {
+  lua_Alloc base;
+  void *base_ud;
+  size_t used, limit;
+} memlimit;
+
+static void *plain_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud; (void)osize;
+  if (nsize == 0) { free(ptr); return NULL; }
+  return realloc(ptr, nsize);
+}
+
+static void *limited_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
+  memlimit *m = (memlimit *)ud;
+  size_t old = ptr ? osize : 0;
+  void *p;
+  if (nsize == 0) {
+    m->base(m->base_ud, ptr, osize, 0);
+    m->used -= old;
+    return NULL;
+  }
+  if (nsize > old && m->used + (nsize - old) > m->limit) return NULL;
+  p = m->base(m->base_ud, ptr, osize, nsize);
+  if (p) m->used = m->used - old + nsize;
+  return p;
+}
+
 static void patch (lua_State *L, loom_ctx *c, const char *lib,
                    const char *name, lua_CFunction f) {
   lua_getglobal(L, lib);
@@ -279,6 +370,9 @@ static int wmain (lua_State *L) {
   patch(L, c, "os", "exit", os_exit);
   patch(L, c, "coroutine", "resume", co_resume);
   patch(L, c, "coroutine", "wrap", co_wrap);
+  lua_pushlightuserdata(L, c);
+  lua_pushcclosure(L, co_xpcall, 1);
+  lua_setglobal(L, "xpcall");
   setpath(L, "path", w->path);
   setpath(L, "cpath", w->cpath);
   loom__preload(L, c);
@@ -325,6 +419,11 @@ static int wmain (lua_State *L) {
   return 0;
 }
 
+static int tostr (lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
 /* Protected: send {err, traceback} (err as text if it cannot be cloned). */
 static int report (lua_State *L) {
   loom_ctx *c = (loom_ctx *)lua_touserdata(L, 1);
@@ -336,7 +435,12 @@ static int report (lua_State *L) {
   lua_rawseti(L, -2, 2);
   c->scratch.len = 0;
   if (loom__encode(L, -1, &c->scratch, "error", err, sizeof err)) {
-    luaL_tolstring(L, 2, NULL);
+    lua_pushcfunction(L, tostr);
+    lua_pushvalue(L, 2);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 2));
+    }
     lua_rawseti(L, -2, 1);
     c->scratch.len = 0;
     if (loom__encode(L, -1, &c->scratch, "error", err, sizeof err))
@@ -352,6 +456,7 @@ static int failed (loom_ctx *c) {
   lua_State *L = c->L;
   if (c->exiting) return c->exit_code;
   if (loom__terminating(c)) return 1;
+  if (c->self->mem) c->self->mem->limit = SIZE_MAX;   /* room to report */
   lua_pushcfunction(L, report);
   lua_pushlightuserdata(L, c);
   if (!loom__take_error(L, c)) {
@@ -393,7 +498,15 @@ static void worker_main (void *arg) {
   }
 #endif
   if (rt->cfg.thread_start) rt->cfg.thread_start(rt->cfg.ud, w->id);
-  L = rt->cfg.alloc ? lua_newstate(rt->cfg.alloc, rt->cfg.alloc_ud) : luaL_newstate();
+  memlimit mem;
+  mem.base = rt->cfg.alloc ? rt->cfg.alloc : plain_alloc;
+  mem.base_ud = rt->cfg.alloc ? rt->cfg.alloc_ud : NULL;
+  mem.used = 0;
+  mem.limit = w->mem_limit;
+  if (w->mem_limit) L = lua_newstate(limited_alloc, &mem);
+  else if (rt->cfg.alloc) L = lua_newstate(rt->cfg.alloc, rt->cfg.alloc_ud);
+  else L = luaL_newstate();
+  if (w->mem_limit) w->mem = &mem;
   if (L && loom__ctx_init(&c, rt, L, w->inbox) == 0) {
     int term;
     ok = 1;
@@ -455,7 +568,9 @@ static int h_gc (lua_State *L) {
 /* A transfer list: nothing can be transferred yet, so only an empty one. */
 static void checktransfer (lua_State *L, int idx) {
   if (lua_isnoneornil(L, idx)) return;
-  luaL_checktype(L, idx, LUA_TTABLE);
+  if (!lua_istable(L, idx))
+    luaL_error(L, "postMessage: transfer must be a list (got %s)", luaL_typename(L, idx));
+  lua_pushnil(L);
   if (lua_next(L, idx)) {
     lua_pop(L, 2);
     luaL_error(L, "postMessage: transfer: nothing in this list can be transferred");
@@ -623,10 +738,17 @@ static int l_spawn (lua_State *L) {
   cloneopt(L, 3, "workerData", &w->wdata);
   cloneopt(L, 3, "argv", &w->argv);
   cloneopt(L, 3, "env", &w->env);
+  lua_getfield(L, 3, "maxMemoryMb");
+  if (lua_isnumber(L, -1)) {
+    lua_Number mb = lua_tonumber(L, -1);
+    w->mem_limit = mb >= 1e6 ? (size_t)1e12 : (size_t)(mb * 1024 * 1024);
+    if (w->mem_limit < 65536) w->mem_limit = 65536;
+  }
+  lua_pop(L, 1);
   lua_getfield(L, 3, "stackSizeKb");
   stack_kb = luaL_optinteger(L, -1, (lua_Integer)c->rt->cfg.stack_kb);
   lua_pop(L, 1);
-  if (stack_kb < 64) stack_kb = 64;
+  if (stack_kb < LOOM_MIN_STACK_KB) stack_kb = LOOM_MIN_STACK_KB;
   lua_getglobal(L, "package");
   if (lua_istable(L, -1)) {
     w->path = dupfield(L, -1, "path", "package.path");

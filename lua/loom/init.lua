@@ -146,7 +146,8 @@ end
 function Future:next(onValue, onError)
   local out = newfuture()
   whendone(self, function(f)
-    local h = f._s == FULFILLED and onValue or onError
+    local h
+    if f._s == FULFILLED then h = onValue else h = onError end
     if h == nil then return settle(out, f._s, f._v, f._tb) end
     local ok, r = pcall(h, f._v, f._tb)
     if not ok then return settle(out, REJECTED, r) end
@@ -243,14 +244,21 @@ local function bindargs(fn, ...)
   return function() return fn(unpack(args, 1, n)) end
 end
 
+-- as Node: a delay that is not a number >= 1 means 1 ms
+local function delay(ms)
+  ms = tonumber(ms)
+  if not ms or ms ~= ms or ms < 1 then return 1 end
+  return ms
+end
+
 function M.setTimeout(fn, ms, ...)
   if type(fn) ~= "function" then argerror("setTimeout", 1, "function", fn) end
-  return core.timer(bindargs(fn, ...), tonumber(ms) or 0, false)
+  return core.timer(bindargs(fn, ...), delay(ms), false)
 end
 
 function M.setInterval(fn, ms, ...)
   if type(fn) ~= "function" then argerror("setInterval", 1, "function", fn) end
-  return core.timer(bindargs(fn, ...), tonumber(ms) or 0, true)
+  return core.timer(bindargs(fn, ...), delay(ms), true)
 end
 
 local immediates = {}            -- queue for the next check phase
@@ -285,14 +293,23 @@ local function runimmediates()
   if #immediates == 0 then core.immediates(false) end
 end
 
+local Timer = core.Timer
 function M.clearTimeout(t)
-  if t ~= nil then t:close() end
+  if t == nil then return end
+  local mt = getmetatable(t)
+  if mt ~= Timer and mt ~= Immediate then
+    argerror("clearTimeout", 1, "timer", t)
+  end
+  t:close()
 end
 M.clearInterval = M.clearTimeout
 M.clearImmediate = M.clearTimeout
 
 function M.sleep(ms)
   if type(ms) ~= "number" then argerror("sleep", 1, "number", ms) end
+  if ms ~= ms or ms < 0 then
+    error("bad argument #1 to 'sleep' (time must be a number >= 0)", 2)
+  end
   if asyncs[co_running()] then
     local f = newfuture()
     core.timer(function() settle(f, FULFILLED, true) end, ms, false)
@@ -377,9 +394,11 @@ function M.Worker(source, opts)
   optcheck(opts, "eval", "boolean")
   local limits = optcheck(opts, "resourceLimits", "table") or {}
   for k, v in pairs(limits) do
-    if k ~= "stackSizeKb" then
-      error(("loom.Worker: resourceLimits.%s is not supported"):format(tostring(k)), 2)
-    elseif math.type(v) ~= "integer" or v < 64 then
+    if k ~= "stackSizeKb" and k ~= "maxMemoryMb" then
+      error(("loom.Worker: unknown resourceLimits.%s"):format(tostring(k)), 2)
+    elseif type(v) ~= "number" or v ~= v or v <= 0 then
+      error(("loom.Worker: resourceLimits.%s must be a number > 0"):format(k), 2)
+    elseif k == "stackSizeKb" and (math.type(v) ~= "integer" or v < 64) then
       error("loom.Worker: resourceLimits.stackSizeKb must be an integer >= 64", 2)
     end
   end
@@ -406,7 +425,7 @@ function M.Worker(source, opts)
   end
   local ok, h, id = pcall(spawn, kind, source, {
     name = opts.name, workerData = opts.workerData, argv = opts.argv,
-    stackSizeKb = limits.stackSizeKb, env = next(envdata) ~= nil and envdata or nil,
+    stackSizeKb = limits.stackSizeKb, maxMemoryMb = limits.maxMemoryMb, env = next(envdata) ~= nil and envdata or nil,
   })
   if not ok then error(h, 2) end
   local w = emitter(setmetatable({ threadId = id, name = opts.name, _h = h,
@@ -414,6 +433,13 @@ function M.Worker(source, opts)
   endpoints[id] = w
   core.hold(1)
   return w
+end
+
+local function checkworker(self, method)
+  if getmetatable(self) ~= Worker then
+    error(("bad argument #1 to '%s' (loom.Worker expected, got %s)")
+          :format(method, type(self)), 3)
+  end
 end
 
 function Worker:_listening(event, n)
@@ -455,6 +481,7 @@ Worker.postMessage = core.wpost      -- (self, value [, transfer])
 
 -- terminate() -> Future of the exit code
 function Worker:terminate()
+  checkworker(self, "terminate")
   if not self._alive then
     local f = newfuture()
     settle(f, FULFILLED, self.exitCode)
@@ -462,18 +489,24 @@ function Worker:terminate()
   end
   if not self._exitf then
     self._exitf = newfuture()
+    if not self._ref then   -- the awaited exit must keep the loop alive
+      self._ref = true
+      core.hold(1)
+    end
     self._h:terminate()
   end
   return self._exitf
 end
 
 function Worker:ref()
+  checkworker(self, "ref")
   if self._alive and not self._ref then core.hold(1) end
   self._ref = true
   return self
 end
 
 function Worker:unref()
+  checkworker(self, "unref")
   if self._alive and self._ref then core.hold(-1) end
   self._ref = false
   return self
@@ -513,7 +546,7 @@ function ParentPort:_recv(kind, v)
   if self._closed then return end
   if kind == K_MESSAGE then
     local ls = self._ev.message
-    if ls then
+    if ls and not self._queue then     -- earlier messages still wait: queue
       if #ls == 1 then return ls[1](v) end
       return self:emit("message", v)
     end

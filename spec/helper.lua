@@ -1,0 +1,188 @@
+-- Shared helpers for the loom specs.
+--
+--   local H = require "helper"
+--   before_each(H.before_each); after_each(H.after_each)
+--
+-- H.spawn(source, opts) is loom.Worker plus bookkeeping: after each test the
+-- helper drives the loop until every worker it spawned has exited (stopping
+-- any left running, which fails the test), then checks that loom.core holds
+-- nothing: no unjoined child thread, no hold on the loop.
+--
+-- Every wait is bounded, so a worker that cannot be stopped fails a test
+-- instead of hanging the suite.  Bounds are generous and are multiplied by
+-- H.scale under valgrind or a sanitizer (or by $LOOM_TIME_SCALE).
+local loom = require "loom"
+local core = require "loom.core"
+
+-- busted prints its summary just before the state closes; if closing hangs
+-- (a worker loom cannot stop), a pipe's buffer would swallow the results
+io.stdout:setvbuf("line")
+
+local H = {}
+
+H.dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
+
+function H.fixture(name) return H.dir .. "/fixtures/" .. name end
+
+do
+  local scale = tonumber(os.getenv("LOOM_TIME_SCALE") or "")
+  if not scale then
+    local preload = os.getenv("LD_PRELOAD") or ""
+    scale = (preload:find("vgpreload") or preload:find("san")) and 20 or 1
+  end
+  H.scale = scale
+end
+
+-- a bound in milliseconds, scaled for slow builds
+function H.ms(n) return n * H.scale end
+
+local tracked = {}      -- { w = worker, exited = bool, code = int }
+local leaked = 0        -- workers no terminate() could stop (earlier failures)
+
+function H.spawn(source, opts)
+  local w = loom.Worker(source, opts)
+  local rec = { w = w, exited = false }
+  w:on("exit", function(code) rec.exited, rec.code = true, code end)
+  tracked[#tracked + 1] = rec
+  return w
+end
+
+-- has the exit event of w fired?
+function H.exited(w)
+  for _, rec in ipairs(tracked) do
+    if rec.w == w then return rec.exited, rec.code end
+  end
+  return false
+end
+
+-- loom.run(), raising if it has not returned within ms (default 10 s).
+-- The guard timer is unref'd: it never keeps the loop alive by itself.
+function H.run(ms)
+  ms = H.ms(ms or 10000)
+  local guard = loom.setTimeout(function()
+    error(("loom.run() still running after %d ms"):format(ms), 0)
+  end, ms)
+  guard:unref()
+  local ok, r = pcall(loom.run)
+  guard:close()
+  if not ok then error(r, 0) end
+  return r
+end
+
+-- Drive the loop with loom.poll until pred() is true; false after ms.
+function H.run_until(pred, ms)
+  local deadline = loom.now() + H.ms(ms or 5000)
+  while true do
+    loom.poll(5)
+    if pred() then return true end
+    if loom.now() >= deadline then return false end
+    loom.sleep(1)
+  end
+end
+
+-- wait for the exit event of w; returns its code (raises on timeout)
+function H.join(w, ms)
+  if not H.run_until(function() return (H.exited(w)) end, ms or 5000) then
+    error("worker " .. tostring(w.threadId) .. " did not exit in time", 2)
+  end
+  return select(2, H.exited(w))
+end
+
+-- A worker that sends back each message it gets, n of them (default 1),
+-- then lets its loop end.
+function H.echo(n, opts)
+  opts = opts or {}
+  opts.argv = { n or 1 }
+  return H.spawn(function(count)
+    local loom = require "loom"
+    local port = loom.parentPort
+    local seen = 0
+    local function onmsg(m)
+      port:postMessage(m)
+      seen = seen + 1
+      if seen >= count then port:off("message", onmsg) end
+    end
+    port:on("message", onmsg)
+  end, opts)
+end
+
+-- Send v to a fresh echo worker and return what comes back.
+function H.roundtrip(v)
+  local w = H.echo(1)
+  local got, n = nil, 0
+  w:on("message", function(m) got, n = m, n + 1 end)
+  w:on("error", function(e) error("echo worker failed: " .. tostring(e), 0) end)
+  assert(w:postMessage(v))
+  H.run()
+  assert(n == 1, "expected one reply, got " .. n)
+  return got
+end
+
+-- Run fn(...) in a worker and return the first value it posts back
+-- (or raise the worker's error).
+function H.inworker(fn, ...)
+  local w = H.spawn(fn, { argv = table.pack(...) })
+  local got, n, err = nil, 0, nil
+  w:on("message", function(m)
+    n = n + 1
+    if n == 1 then got = m end
+  end)
+  w:on("error", function(e, tb) err = tostring(e) .. "\n" .. tostring(tb) end)
+  H.run()
+  if err then error("worker failed: " .. err, 2) end
+  return got
+end
+
+function H.stats() return core.stats() end
+
+function H.before_each()
+  tracked = {}
+end
+
+-- Drive the loop (errors from late events are swallowed) until pred().
+local function settle(pred, ms)
+  local deadline = loom.now() + H.ms(ms)
+  while true do
+    pcall(loom.poll, 5)
+    if pred() then return true end
+    if loom.now() >= deadline then return false end
+    loom.sleep(1)
+  end
+end
+
+function H.after_each()
+  local function alldone()
+    for _, rec in ipairs(tracked) do
+      if not rec.exited then return false end
+    end
+    local s = core.stats()
+    return s.children == leaked and s.holds == 0
+  end
+  local problems = {}
+  if not settle(alldone, 1000) then
+    -- workers a failed test left running: stop them (not an error in itself)
+    for _, rec in ipairs(tracked) do
+      if not rec.exited then pcall(rec.w.terminate, rec.w) end
+    end
+    if not settle(alldone, 3000) then
+      for _, rec in ipairs(tracked) do
+        if not rec.exited then       -- cannot be stopped: do not cascade
+          pcall(rec.w.unref, rec.w)
+          leaked = leaked + 1
+          problems[#problems + 1] = ("worker %d ignored terminate()"):format(rec.w.threadId)
+        end
+      end
+    end
+  end
+  tracked = {}
+  local s = core.stats()
+  if s.children ~= leaked then
+    problems[#problems + 1] = ("core.stats().children == %d after the test"):format(s.children - leaked)
+  end
+  if s.holds ~= 0 then
+    problems[#problems + 1] = ("core.stats().holds == %d after the test"):format(s.holds)
+  end
+  if #problems > 0 then error(table.concat(problems, "; "), 0) end
+end
+
+return H

@@ -1,0 +1,736 @@
+-- loom.Worker: sources, options, events, exit codes, messages (API.md "Worker").
+local H = require "helper"
+local loom = require "loom"
+
+-- spawn, collect every event in order, run until the loop is empty
+local function record(source, opts)
+  local w = H.spawn(source, opts)
+  local ev = { messages = {}, errors = {}, order = {} }
+  w:on("online", function() ev.order[#ev.order + 1] = "online"; ev.online = (ev.online or 0) + 1 end)
+  w:on("message", function(m)
+    ev.order[#ev.order + 1] = "message"
+    ev.messages[#ev.messages + 1] = m
+  end)
+  w:on("error", function(e, tb)
+    ev.order[#ev.order + 1] = "error"
+    ev.errors[#ev.errors + 1] = { err = e, tb = tb }
+  end)
+  w:on("exit", function(code)
+    ev.order[#ev.order + 1] = "exit"
+    ev.code = code
+  end)
+  return w, ev
+end
+
+local function runworker(source, opts)
+  local w, ev = record(source, opts)
+  H.run()
+  return ev, w
+end
+
+describe("loom.Worker", function()
+  before_each(H.before_each)
+  after_each(H.after_each)
+
+  describe("sources", function()
+    it("runs a file", function()
+      local ev = runworker(H.fixture("hello.lua"))
+      assert.are.equal(0, ev.code)
+      assert.are.equal("file", ev.messages[1].from)
+    end)
+
+    it("runs a code string with eval = true", function()
+      local ev = runworker([[
+        local loom = require "loom"
+        loom.parentPort:postMessage({ 6 * 7, ... })
+      ]], { eval = true, argv = { "x" } })
+      assert.are.equal(0, ev.code)
+      assert.are.same({ 42, "x" }, ev.messages[1])
+    end)
+
+    it("runs a function (sent as bytecode)", function()
+      local ev = runworker(function(a, b)
+        local loom = require "loom"
+        loom.parentPort:postMessage(a + b)
+      end, { argv = { 40, 2 } })
+      assert.are.equal(0, ev.code)
+      assert.are.same({ 42 }, ev.messages)
+    end)
+
+    it("runs a function whose upvalues are cloned", function()
+      local greeting, parts = "hi", { "a", "b" }
+      local ev = runworker(function()
+        require("loom").parentPort:postMessage(greeting .. table.concat(parts))
+      end)
+      assert.are.same({ "hiab" }, ev.messages)
+    end)
+
+    it("treats a string without eval as a file name", function()
+      local ok, err = pcall(loom.Worker, "return 1")
+      assert.is_false(ok)
+      assert.matches("return 1", err, 1, true)
+    end)
+  end)
+
+  describe("options", function()
+    it("passes workerData as loom.workerData", function()
+      local ev = runworker(H.fixture("hello.lua"), { workerData = { job = "resize", size = { 640, 480 } } })
+      assert.are.same({ job = "resize", size = { 640, 480 } }, ev.messages[1].workerData)
+    end)
+
+    it("passes scalar workerData", function()
+      local ev = runworker(function()
+        require("loom").parentPort:postMessage(require("loom").workerData)
+      end, { workerData = "just a string" })
+      assert.are.same({ "just a string" }, ev.messages)
+    end)
+
+    it("passes argv as the main chunk's ...", function()
+      local ev = runworker(H.fixture("hello.lua"), { argv = { 1, "two", { 3 } } })
+      assert.are.equal(3, ev.messages[1].argc)
+      assert.are.same({ 1, "two", { 3 } }, ev.messages[1].argv)
+    end)
+
+    it("passes no ... without argv, and none for an empty argv", function()
+      local a = runworker(H.fixture("hello.lua"))
+      local b = runworker(H.fixture("hello.lua"), { argv = {} })
+      assert.are.equal(0, a.messages[1].argc)
+      assert.are.equal(0, b.messages[1].argc)
+    end)
+
+    it("passes many arguments", function()
+      local argv = {}
+      for i = 1, 200 do argv[i] = i end
+      local ev = runworker(function(...)
+        require("loom").parentPort:postMessage({ select("#", ...), (select(200, ...)) })
+      end, { argv = argv })
+      assert.are.same({ { 200, 200 } }, ev.messages)
+    end)
+
+    it("uses name in uncaught error messages", function()
+      local w = H.spawn(function() error("named boom") end, { name = "resizer" })
+      local ok, err = pcall(H.run)
+      assert.is_false(ok)
+      assert.matches("resizer", err, 1, true)
+      assert.matches("named boom", err, 1, true)
+      H.join(w)
+    end)
+
+    it("uses name for the thread name", function()
+      local ev = runworker(function()
+        local f = io.open("/proc/thread-self/comm")
+        local name = f and f:read("l")
+        if f then f:close() end
+        require("loom").parentPort:postMessage(name or "n/a")
+      end, { name = "resizer" })
+      if ev.messages[1] ~= "n/a" then
+        assert.are.equal("loom:resizer", ev.messages[1])
+      end
+    end)
+
+    it("accepts resourceLimits.stackSizeKb", function()
+      local ev = runworker(function()
+        local function depth(n) if n == 0 then return 0 end return 1 + depth(n - 1) end
+        require("loom").parentPort:postMessage(depth(10000))
+      end, { resourceLimits = { stackSizeKb = 8192 } })
+      assert.are.equal(0, ev.code)
+      assert.are.same({ 10000 }, ev.messages)
+    end)
+
+    it("accepts resourceLimits.maxMemoryMb (API.md)", function()
+      local ev = runworker(function()
+        require("loom").parentPort:postMessage("ran")
+      end, { resourceLimits = { maxMemoryMb = 64 } })
+      assert.are.equal(0, ev.code)
+      assert.are.same({ "ran" }, ev.messages)
+    end)
+
+    it("gives environment data set before the spawn to the worker", function()
+      loom.setEnvironmentData("spec.env", { mode = "test" })
+      finally(function() loom.setEnvironmentData("spec.env", nil) end)
+      local ev = runworker(function()
+        local loom = require "loom"
+        loom.parentPort:postMessage(loom.getEnvironmentData("spec.env"))
+      end)
+      assert.are.same({ { mode = "test" } }, ev.messages)
+    end)
+  end)
+
+  describe("identity", function()
+    it("has threadId 0 and isMainThread on the main thread, no parentPort", function()
+      assert.are.equal(0, loom.threadId)
+      assert.is_true(loom.isMainThread)
+      assert.is_nil(loom.parentPort)
+    end)
+
+    it("gives each worker a distinct integer threadId, the same on both sides", function()
+      local a, aev = record(H.fixture("hello.lua"))
+      local b, bev = record(H.fixture("hello.lua"))
+      H.run()
+      assert.are.equal("integer", math.type(a.threadId))
+      assert.is_true(a.threadId > 0)
+      assert.are_not.equal(a.threadId, b.threadId)
+      assert.are.equal(a.threadId, aev.messages[1].threadId)
+      assert.are.equal(b.threadId, bev.messages[1].threadId)
+      assert.is_false(aev.messages[1].isMainThread)
+    end)
+
+    it("gives the worker a parentPort", function()
+      local ev = runworker(function()
+        local loom = require "loom"
+        loom.parentPort:postMessage(type(loom.parentPort))
+      end)
+      assert.are.same({ "table" }, ev.messages)
+    end)
+
+    it("gives the worker a full Lua with every standard library", function()
+      local ev = runworker(function()
+        local libs = {}
+        for _, name in ipairs({ "string", "table", "math", "io", "os", "coroutine",
+                                "utf8", "debug", "package" }) do
+          libs[name] = type(_G[name])
+        end
+        libs.load = type(load)
+        libs.require = type(require)
+        require("loom").parentPort:postMessage(libs)
+      end)
+      for name, t in pairs(ev.messages[1]) do
+        assert(t ~= "nil", name .. " is missing in a worker")
+      end
+    end)
+
+    it("gives the worker the parent's package.path and package.cpath", function()
+      local ev = runworker(function()
+        require("loom").parentPort:postMessage({ package.path, package.cpath,
+                                                 require("fixtures.mathmod").square(9) })
+      end)
+      assert.are.same({ { package.path, package.cpath, 81 } }, ev.messages)
+    end)
+
+    it("reports availableParallelism() as a positive integer", function()
+      local n = loom.availableParallelism()
+      assert.are.equal("integer", math.type(n))
+      assert.is_true(n >= 1)
+    end)
+  end)
+
+  describe("events", function()
+    it("fires online before any message, then exit", function()
+      local ev = runworker(function()
+        local loom = require "loom"
+        loom.parentPort:postMessage(1)
+        loom.parentPort:postMessage(2)
+      end)
+      assert.are.same({ "online", "message", "message", "exit" }, ev.order)
+      assert.are.equal(1, ev.online)
+    end)
+
+    it("supports once and off", function()
+      local w = H.spawn(function()
+        local loom = require "loom"
+        for i = 1, 3 do loom.parentPort:postMessage(i) end
+      end)
+      local onced, all, removed = {}, {}, {}
+      local function rm(m) removed[#removed + 1] = m end
+      w:once("message", function(m) onced[#onced + 1] = m end)
+      w:on("message", function(m) all[#all + 1] = m end)
+      w:on("message", rm)
+      w:off("message", rm)
+      H.run()
+      assert.are.same({ 1 }, onced)
+      assert.are.same({ 1, 2, 3 }, all)
+      assert.are.same({}, removed)
+    end)
+
+    it("keeps a worker with a message listener alive until the listener is removed", function()
+      local w = H.spawn(function()
+        local loom = require "loom"
+        local function onmsg(m)
+          if m == "stop" then loom.parentPort:off("message", onmsg) end
+          loom.parentPort:postMessage("got " .. m)
+        end
+        loom.parentPort:on("message", onmsg)
+      end)
+      local got = {}
+      w:on("message", function(m)
+        got[#got + 1] = m
+        if #got == 1 then w:postMessage("stop") end
+      end)
+      w:postMessage("first")
+      H.run()
+      assert.are.same({ "got first", "got stop" }, got)
+      assert.are.same({ true, 0 }, { H.exited(w) })
+    end)
+
+    it("keeps a worker alive while it has a timer", function()
+      local ev = runworker(function()
+        local loom = require "loom"
+        loom.setTimeout(function() loom.parentPort:postMessage("timer fired") end, 30)
+      end)
+      assert.are.same({ "timer fired" }, ev.messages)
+      assert.are.equal(0, ev.code)
+    end)
+  end)
+
+  describe("exit codes", function()
+    it("is 0 after a normal end", function()
+      assert.are.equal(0, runworker(function() end).code)
+    end)
+
+    it("is 1 after an uncaught error", function()
+      local ev = runworker(function() error("x") end)
+      assert.are.equal(1, ev.code)
+    end)
+
+    it("is n after loom.exit(n)", function()
+      local ev = runworker(function() require("loom").exit(7) end)
+      assert.are.equal(7, ev.code)
+    end)
+
+    it("is 0 after loom.exit()", function()
+      local ev = runworker(function()
+        local loom = require "loom"
+        loom.setTimeout(function() end, 100000)
+        loom.exit()
+      end)
+      assert.are.equal(0, ev.code)
+    end)
+
+    it("stops the worker's loop after loom.exit: pending timers never fire", function()
+      local ev = runworker(function()
+        local loom = require "loom"
+        loom.parentPort:postMessage("before")
+        loom.setTimeout(function() loom.parentPort:postMessage("timer") end, 0)
+        loom.setInterval(function() loom.parentPort:postMessage("interval") end, 1)
+        loom.exit(5)
+      end)
+      assert.are.equal(5, ev.code)
+      assert.are.same({ "before" }, ev.messages)
+    end)
+
+    it("honours loom.exit(n) inside a message handler", function()
+      local w, ev = record(function()
+        local loom = require "loom"
+        loom.parentPort:on("message", function(m)
+          loom.parentPort:postMessage("handled " .. m)
+          if m == 2 then loom.exit(9) end
+        end)
+      end)
+      for i = 1, 5 do w:postMessage(i) end
+      H.run()
+      assert.are.equal(9, ev.code)
+      assert.are.same({ "handled 1", "handled 2" }, ev.messages)
+    end)
+
+    it("is n after os.exit(n), which ends the worker alone and at once", function()
+      local ev = runworker(function()
+        local loom = require "loom"
+        loom.parentPort:postMessage("before")
+        os.exit(3)
+        loom.parentPort:postMessage("after")   -- never runs
+      end)
+      assert.are.equal(3, ev.code)
+      assert.are.same({ "before" }, ev.messages)
+      assert.are.same({}, ev.errors)
+    end)
+
+    it("is 0 after os.exit(true) and after os.exit()", function()
+      assert.are.equal(0, runworker(function() os.exit(true) end).code)
+      assert.are.equal(0, runworker(function() os.exit() end).code)
+    end)
+
+    it("is 1 after os.exit(false)", function()
+      assert.are.equal(1, runworker(function() os.exit(false) end).code)
+    end)
+
+    it("honours os.exit even inside pcall", function()
+      local ev = runworker(function()
+        local loom = require "loom"
+        pcall(os.exit, 4)
+        loom.parentPort:postMessage("survived pcall")
+      end)
+      assert.are.equal(4, ev.code)
+      assert.are.same({}, ev.messages)
+    end)
+
+    it("honours os.exit inside a message handler and a coroutine", function()
+      local w, ev = record(function()
+        local loom = require "loom"
+        loom.parentPort:on("message", function()
+          coroutine.wrap(function() os.exit(6) end)()
+          loom.parentPort:postMessage("survived")
+        end)
+      end)
+      w:postMessage("go")
+      H.run()
+      assert.are.equal(6, ev.code)
+      assert.are.same({}, ev.messages)
+    end)
+  end)
+
+  describe("errors", function()
+    it("fires error with (err, traceback), then exit 1", function()
+      local ev = runworker(function()
+        local function deep() error("boom") end
+        deep()
+      end)
+      assert.are.same({ "online", "error", "exit" }, ev.order)
+      assert.are.equal(1, ev.code)
+      local e = ev.errors[1]
+      assert.are.equal("string", type(e.err))
+      assert.matches("boom", e.err, 1, true)
+      assert.are.equal("string", type(e.tb))
+      assert.matches("stack traceback", e.tb, 1, true)
+      assert.matches("deep", e.tb, 1, true)
+    end)
+
+    it("keeps a table error a table", function()
+      local ev = runworker(function() error({ code = 42, list = { 1, 2 } }) end)
+      assert.are.same({ code = 42, list = { 1, 2 } }, ev.errors[1].err)
+    end)
+
+    it("keeps a non-string scalar error as it is", function()
+      local ev = runworker(function() error(17) end)
+      assert.are.equal(17, ev.errors[1].err)
+      ev = runworker(function() error(false) end)
+      assert.are.equal(false, ev.errors[1].err)
+    end)
+
+    it("gives tostring of an error value that cannot be cloned", function()
+      local ev = runworker(function() error(io.stdout) end)
+      assert.are.equal("string", type(ev.errors[1].err))
+      assert.matches("^file %(0x", ev.errors[1].err)
+      assert.are.equal(1, ev.code)
+    end)
+
+    it("gives tostring of a table error that holds something uncloneable", function()
+      local ev = runworker(function()
+        error(setmetatable({ co = coroutine.create(print) },
+                           { __tostring = function() return "custom error text" end }))
+      end)
+      assert.are.equal("custom error text", ev.errors[1].err)
+      assert.are.equal(1, ev.code)
+    end)
+
+    it("reports an uncloneable error even when its __tostring fails", function()
+      local ev = runworker(function()
+        error(setmetatable({ f = print }, { __tostring = function() error("no text") end }))
+      end)
+      assert.are.equal(1, ev.code)
+      assert.are.equal(1, #ev.errors)
+      assert.are.equal("string", type(ev.errors[1].err))
+    end)
+
+    it("reports an error raised inside a message handler, then exits 1", function()
+      local w, ev = record(function()
+        local loom = require "loom"
+        loom.parentPort:on("message", function(m)
+          if m == "bad" then error("handler failed on " .. m) end
+          loom.parentPort:postMessage("ok " .. m)
+        end)
+      end)
+      w:postMessage("good")
+      w:postMessage("bad")
+      w:postMessage("never handled")
+      H.run()
+      assert.are.same({ "ok good" }, ev.messages)
+      assert.are.equal(1, #ev.errors)
+      assert.matches("handler failed on bad", ev.errors[1].err, 1, true)
+      assert.are.equal(1, ev.code)
+    end)
+
+    it("reports an error raised inside a worker's timer, then exits 1", function()
+      local ev = runworker(function()
+        local loom = require "loom"
+        loom.setTimeout(function() error({ where = "timer" }) end, 1)
+        loom.setTimeout(function() loom.parentPort:postMessage("second timer") end, 50)
+      end)
+      assert.are.same({ where = "timer" }, ev.errors[1].err)
+      assert.are.same({}, ev.messages)
+      assert.are.equal(1, ev.code)
+    end)
+
+    it("raises an error nobody listens to from loom.run()", function()
+      local w = H.spawn(function() error("nobody listens") end)
+      local exitcode
+      w:on("exit", function(c) exitcode = c end)
+      local ok, err = pcall(H.run)
+      assert.is_false(ok)
+      assert.matches("nobody listens", err, 1, true)
+      -- the loop can go on afterwards and the exit still arrives
+      H.run()
+      assert.are.equal(1, exitcode)
+    end)
+
+    it("raises a table error nobody listens to as the table itself", function()
+      local w = H.spawn(function() error({ code = 99 }) end)
+      local ok, err = pcall(H.run)
+      assert.is_false(ok)
+      assert.are.same({ code = 99 }, err)
+      H.join(w)
+    end)
+
+    it("raises an error nobody listens to from loom.poll()", function()
+      local w = H.spawn(function() error("polled error") end)
+      local raised
+      local deadline = loom.now() + H.ms(5000)
+      repeat
+        local ok, err = pcall(loom.poll)
+        if not ok then raised = err else loom.sleep(1) end
+      until raised or loom.now() > deadline
+      assert.matches("polled error", raised or "", 1, true)
+      H.join(w)
+    end)
+
+    it("does not fire error for a worker that ends normally", function()
+      local ev = runworker(function() end)
+      assert.are.same({}, ev.errors)
+    end)
+  end)
+
+  describe("messages", function()
+    it("delivers messages posted before the worker is online, in order", function()
+      local w, ev = record(function()
+        local loom = require "loom"
+        local got = {}
+        local function onmsg(m)
+          got[#got + 1] = m
+          if #got == 100 then
+            loom.parentPort:off("message", onmsg)
+            loom.parentPort:postMessage(got)
+          end
+        end
+        loom.parentPort:on("message", onmsg)
+      end)
+      for i = 1, 100 do assert.is_true(w:postMessage(i)) end
+      H.run()
+      local expected = {}
+      for i = 1, 100 do expected[i] = i end
+      assert.are.same({ expected }, ev.messages)
+    end)
+
+    it("delivers messages that arrive before the first listener, in order", function()
+      -- messages 1..5 arrive while the worker has no listener (they wait for
+      -- it); 6..10 arrive while it is attaching one: all must come in order
+      local w, ev = record(function()
+        local loom = require "loom"
+        local port = loom.parentPort
+        loom.async(function() loom.sleep(100) end):await()   -- 1..5 arrive meanwhile
+        port:postMessage("attaching")
+        loom.sleep(300)                                      -- 6..10 arrive meanwhile
+        local got = {}
+        local function onmsg(m)
+          got[#got + 1] = m
+          if #got == 10 then port:off("message", onmsg); port:postMessage(got) end
+        end
+        port:on("message", onmsg)
+      end)
+      for i = 1, 5 do w:postMessage(i) end
+      w:on("message", function(m)
+        if m == "attaching" then for i = 6, 10 do w:postMessage(i) end end
+      end)
+      H.run()
+      assert.are.same({ "attaching", { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 } }, ev.messages)
+    end)
+
+    it("keeps the order of many messages from a worker", function()
+      local N = 20000
+      local w = H.spawn(function(n)
+        local port = require("loom").parentPort
+        for i = 1, n do port:postMessage(i) end
+      end, { argv = { N } })
+      local expect, bad = 1, nil
+      w:on("message", function(m)
+        if m ~= expect and not bad then bad = ("got %s, expected %d"):format(m, expect) end
+        expect = expect + 1
+      end)
+      H.run()
+      assert.is_nil(bad)
+      assert.are.equal(N + 1, expect)
+    end)
+
+    it("keeps the order of many messages to a worker and back", function()
+      local N = 5000
+      local w = H.echo(N)
+      local got = {}
+      w:on("message", function(m) got[#got + 1] = m end)
+      for i = 1, N do w:postMessage({ i }) end
+      H.run()
+      assert.are.equal(N, #got)
+      for i = 1, N do
+        if got[i][1] ~= i then error(("message %d came as %s"):format(i, got[i][1])) end
+      end
+    end)
+
+    it("returns true from postMessage on both sides", function()
+      local w = H.spawn(function()
+        local loom = require "loom"
+        loom.parentPort:once("message", function()
+          loom.parentPort:postMessage(loom.parentPort:postMessage("x"))
+        end)
+      end)
+      local got = {}
+      w:on("message", function(m) got[#got + 1] = m end)
+      assert.is_true(w:postMessage("go"))
+      H.run()
+      assert.are.same({ "x", true }, got)
+    end)
+
+    it("returns false, \"closed\" when posting to an exited worker", function()
+      local w = H.spawn(function() end)
+      H.join(w)
+      local ok, why = w:postMessage("late")
+      assert.is_false(ok)
+      assert.are.equal("closed", why)
+    end)
+
+    it("delivers messages to several workers independently", function()
+      local ws, got = {}, {}
+      for i = 1, 8 do
+        ws[i] = H.echo(3)
+        ws[i]:on("message", function(m) got[i] = (got[i] or 0) + m end)
+      end
+      for i = 1, 8 do for _ = 1, 3 do ws[i]:postMessage(i) end end
+      H.run()
+      for i = 1, 8 do assert.are.equal(3 * i, got[i]) end
+    end)
+  end)
+
+  describe("nested workers", function()
+    it("lets a worker spawn a worker and relay its messages", function()
+      local ev = runworker(function()
+        local loom = require "loom"
+        local inner = loom.Worker(function()
+          local loom = require "loom"
+          loom.parentPort:postMessage({ from = "inner", id = loom.threadId,
+                                        main = loom.isMainThread })
+        end)
+        inner:on("message", function(m)
+          loom.parentPort:postMessage(m)
+        end)
+        inner:on("exit", function(code)
+          loom.parentPort:postMessage({ innerExit = code, innerId = inner.threadId,
+                                        myId = loom.threadId })
+        end)
+      end)
+      assert.are.equal(0, ev.code)
+      local a, b = ev.messages[1], ev.messages[2]
+      assert.are.equal("inner", a.from)
+      assert.is_false(a.main)
+      assert.are.equal(0, b.innerExit)
+      assert.are.equal(b.innerId, a.id)
+      assert.are_not.equal(b.innerId, b.myId)
+    end)
+
+    it("passes an inner worker's error to its parent worker", function()
+      local ev = runworker(function()
+        local loom = require "loom"
+        local inner = loom.Worker(function() error({ inner = true }) end)
+        inner:on("error", function(e) loom.parentPort:postMessage(e) end)
+      end)
+      assert.are.same({ { inner = true } }, ev.messages)
+      assert.are.equal(0, ev.code)
+    end)
+
+    it("raises an inner worker's unheard error in the parent worker", function()
+      local ev = runworker(function()
+        local loom = require "loom"
+        loom.Worker(function() error("inner unheard") end)
+      end)
+      assert.are.equal(1, ev.code)
+      assert.matches("inner unheard", tostring(ev.errors[1].err), 1, true)
+    end)
+
+    it("stops three levels of workers cleanly", function()
+      local ev = runworker(function()
+        local loom = require "loom"
+        local w = loom.Worker(function()
+          local loom = require "loom"
+          local w2 = loom.Worker(function()
+            require("loom").parentPort:postMessage("deepest")
+          end)
+          w2:on("message", function(m) loom.parentPort:postMessage(m) end)
+        end)
+        w:on("message", function(m) loom.parentPort:postMessage(m) end)
+      end)
+      assert.are.same({ "deepest" }, ev.messages)
+      assert.are.equal(0, ev.code)
+    end)
+  end)
+
+  describe("ref and unref", function()
+    it("does not keep loom.run() alive once unref'd", function()
+      local w = H.spawn(function()
+        local loom = require "loom"
+        loom.setInterval(function() end, 10)   -- runs forever
+      end)
+      assert.are.equal(w, w:unref())
+      local t0 = loom.now()
+      H.run(H.ms(2000))
+      assert.is_true(loom.now() - t0 < H.ms(2000))
+      assert.is_false((H.exited(w)))
+      local code = w:terminate():await()
+      assert.are.equal(1, code)
+    end)
+
+    it("delivers messages of an unref'd worker while the loop runs anyway", function()
+      local w = H.spawn(function()
+        require("loom").parentPort:postMessage("hello")
+      end)
+      w:unref()
+      local got
+      w:on("message", function(m) got = m end)
+      local t = loom.setTimeout(function() end, 300)   -- keeps the loop running
+      H.run()
+      t:close()
+      assert.are.equal("hello", got)
+      H.join(w)
+    end)
+
+    it("keeps loom.run() alive again after ref()", function()
+      local w = H.spawn(function()
+        local loom = require "loom"
+        loom.sleep(100)
+        loom.parentPort:postMessage("done")
+      end)
+      local got
+      w:on("message", function(m) got = m end)
+      assert.are.equal(w, w:unref():ref())
+      H.run()
+      assert.are.equal("done", got)
+      assert.is_true((H.exited(w)))
+    end)
+
+    it("balances ref/unref called many times and after exit", function()
+      local w = H.spawn(function() end)
+      w:unref(); w:unref(); w:ref(); w:ref(); w:ref()
+      H.run()
+      assert.is_true((H.exited(w)))
+      w:unref(); w:ref(); w:unref()
+      assert.are.equal(0, H.stats().holds)
+    end)
+  end)
+
+  describe("a script that ends with workers still running", function()
+    it("exits (the workers are stopped when the state closes)", function()
+      local lua = os.getenv("LUA") or "lua5.4"
+      local script = [[
+        local loom = require "loom"
+        loom.Worker("while true do end", { eval = true })
+        loom.Worker("require('loom').sleep(100000)", { eval = true })
+        loom.Worker("require('loom').parentPort:on('message', print)", { eval = true })
+        io.write("spawned\n")
+      ]]
+      local tmp = os.tmpname()
+      local f = assert(io.open(tmp, "w"))
+      f:write(script)
+      f:close()
+      local p = io.popen(("timeout 20 %s %s 2>&1; echo \"rc=$?\""):format(lua, tmp))
+      local out = p:read("a")
+      p:close()
+      os.remove(tmp)
+      assert.matches("spawned", out, 1, true)
+      assert.matches("rc=0", out, 1, true)
+    end)
+  end)
+end)
