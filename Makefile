@@ -5,7 +5,7 @@ JOBS ?= 2
 LUA ?= lua5.4
 BUSTED ?= /usr/bin/busted
 CMAKE_FLAGS ?=
-LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
+LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
 
 .PHONY: all deps build test demo bench test-asan test-tsan test-valgrind check rock clean
 
@@ -38,7 +38,7 @@ test-tsan:
 VALGRIND_SPECS ?= spec/worker_spec.lua spec/terminate_spec.lua
 test-valgrind: build
 	@.ci/deps valgrind
-	$(LUA_ENV) valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
+	$(LUA_ENV) valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
 	  --suppressions=spec/valgrind.supp $(LUA) $(BUSTED) -o plainTerminal $(VALGRIND_SPECS)
 
 check: test test-asan test-tsan test-valgrind

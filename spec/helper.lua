@@ -33,6 +33,11 @@ do
   H.scale = scale
 end
 
+-- Child processes: /bin/sh itself crashes when libtsan is preloaded into
+-- it, so tests that run a script in a child process cannot run in the
+-- ThreadSanitizer build (they run in the normal and ASan builds).
+H.can_fork = not (os.getenv("LD_PRELOAD") or ""):find("libtsan")
+
 -- a bound in milliseconds, scaled for slow builds
 function H.ms(n) return n * H.scale end
 
