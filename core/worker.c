@@ -525,6 +525,7 @@ static void worker_main (void *arg) {
     if (loom__terminating(&c) && !c.exiting) code = 1;
   }
   if (L) lua_close(L);
+  w->mem = NULL;
   if (ok) loom__ctx_close(&c);
   else loom__mailbox_close(w->inbox);   /* no state: exit 1, nothing ran */
   {
