@@ -134,6 +134,7 @@ typedef struct loom_ctx {
   uint64_t thread_id;
   int holds;                  /* things keeping the loop alive via async */
   int running;                /* inside uv_run */
+  int once;                   /* inside uv_run(UV_RUN_ONCE): one turn only */
   int stopping;               /* an uncaught error or exit: leave uv_run */
   int has_error;              /* uncaught error stored at registry[ERRKEY] */
   int exit_code;              /* worker: code given to loom.exit */

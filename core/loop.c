@@ -41,7 +41,9 @@ static int l_step (lua_State *L) {
   loom_ctx *c = CTX(L);
   int alive;
   enter(L, c, "await");
+  c->once = 1;
   alive = uv_run(&c->loop, UV_RUN_ONCE);
+  c->once = 0;
   c->running = 0;
   raise_pending(L, c);
   lua_pushboolean(L, alive && !c->stopping);

@@ -117,7 +117,7 @@ static void on_prepare (uv_prepare_t *h) {
   loom_ctx *c = (loom_ctx *)h->data;
   const atomic_int *stop = loom__stopflag(c);
   uint64_t now;
-  int rounds;
+  int rounds, delivered = 0;
   if (c->stopping) return;
   if (c->spin_until) {
     for (now = uv_hrtime(); now < c->spin_until; now = uv_hrtime()) {
@@ -136,14 +136,17 @@ static void on_prepare (uv_prepare_t *h) {
     if (now >= c->spin_until) c->spin_until = 0;
   }
   /* Block only once the mailbox says pushes will wake us; a few rounds,
-  ** then let the loop turn (timers, I/O) and come back. */
+  ** then let the loop turn (timers, I/O) and come back.  In a single turn
+  ** (await) whatever was delivered here may be what the caller waits for:
+  ** then the poll must not block either. */
   for (rounds = 0; loom__mailbox_sleep(c->mb); rounds++) {
     if (rounds == 8 || c->stopping) {
       uv_async_send(c->async);   /* the poll must not block */
       return;
     }
-    loom__deliver(c, -1);
+    if (loom__deliver(c, -1) > 0) delivered = 1;
   }
+  if (delivered && c->once) uv_async_send(c->async);
 }
 
 static void on_check (uv_check_t *h) {
@@ -306,6 +309,8 @@ static int deliver_batch (lua_State *L) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, c->dispatch_ref);
       lua_pushinteger(L, (lua_Integer)m->target);
       if (kind == LOOM_MSG_EXIT) loom__worker_on_exit(c, m->target);
+      else if (kind == LOOM_MSG_ONLINE)   /* its first reply is near */
+        loom__expect_ns(c, LOOM_SPIN_SPAWN_NS);
       if (m->len == 0) lua_pushnil(L);
       else if (loom__decode(L, m->data, m->len)) kind = -kind;  /* text pushed */
       lua_pushinteger(L, kind);

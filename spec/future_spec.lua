@@ -290,6 +290,21 @@ describe("futures", function()
       assert.is_true(ticks > 0)
     end)
 
+    it("outside loom.async returns when the awaited reply arrives in a spin (50 rounds)", function()
+      -- regression: a reply delivered while the loop spun before blocking
+      -- settled the future, then the same turn blocked with nothing to wake it
+      for i = 1, 50 do
+        local w = H.spawn([[local loom = require 'loom'
+          loom.parentPort:on('message', function(m) loom.parentPort:postMessage(m) end)]],
+          { eval = true })
+        local f = loom.Future.new()
+        w:on("message", function(m) f:resolve(m) end)
+        w:postMessage(i)
+        assert.are.equal(i, f:await())
+        assert.are.equal(1, w:terminate():await())
+      end
+    end)
+
     it("outside loom.async waits for a worker's message", function()
       local w = H.spawn(function() require("loom").parentPort:postMessage("from worker") end)
       local f = loom.Future.new()
