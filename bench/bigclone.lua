@@ -1,0 +1,122 @@
+-- d. bigclone: large payloads (the loom twin of bench/node/bigclone.js).
+-- Object payload: an array of 100,000 entries {id = i, name = "n" .. i, v = i * 0.5},
+--   i = 0 .. 99,999 (stored at index i + 1).
+--   json_bytes = #cjson.encode(array) (Node: JSON.stringify(array).length).
+--   round trip: main posts {op = "echo", data = array}; the worker posts the
+--   array back (cloned twice in total).  MB/s = 2 * json_bytes / round_trip_time.
+--   one-way+ack: main posts {op = "ack", data = array}; the worker replies 0.
+--   Local (same-thread) references: loom.clone(array) (Node: structuredClone),
+--   cjson.encode + cjson.decode (Node: JSON.stringify + JSON.parse).  Node's
+--   v8.serialize + deserialize has no loom counterpart.
+--   2 warm-up + 10 measured repetitions of each.
+-- Buffer payload: Node uses a 16 MiB ArrayBuffer; here a 16 MiB string with
+--   byte i = i & 255.  copy round trip and copy one-way+ack, 2 warm-up + 20
+--   measured repetitions of each.  The transfer round trip cannot exist until
+--   loom has SharedBuffer: it is reported as "n/a (needs SharedBuffer)".
+local DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local loom = require "loom"
+local cjson = require "cjson"
+local C = dofile(DIR .. "/lib/common.lua")
+local now, summarize, check = C.now, C.summarize, C.check
+
+local ENTRIES = 100000
+local BUF_BYTES = 16 * 1024 * 1024
+local OBJ_WARM, OBJ_REPS = C.count(2, 1), C.count(10, 3)
+local BUF_WARM, BUF_REPS = C.count(2, 1), C.count(20, 5)
+local NA_TRANSFER = "n/a (needs SharedBuffer)"
+
+local function makeArray()
+  local a = {}
+  for i = 0, ENTRIES - 1 do a[i + 1] = { id = i, name = "n" .. i, v = i * 0.5 } end
+  return a
+end
+
+local function checkArray(a)
+  check(type(a) == "table" and #a == ENTRIES, "array length")
+  local last = a[ENTRIES]
+  check(last.id == ENTRIES - 1 and last.name == "n" .. (ENTRIES - 1)
+        and last.v == (ENTRIES - 1) * 0.5, "array content")
+end
+
+-- 16 MiB string, byte i (0-based) = i & 255: a 256-byte ramp repeated
+local function makeBuf()
+  local ramp = {}
+  for i = 0, 255 do ramp[i + 1] = string.char(i) end
+  return table.concat(ramp):rep(BUF_BYTES // 256)
+end
+
+local function checkBuf(b)
+  check(type(b) == "string" and #b == BUF_BYTES, "buf len")
+  check(b:byte(12345 + 1) == (12345 & 255) and b:byte(BUF_BYTES) == ((BUF_BYTES - 1) & 255),
+        "buf content")
+end
+
+-- fn runs one repetition (awaiting as needed); the time includes its checks,
+-- as in the Node script
+local function timeIt(warm, reps, fn)
+  local t = {}
+  for i = 1, warm + reps do
+    local t0 = now()
+    fn()
+    local dt = now() - t0
+    if i > warm then t[#t + 1] = dt end
+  end
+  return summarize(t)
+end
+
+local w = loom.Worker(DIR .. "/workers/bigclone_worker.lua")
+C.once(w, "online"):await()
+local arr = makeArray()
+local jsonBytes = #cjson.encode(arr)
+local MB = 1e6
+
+local objRt = timeIt(OBJ_WARM, OBJ_REPS, function()
+  local p = C.once(w, "message")
+  w:postMessage({ op = "echo", data = arr })
+  checkArray(p:await())
+end)
+local objOneWay = timeIt(OBJ_WARM, OBJ_REPS, function()
+  local p = C.once(w, "message")
+  w:postMessage({ op = "ack", data = arr })
+  p:await()
+end)
+local objClone = timeIt(OBJ_WARM, OBJ_REPS, function() checkArray(loom.clone(arr)) end)
+local objJson = timeIt(OBJ_WARM, OBJ_REPS, function()
+  checkArray(cjson.decode(cjson.encode(arr)))
+end)
+
+local buf = makeBuf()
+checkBuf(buf)
+local bufCopyRt = timeIt(BUF_WARM, BUF_REPS, function()
+  local p = C.once(w, "message")
+  w:postMessage({ op = "echo", data = buf })
+  checkBuf(p:await())
+  checkBuf(buf)   -- "copy must not detach": a string cannot be, but check anyway
+end)
+local bufCopyOneWay = timeIt(BUF_WARM, BUF_REPS, function()
+  local p = C.once(w, "message")
+  w:postMessage({ op = "ack", data = buf })
+  p:await()
+end)
+w:terminate():await()
+
+local function mbps(bytes, ms) return bytes / MB / (ms / 1000) end
+C.emit("bigclone", {
+  object = {
+    entries = ENTRIES,
+    json_bytes = jsonBytes,
+    round_trip_ms = objRt,
+    round_trip_MBps_json = mbps(2 * jsonBytes, objRt.p50),
+    one_way_ack_ms = objOneWay,
+    one_way_MBps_json = mbps(jsonBytes, objOneWay.p50),
+    local_loom_clone_ms = objClone,
+    local_cjson_encode_decode_ms = objJson,
+  },
+  string_16MiB = {
+    bytes = BUF_BYTES,
+    copy_round_trip_ms = bufCopyRt,
+    copy_round_trip_MBps = mbps(2 * BUF_BYTES, bufCopyRt.p50),
+    copy_one_way_ack_ms = bufCopyOneWay,
+    transfer_round_trip_ms = NA_TRANSFER,
+  },
+})

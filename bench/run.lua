@@ -1,0 +1,467 @@
+-- Benchmark driver: loom against Node.js worker_threads, measured in the same
+-- invocation.
+--
+--   lua5.4 bench/run.lua [--quick] [--no-node] [workload ...]
+--
+-- workloads: spawn pingpong throughput bigclone (default: all four, in that
+-- order).  For each workload, the loom script (bench/<name>.lua) and then the
+-- Node reference (<name>.js, from a copy of the reference directory in a temp
+-- dir) run as separate processes; each prints one JSON line.  The table shows
+-- both and the ratio "how many times better loom is" (node/loom for times and
+-- sizes, loom/node for rates), against the targets of the issue.  The loom
+-- build (lua/loom and build/loom) is copied at the start and every loom
+-- process loads that copy, so a rebuild during the run cannot mix builds.
+--
+-- Environment:
+--   LOOM_BENCH_QUICK=1     same as --quick: cut counts for a smoke run (the
+--                          Node copies get the same cuts; numbers are then
+--                          NOT comparable with the reference results)
+--   LOOM_BENCH_NODE_DIR    the Node reference (default /work/shared/bench/node)
+--   LOOM_BENCH_TIMEOUT     seconds per process before it counts as hung (900)
+--   LUA_PATH / LUA_CPATH   passed on; when unset, lua/ and build/ of this
+--                          checkout are used
+local DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local cjson = require "cjson"
+
+local WORKLOADS = { "spawn", "pingpong", "throughput", "bigclone" }
+local NODE_DIR = os.getenv("LOOM_BENCH_NODE_DIR") or "/work/shared/bench/node"
+local TIMEOUT = tonumber(os.getenv("LOOM_BENCH_TIMEOUT")) or 900
+local LUA = arg[-1] or "lua5.4"
+
+local function shquote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function usage(msg)
+  if msg then io.stderr:write(msg, "\n") end
+  io.stderr:write("usage: lua5.4 bench/run.lua [--quick] [--no-node] [",
+                  table.concat(WORKLOADS, "|"), " ...]\n")
+  os.exit(msg and 1 or 0)
+end
+
+---------------------------------------------------------------------------
+-- Arguments
+---------------------------------------------------------------------------
+local quickenv = os.getenv("LOOM_BENCH_QUICK")
+local quick = quickenv ~= nil and quickenv ~= "" and quickenv ~= "0"
+local withNode = true
+local selected, known = {}, {}
+for _, w in ipairs(WORKLOADS) do known[w] = true end
+for _, a in ipairs(arg) do
+  if a == "--quick" then quick = true
+  elseif a == "--no-node" then withNode = false
+  elseif a == "-h" or a == "--help" then usage()
+  elseif known[a] then selected[a] = true
+  else usage("unknown argument: " .. a) end
+end
+local todo = {}
+for _, w in ipairs(WORKLOADS) do
+  if next(selected) == nil or selected[w] then todo[#todo + 1] = w end
+end
+
+---------------------------------------------------------------------------
+-- Running one benchmark process
+---------------------------------------------------------------------------
+local function readfile(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function writefile(path, s)
+  local f = assert(io.open(path, "w"))
+  f:write(s)
+  f:close()
+end
+
+-- Run a shell command; return the decoded JSON line it printed, or nil and
+-- why not.  stderr goes straight to the terminal.
+local function runjson(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  local ok, how, code = p:close()
+  local line
+  for l in out:gmatch("[^\n]+") do
+    if l:sub(1, 1) == "{" then line = l end
+  end
+  if not ok then
+    local why = how == "exit" and ("exit code " .. code) or ("killed by signal " .. tostring(code))
+    if how == "exit" and code == 124 then why = "timed out after " .. TIMEOUT .. " s (hang?)" end
+    return nil, why, out
+  end
+  if not line then return nil, "printed no JSON line", out end
+  local dok, v = pcall(cjson.decode, line)
+  if not dok then return nil, "bad JSON: " .. tostring(v), out end
+  return v, line
+end
+
+local function envor(name, default)
+  local v = os.getenv(name)
+  if v == nil or v == "" then v = default end
+  return v
+end
+
+local ROOT = DIR .. "/.."
+local CHILD_PATH = envor("LUA_PATH", ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;")
+local CHILD_CPATH = envor("LUA_CPATH", ROOT .. "/build/?.so;;")
+local TIMEOUT_CMD = ("timeout -k 10 %d "):format(TIMEOUT)
+
+-- one temp dir per invocation: the Node copy, the loom snapshot, the results
+local tmpdir
+do
+  local t = os.tmpname()
+  os.remove(t)
+  tmpdir = t .. "-loom-bench"
+  assert(os.execute("mkdir -p " .. shquote(tmpdir)), "cannot create " .. tmpdir)
+end
+
+-- The loom that is measured: a copy of the loom module directories (Lua
+-- half and core.so) taken at the start, searched first by every child, so
+-- a rebuild of the tree while the suite runs cannot mix two builds.
+local LUA_ENV
+local function snapshot()
+  local so = package.searchpath("loom.core", CHILD_CPATH)
+  local init = package.searchpath("loom", CHILD_PATH)
+  if not so or not init then error("loom not found on LUA_PATH / LUA_CPATH (run make build)") end
+  local snap = tmpdir .. "/loom-snapshot"
+  local sodir, initdir = so:match("^(.*)/[^/]*$"), init:match("^(.*)/[^/]*$")
+  assert(os.execute(("mkdir -p %s/c %s/lua && cp -r %s %s/c/loom && cp -r %s %s/lua/loom"):format(
+    shquote(snap), shquote(snap), shquote(sodir), shquote(snap), shquote(initdir), shquote(snap))),
+    "cannot snapshot the loom build")
+  LUA_ENV = table.concat({
+    "LUA_PATH=" .. shquote(snap .. "/lua/?.lua;" .. snap .. "/lua/?/init.lua;" .. CHILD_PATH),
+    "LUA_CPATH=" .. shquote(snap .. "/c/?.so;" .. CHILD_CPATH),
+    "LOOM_BENCH_QUICK=" .. (quick and "1" or "0"),
+  }, " ")
+end
+
+local function runloom(name)
+  return runjson(("%s%s %s %s"):format(LUA_ENV .. " ", TIMEOUT_CMD, shquote(LUA),
+                                       shquote(DIR .. "/" .. name .. ".lua")))
+end
+
+---------------------------------------------------------------------------
+-- The Node reference, copied to a temp dir (it must not be written to).
+-- Quick mode cuts the same counts in the copies; each cut must apply.
+---------------------------------------------------------------------------
+local QUICK_NODE = {
+  spawn = {
+    { "sequential(50, 3, false)", "sequential(10, 1, false)", 1 },
+    { "sequential(50, 3, true)", "sequential(10, 1, true)", 1 },
+    { "concurrent(8, 10, 1)", "concurrent(8, 3, 1)", 1 },
+    { "seq.first_echo_ms.n === 50", "seq.first_echo_ms.n === 10", 1 },
+  },
+  pingpong = {
+    { "const WARM = 10_000;", "const WARM = 1_000;", 1 },
+    { "const N = 100_000;", "const N = 10_000;", 1 },
+  },
+  throughput = {
+    { "const N = 1_000_000;", "const N = 100_000;", 1 },
+    { "const WARM = 50_000;", "const WARM = 5_000;", 1 },
+  },
+  bigclone = {
+    { "timeIt(2, 10,", "timeIt(1, 3,", 5 },
+    { "timeIt(2, 20,", "timeIt(1, 5,", 3 },
+  },
+}
+
+local function plain(s) return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
+
+local function setup_node()
+  local nodedir = tmpdir .. "/node"
+  local ok = os.execute(("mkdir -p %s && cp -r %s/. %s"):format(
+    shquote(nodedir), shquote(NODE_DIR), shquote(nodedir)))
+  if not ok then error("cannot copy the Node reference from " .. NODE_DIR) end
+  if quick then
+    for name, cuts in pairs(QUICK_NODE) do
+      local path = nodedir .. "/" .. name .. ".js"
+      local src = assert(readfile(path), "missing " .. path)
+      for _, c in ipairs(cuts) do
+        local n
+        src, n = src:gsub(plain(c[1]), (c[2]:gsub("%%", "%%%%")))
+        if n ~= c[3] then
+          error(("quick mode: %s.js: expected %d of %q, found %d (reference changed?)")
+                :format(name, c[3], c[1], n))
+        end
+      end
+      writefile(path, src)
+    end
+  end
+  return nodedir
+end
+
+local function runnode(nodedir, name)
+  return runjson(("cd %s && %snode %s.js"):format(shquote(nodedir), TIMEOUT_CMD, name))
+end
+
+---------------------------------------------------------------------------
+-- The table
+---------------------------------------------------------------------------
+-- kind: "time" and "size" are better smaller (ratio node/loom); "rate" is
+-- better larger (ratio loom/node).  loom/node: paths into the results.
+-- ref = "cjson": the reference is a loom-side number (lua-cjson in the same
+-- loom process), not Node.
+local ROWS = {
+  spawn = {
+    { "spawn -> online, mean", "ms", "time", "sequential_file.online_ms.mean" },
+    { "spawn -> first echo, mean", "ms", "time", "sequential_file.first_echo_ms.mean", target = 100 },
+    { "spawn -> first echo, p50", "ms", "time", "sequential_file.first_echo_ms.p50", target = 100 },
+    { "spawn (eval) -> first echo, mean", "ms", "time", "sequential_eval.first_echo_ms.mean" },
+    { "terminate -> exit, mean", "ms", "time", "sequential_file.terminate_ms.mean" },
+    { "8 concurrent spawns -> all echoed, p50", "ms", "time", "concurrent_8.all_echoed_ms.p50" },
+    { "RSS per idle worker (rss8-rss0)/8", "MiB", "size", "memory.per_worker_avg_of_8_mib", target = 30 },
+    { "RSS per idle worker, marginal (rss8-rss1)/7", "MiB", "size",
+      "memory.per_worker_marginal_2_to_8_mib", target = 30 },
+    { "RSS of the bare process", "MiB", "size", "memory.rss_base_mib" },
+  },
+  pingpong = {
+    { "round trip, mean", "us", "time", "mean_us" },
+    { "round trip, p50", "us", "time", "latency_us.p50" },
+    { "round trip, p99", "us", "time", "latency_us.p99" },
+    { "round trip, p99.9", "us", "time", "latency_us.p999" },
+  },
+  throughput = {
+    { "integers one-way (post -> reply)", "msg/s", "rate", "int.msgs_per_s", target = 3 },
+    { "small objects one-way (post -> reply)", "msg/s", "rate", "object.msgs_per_s", target = 3 },
+    { "integers: post loop alone", "msg/s", "rate", "int.post_loop_msgs_per_s" },
+    { "objects: post loop alone", "msg/s", "rate", "object.post_loop_msgs_per_s" },
+  },
+  bigclone = {
+    { "100k-entry array round trip, p50", "ms", "time", "object.round_trip_ms.p50", target = 4 },
+    { "100k round trip vs lua-cjson enc+dec (*)", "ms", "time", "object.round_trip_ms.p50",
+      ref = "cjson", refpath = "object.local_cjson_encode_decode_ms.p50", target = 2 },
+    { "... as MB/s of JSON size", "MB/s", "rate", "object.round_trip_MBps_json",
+      node = "object.round_trip_MBps_json" },
+    { "100k-entry array one-way + ack, p50", "ms", "time", "object.one_way_ack_ms.p50" },
+    { "loom.clone vs structuredClone, p50", "ms", "time", "object.local_loom_clone_ms.p50",
+      node = "object.local_structuredClone_ms.p50" },
+    { "cjson enc+dec vs JSON.stringify+parse, p50", "ms", "time",
+      "object.local_cjson_encode_decode_ms.p50", node = "object.local_json_stringify_parse_ms.p50" },
+    { "16 MiB copied, round trip, p50", "ms", "time", "string_16MiB.copy_round_trip_ms.p50",
+      node = "arraybuffer_16MiB.copy_round_trip_ms.p50" },
+    { "16 MiB copied, one-way + ack, p50", "ms", "time", "string_16MiB.copy_one_way_ack_ms.p50",
+      node = "arraybuffer_16MiB.copy_one_way_ack_ms.p50" },
+    { "16 MiB transferred, round trip, p50", "ms", "time", "string_16MiB.transfer_round_trip_ms",
+      node = "arraybuffer_16MiB.transfer_round_trip_ms.p50" },
+  },
+}
+
+local function get(t, path)
+  if t == nil then return nil end
+  local v = t.results
+  for k in path:gmatch("[^.]+") do
+    if type(v) ~= "table" then return nil end
+    v = v[k]
+  end
+  return v
+end
+
+-- four significant digits, with k/M for large rates
+local function fmt(v, unit)
+  if type(v) == "string" then return v end
+  if type(v) ~= "number" then return "-" end
+  local suffix = ""
+  if unit == "msg/s" and math.abs(v) >= 1e6 then v, suffix = v / 1e6, " M"
+  elseif unit == "msg/s" and math.abs(v) >= 1e3 then v, suffix = v / 1e3, " k" end
+  local s
+  local a = math.abs(v)
+  if a >= 1000 then s = ("%.0f"):format(v)
+  elseif a >= 100 then s = ("%.1f"):format(v)
+  elseif a >= 10 then s = ("%.2f"):format(v)
+  elseif a >= 1 then s = ("%.3f"):format(v)
+  else s = ("%.3f"):format(v) end
+  return s .. suffix
+end
+
+local function ratio(kind, l, n)
+  if type(l) ~= "number" or type(n) ~= "number" then return nil end
+  if kind == "rate" then
+    if n <= 0 then return nil end
+    return l / n
+  end
+  if l <= 0 then return nil end
+  return n / l
+end
+
+local function fmtratio(r)
+  if r == nil then return "-" end
+  -- enough digits that a ratio just under a target never prints as the target
+  if r >= 10 then return ("%.1fx"):format(math.floor(r * 10) / 10) end
+  return ("%.2fx"):format(math.floor(r * 100) / 100)
+end
+
+local function render(rows)
+  local widths = {}
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do
+      local n = utf8.len(c) or #c
+      if n > (widths[i] or 0) then widths[i] = n end
+    end
+  end
+  local out = {}
+  for j, r in ipairs(rows) do
+    local cells = {}
+    for i, c in ipairs(r) do
+      local pad = (" "):rep(widths[i] - (utf8.len(c) or #c))
+      cells[i] = i == 1 and c .. pad or pad .. c
+    end
+    out[#out + 1] = "| " .. table.concat(cells, " | ") .. " |"
+    if j == 1 then
+      local sep = {}
+      for i = 1, #widths do sep[i] = ("-"):rep(widths[i]) end
+      out[#out + 1] = "|-" .. table.concat(sep, "-|-") .. "-|"
+    end
+  end
+  return table.concat(out, "\n")
+end
+
+---------------------------------------------------------------------------
+-- Which loom is measured: the files the children load, and the git state.
+-- The tree may be rebuilt while the suite runs; that is reported.
+---------------------------------------------------------------------------
+local function shell(cmd)
+  local p = io.popen(cmd .. " 2>/dev/null", "r")
+  local s = p:read("a")
+  p:close()
+  return (s:gsub("%s+$", ""))
+end
+
+local function buildid()
+  local so = package.searchpath("loom.core", CHILD_CPATH)
+  local lua = package.searchpath("loom", CHILD_PATH)
+  local function mtime(f)
+    return f and shell("stat -c %y " .. shquote(f)):match("^(%S+ %d+:%d+:%d+)") or "?"
+  end
+  -- the git state of the checkout the Lua half comes from, if it is one
+  local top = lua and shell("git -C " .. shquote(lua:match("^(.*)/[^/]*$"))
+                            .. " rev-parse --show-toplevel") or ""
+  local git, dirty = "", 0
+  if top ~= "" then
+    git = shell("git -C " .. shquote(top) .. " rev-parse --short HEAD")
+    dirty = tonumber(shell("git -C " .. shquote(top) .. " status --porcelain -- core lua"
+                           .. " CMakeLists.txt | wc -l")) or 0
+  end
+  return {
+    so = so or "?", so_mtime = mtime(so),
+    lua = lua or "?", lua_mtime = mtime(lua),
+    git = git, dirty = dirty,
+  }
+end
+
+local function describe(b)
+  local git = b.git == "" and "not a git checkout"
+              or "git " .. b.git .. (b.dirty > 0 and (" + uncommitted changes in " .. b.dirty
+                                                       .. " core/lua files") or "")
+  return ("%s; %s (%s); %s (%s)"):format(git, b.so, b.so_mtime, b.lua, b.lua_mtime)
+end
+
+---------------------------------------------------------------------------
+-- Main
+---------------------------------------------------------------------------
+local function loadavg()
+  local s = readfile("/proc/loadavg")
+  return s and s:match("^(%S+ %S+ %S+)") or "?"
+end
+
+local build0 = buildid()
+snapshot()
+local nodedir = withNode and setup_node() or nil
+local rawpath = tmpdir .. "/results.jsonl"
+local raw = assert(io.open(rawpath, "w"))
+
+io.stderr:write(("loom bench: %s%s, load average %s\n"):format(
+  table.concat(todo, " "), quick and " (QUICK mode)" or "", loadavg()))
+
+local res, failures = {}, {}
+local function record(who, name, v, why, out)
+  if v then
+    raw:write(why, "\n")
+    raw:flush()
+    res[who .. "." .. name] = v
+  else
+    failures[#failures + 1] = ("%s %s: %s"):format(who, name, why)
+    io.stderr:write(("FAILED: %s %s: %s\n"):format(who, name, why))
+    if out and out ~= "" then io.stderr:write(out, "\n") end
+  end
+end
+
+for _, name in ipairs(todo) do
+  io.stderr:write(("  loom %s ...\n"):format(name))
+  local t0 = os.time()
+  record("loom", name, runloom(name))
+  io.stderr:write(("  loom %s: %d s\n"):format(name, os.time() - t0))
+  if nodedir then
+    io.stderr:write(("  node %s ...\n"):format(name))
+    t0 = os.time()
+    record("node", name, runnode(nodedir, name))
+    io.stderr:write(("  node %s: %d s\n"):format(name, os.time() - t0))
+  end
+end
+raw:close()
+local build1 = buildid()
+-- keep only the results
+os.execute("rm -rf " .. shquote(tmpdir .. "/loom-snapshot"))
+if nodedir then os.execute("rm -rf " .. shquote(nodedir)) end
+
+local rows = { { "metric", "unit", "loom", "node", "ratio", "target", "met?" } }
+local footnote = false
+for _, name in ipairs(todo) do
+  local L, N = res["loom." .. name], res["node." .. name]
+  rows[#rows + 1] = { "[" .. name .. "]", "", "", "", "", "", "" }
+  for _, row in ipairs(ROWS[name]) do
+    local label, unit, kind, lpath = row[1], row[2], row[3], row[4]
+    local lv = get(L, lpath)
+    local nv, ncell
+    if row.ref == "cjson" then
+      footnote = true
+      nv = get(L, row.refpath)
+      ncell = L and fmt(nv, unit) .. " *" or "FAILED"
+    else
+      nv = get(N, row.node or lpath)
+      ncell = not nodedir and "skipped" or N and fmt(nv, unit) or "FAILED"
+    end
+    local r = ratio(kind, lv, nv)
+    local met = ""
+    if row.target then
+      met = r == nil and "?" or r >= row.target and "yes" or "NO"
+    end
+    rows[#rows + 1] = {
+      label, unit, L and fmt(lv, unit) or "FAILED", ncell, fmtratio(r),
+      row.target and (">= " .. row.target .. "x") or "", met,
+    }
+  end
+end
+
+local function version(who)
+  for _, name in ipairs(todo) do
+    local v = res[who .. "." .. name]
+    if v then return v end
+  end
+end
+local lv, nv = version("loom"), version("node")
+print(("loom bench, %s%s"):format(os.date("!%Y-%m-%d %H:%M:%S UTC"),
+  quick and "   *** QUICK MODE: cut counts, not comparable with the reference ***" or ""))
+print(("loom: %s on %s | node: %s (V8 %s, libuv %s) | %s cpus, %s | load average now %s")
+  :format(lv and lv.loom or "?", lv and lv.lua or "?", nv and nv.node or "-",
+          nv and nv.v8 or "-", nv and nv.uv or "-",
+          lv and math.tointeger(lv.cpus) or "?",
+          lv and lv.cpu_model or "?", loadavg()))
+print("loom build (snapshot taken at the start): " .. describe(build0))
+if describe(build1) ~= describe(build0) then
+  print("note: the tree changed while the suite ran (the snapshot above was measured); now: "
+        .. describe(build1))
+end
+print("ratio = how many times better loom is (node/loom for times and sizes, loom/node for rates)")
+print()
+print(render(rows))
+if footnote then
+  print("(*) reference column = lua-cjson encode+decode of the same array in the loom "
+        .. "process (p50), not Node")
+end
+print()
+print("raw JSON lines: " .. rawpath)
+if #failures > 0 then
+  print("FAILURES:")
+  for _, f in ipairs(failures) do print("  " .. f) end
+  os.exit(1)
+end
