@@ -159,9 +159,7 @@ void loom__ctx_close(loom_ctx *c);   /* after lua_close: loop, mailbox */
 void loom__hold(loom_ctx *c, int delta);
 /* Expect a message soon: spin up to 'ns' before the loop blocks. */
 void loom__expect(loom_ctx *c);
-void loom__expect_ns(loom_ctx *c, uint64_t ns);
 #define LOOM_SPIN_NS 50000u          /* after a message was delivered */
-#define LOOM_SPIN_SPAWN_NS 300000u   /* after a spawn, until it is online */
 /* Deliver queued messages: returns count, or -1 when one raised and the
 ** error is stored as uncaught (then stopping is set). */
 int loom__deliver(loom_ctx *c, int max);

@@ -100,14 +100,7 @@ static void cpu_relax (void) {
 }
 
 void loom__expect (loom_ctx *c) {
-  loom__expect_ns(c, c->rt->spin_ns);
-}
-
-void loom__expect_ns (loom_ctx *c, uint64_t ns) {
-  uint64_t until;
-  if (c->rt->spin_ns == 0) return;       /* spinning is off */
-  until = uv_hrtime() + ns;
-  if (until > c->spin_until) c->spin_until = until;
+  if (c->rt->spin_ns) c->spin_until = uv_hrtime() + c->rt->spin_ns;
 }
 
 /* Before the loop blocks in the kernel: if a message is expected soon,
@@ -309,8 +302,6 @@ static int deliver_batch (lua_State *L) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, c->dispatch_ref);
       lua_pushinteger(L, (lua_Integer)m->target);
       if (kind == LOOM_MSG_EXIT) loom__worker_on_exit(c, m->target);
-      else if (kind == LOOM_MSG_ONLINE)   /* its first reply is near */
-        loom__expect_ns(c, LOOM_SPIN_SPAWN_NS);
       if (m->len == 0) lua_pushnil(L);
       else if (loom__decode(L, m->data, m->len)) kind = -kind;  /* text pushed */
       lua_pushinteger(L, kind);

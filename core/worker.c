@@ -767,7 +767,6 @@ static int l_spawn (lua_State *L) {
   w->started = 1;
   w->next = c->children;
   c->children = w;
-  loom__expect_ns(c, LOOM_SPIN_SPAWN_NS);   /* it will be online soon */
   lua_pushinteger(L, (lua_Integer)w->id);
   return 2;
 }

@@ -38,6 +38,21 @@ end
 -- ThreadSanitizer build (they run in the normal and ASan builds).
 H.can_fork = not (os.getenv("LD_PRELOAD") or ""):find("libtsan")
 
+-- Run a Lua script in a child process (so that a crash fails one test, not
+-- the suite); returns its output with "rc=<exit status>" appended.
+function H.run_script(script, timeout_s)
+  local tmp = os.tmpname()
+  local f = assert(io.open(tmp, "w"))
+  f:write(script)
+  f:close()
+  local p = io.popen(("timeout %d %s %s 2>&1; echo \"rc=$?\""):format(
+    timeout_s or 30, os.getenv("LUA") or "lua5.4", tmp))
+  local out = p:read("a")
+  p:close()
+  os.remove(tmp)
+  return out
+end
+
 -- a bound in milliseconds, scaled for slow builds
 function H.ms(n) return n * H.scale end
 

@@ -717,7 +717,6 @@ describe("loom.Worker", function()
         pending("needs a child process: /bin/sh crashes under the TSan preload")
         return
       end
-      local lua = os.getenv("LUA") or "lua5.4"
       local script = [[
         local loom = require "loom"
         loom.Worker("while true do end", { eval = true })
@@ -725,14 +724,7 @@ describe("loom.Worker", function()
         loom.Worker("require('loom').parentPort:on('message', print)", { eval = true })
         io.write("spawned\n")
       ]]
-      local tmp = os.tmpname()
-      local f = assert(io.open(tmp, "w"))
-      f:write(script)
-      f:close()
-      local p = io.popen(("timeout 20 %s %s 2>&1; echo \"rc=$?\""):format(lua, tmp))
-      local out = p:read("a")
-      p:close()
-      os.remove(tmp)
+      local out = H.run_script(script, 20)
       assert.matches("spawned", out, 1, true)
       assert.matches("rc=0", out, 1, true)
     end)
