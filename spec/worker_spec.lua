@@ -596,6 +596,32 @@ describe("loom.Worker", function()
     end)
   end)
 
+  describe("many at once", function()
+    it("32 workers each stream 500 messages both ways; every sum is right", function()
+      local N, K = 32, 500
+      local sums, exits = {}, 0
+      for id = 1, N do
+        local w = H.spawn(function(k)
+          local loom = require "loom"
+          local total = 0
+          loom.parentPort:on("message", function(m)
+            total = total + m.v
+            loom.parentPort:postMessage({ v = m.v * 2 })
+            if m.last then loom.parentPort:close() end
+          end)
+          return k
+        end, { argv = { K } })
+        sums[id] = 0
+        w:on("message", function(m) sums[id] = sums[id] + m.v end)
+        w:on("exit", function(code) assert.are.equal(0, code); exits = exits + 1 end)
+        for i = 1, K do w:postMessage({ v = i, last = i == K }) end
+      end
+      H.run()
+      assert.are.equal(N, exits)
+      for id = 1, N do assert.are.equal(K * (K + 1), sums[id]) end
+    end)
+  end)
+
   describe("nested workers", function()
     it("lets a worker spawn a worker and relay its messages", function()
       local ev = runworker(function()
