@@ -42,7 +42,7 @@ typedef struct loom_msg {
   uint64_t target;        /* endpoint id in the receiving thread */
   int kind;
   int aux;
-  size_t len;
+  size_t len, cap;        /* cap: size of an owned buffer */
   unsigned char *data;    /* points at inline[] or at an owned buffer */
   unsigned char inline_[];
 } loom_msg;
@@ -52,6 +52,12 @@ typedef struct loom_msg {
 ** moved and 'b' is left empty.  NULL when out of memory. */
 loom_msg *loom__msg_new(int kind, uint64_t target, int aux, loom_buf *b);
 void loom__msg_free(loom_msg *m);
+/* Free a delivered message, keeping a large buffer as the runtime's spare
+** (its pages are already faulted in: the next large message reuses it). */
+void loom__msg_release(loom_runtime *rt, loom_msg *m);
+/* Give 'b' (empty) the runtime's spare buffer, if there is one. */
+void loom__buf_take_spare(loom_runtime *rt, loom_buf *b);
+#define LOOM_SPARE_MIN (1u << 20)   /* buffers worth keeping */
 
 /* {======================================================================
 ** Mailbox: one per thread that runs loom.  Shared by its owner (the only
@@ -98,7 +104,8 @@ int loom__mailbox_wait(loom_mailbox *mb, const atomic_int *stop,
 
 /* {======================================================================
 ** Runtime: shared by every thread of one runtime; refcounted (atomic).
-** 'lock' guards 'boot'.  cfg and t0 are immutable after creation.
+** 'lock' guards boot, spare and sparecap.  cfg, t0 and spin_ns are
+** immutable after creation.
 ** ======================================================================= */
 struct loom_runtime {
   atomic_int refs;
@@ -109,6 +116,8 @@ struct loom_runtime {
   uint64_t spin_ns;                 /* LOOM_SPIN_NS, or $LOOM_SPIN_US */
   char *boot;                       /* bytecode of lua/loom/init.lua */
   size_t bootlen;
+  unsigned char *spare;             /* a large message buffer to reuse */
+  size_t sparecap;
 };
 
 void loom__runtime_retain(loom_runtime *rt);

@@ -41,6 +41,7 @@ void loom_runtime_release (loom_runtime *rt) {
   if (rt == NULL || atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) != 1)
     return;
   free(rt->boot);
+  free(rt->spare);
   uv_mutex_destroy(&rt->lock);
   free(rt);
 }
@@ -309,7 +310,7 @@ static int deliver_batch (lua_State *L) {
       lua_pushinteger(L, m->aux);
     }
     c->current = NULL;
-    loom__msg_free(m);
+    loom__msg_release(c->rt, m);
     lua_call(L, nargs, 0);
     n++;
     if (c->poll_deadline && uv_hrtime() >= c->poll_deadline) break;

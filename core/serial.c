@@ -42,6 +42,8 @@ int loom__buf_reserve (loom_buf *b, size_t extra) {
   need = b->len + extra;
   cap = b->cap ? b->cap : 256;
   while (cap < need) cap *= 2;
+  if (cap >= ((size_t)8 << 20) && cap / 2 + cap / 4 >= need)
+    cap = need + need / 8;   /* large: grow by 1/8, not to the next power of 2 */
   np = (unsigned char *)realloc(b->p, cap);
   if (np == NULL) return -1;
   b->p = np;
@@ -70,6 +72,7 @@ loom_msg *loom__msg_new (int kind, uint64_t target, int aux, loom_buf *b) {
     m = (loom_msg *)malloc(sizeof(loom_msg));
     if (m == NULL) return NULL;
     m->data = b->p;  /* the buffer now belongs to the message */
+    m->cap = b->cap;
     b->p = NULL;
     b->len = b->cap = 0;
   }
@@ -85,6 +88,34 @@ void loom__msg_free (loom_msg *m) {
   if (m == NULL) return;
   if (m->data != m->inline_) free(m->data);
   free(m);
+}
+
+void loom__msg_release (loom_runtime *rt, loom_msg *m) {
+  if (m->data != m->inline_ && m->cap >= LOOM_SPARE_MIN) {
+    unsigned char *old = NULL;
+    uv_mutex_lock(&rt->lock);
+    if (m->cap > rt->sparecap) {     /* keep the larger one */
+      old = rt->spare;
+      rt->spare = m->data;
+      rt->sparecap = m->cap;
+      m->data = m->inline_;
+    }
+    uv_mutex_unlock(&rt->lock);
+    free(old);
+  }
+  loom__msg_free(m);
+}
+
+void loom__buf_take_spare (loom_runtime *rt, loom_buf *b) {
+  uv_mutex_lock(&rt->lock);
+  if (rt->spare) {
+    b->p = rt->spare;
+    b->cap = rt->sparecap;
+    b->len = 0;
+    rt->spare = NULL;
+    rt->sparecap = 0;
+  }
+  uv_mutex_unlock(&rt->lock);
 }
 
 /* }====================================================================== */
@@ -658,6 +689,7 @@ loom_msg *loom__pack (lua_State *L, loom_ctx *c, int idx, const char *root,
     luaL_error(L, "%s", err);
   m = loom__msg_new(kind, target, 0, &c->scratch);
   if (m == NULL) luaL_error(L, "cannot clone %s: not enough memory", root);
+  if (c->scratch.p == NULL) loom__buf_take_spare(c->rt, &c->scratch);
   return m;
 }
 
