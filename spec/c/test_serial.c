@@ -134,6 +134,11 @@ int main (void) {
             "local k = next(copy); return type(k) == 'table' and copy[k] == k");
   roundtrip(L, "setmetatable({x = 1}, {__index = function() return 42 end})",
             "return copy.x == 1 and getmetatable(copy) == nil");
+  /* many records sharing key names, and sharing across them */
+  roundtrip(L, "(function() local t = {} for i = 1, 300 do t[i] = {id = i, name = 'n' .. i, [string.rep('k', 40)] = i, [string.rep('q', 41)] = -i} end return t end)()",
+            "for i = 1, 300 do local r = copy[i]; if r.id ~= i or r.name ~= 'n' .. i or r[string.rep('k', 40)] ~= i or r[string.rep('q', 41)] ~= -i then return false end end return #copy == 300");
+  roundtrip(L, "(function() local t = {} for i = 1, 100 do t[i] = {['k' .. (i % 70)] = {x = i}} end t.self = t return t end)()",
+            "for i = 1, 100 do if copy[i]['k' .. (i % 70)].x ~= i then return false end end return copy.self == copy");
   /* functions */
   roundtrip(L, "function(a, b) return a + b end", "return copy(2, 3) == 5");
   roundtrip(L, "(function() local n = 10; return function(a) return a * n end end)()",
@@ -172,6 +177,7 @@ int main (void) {
   /* malformed blobs */
   mangle(L, "{1, 2.5, 'str', {a = {b = true}}, [7] = -300, x = string.rep('z', 200)}");
   mangle(L, "(function() local t = {}; t[1] = t; t.s = {t, t}; return t end)()");
+  mangle(L, "(function() local t = {} for i = 1, 20 do t[i] = {id = i, nm = 'n' .. i} end return t end)()");
   {
     static const unsigned char bad1[] = {0x10, 0x06, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0x7f};
     static const unsigned char bad2[] = {0x11, 0x07, 0x05};
