@@ -8,6 +8,7 @@
 **   05 string: LEB128 length, bytes  06 table: u32 narr, u32 nrec, narr
 **   values, nrec key/value pairs     07 back-reference: LEB128 index
 **   08 function: u32 length, bytecode, u8 nups, nups values (09 = _ENV)
+**   0a class: u8 length, name, then a table (loom.registerClass)
 **   40..7f small integers 0..63      80..ff strings of length 0..127
 ** Tables and functions are numbered in the order they are first met; a
 ** second meeting writes a back-reference, so cycles and sharing survive.
@@ -22,12 +23,16 @@
 
 enum {
   T_NIL = 0x00, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_REF,
-  T_FUNC, T_ENV,
+  T_FUNC, T_ENV, T_CLASS,
   T_SMALLINT = 0x40, T_SMALLINT_MAX = 63,
   T_SHORTSTR = 0x80, T_SHORTSTR_MAX = 127
 };
 
 #define HDR_VERSION 0x10
+#define CLASS_MAXLEN 255
+
+/* registry: classes[name] = metatable and classes[metatable] = name */
+static const char CLASSKEY = 'k';
 #define HDR_HASREF 0x01
 
 /* {======================================================================
@@ -346,6 +351,22 @@ static int table (enc *e, int idx) {
   pathseg *seg;
   if (ref_or_number(e, idx, &isnew) || !isnew) return isnew ? -1 : 0;
   if (enter(e)) return -1;
+  if (lua_getmetatable(L, idx)) {          /* sent only as a registered class */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CLASSKEY) == LUA_TTABLE) {
+      lua_pushvalue(L, -2);
+      if (lua_rawget(L, -2) == LUA_TSTRING) {
+        size_t n;
+        const char *name = lua_tolstring(L, -1, &n);
+        if (loom__buf_reserve(e->b, n + 2)) return nomem(e);
+        e->b->p[e->b->len++] = T_CLASS;
+        e->b->p[e->b->len++] = (unsigned char)n;
+        memcpy(e->b->p + e->b->len, name, n);
+        e->b->len += n;
+      }
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+  }
   narr = lua_rawlen(L, idx);
   if (narr > UINT32_MAX) return fail(e, "table too large");
   if (putbyte(e, T_TABLE) || putu32(e, (uint32_t)narr)) return -1;
@@ -497,6 +518,7 @@ typedef struct dec {
   lua_Integer nref;
   int depth;
   const char *err;
+  char errbuf[CLASS_MAXLEN + 64];
 } dec;
 
 static int bad (dec *d, const char *why) {
@@ -633,6 +655,26 @@ static int dvalue (dec *d) {
       return 0;
     }
     case T_TABLE: return dtable(d);
+    case T_CLASS: {
+      size_t n;
+      const unsigned char *name;
+      if (d->p >= d->end) return bad(d, "truncated class");
+      n = *d->p++;
+      name = d->p;
+      if ((size_t)(d->end - d->p) < n + 1 || d->p[n] != T_TABLE)
+        return bad(d, "bad class");
+      d->p += n + 1;
+      if (dtable(d)) return -1;
+      if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CLASSKEY) != LUA_TTABLE ||
+          (lua_pushlstring(L, (const char *)name, n), lua_rawget(L, -2)) != LUA_TTABLE) {
+        snprintf(d->errbuf, sizeof d->errbuf,
+                 "class '%.*s' is not registered in this thread", (int)n, name);
+        return bad(d, d->errbuf);
+      }
+      lua_setmetatable(L, -3);
+      lua_pop(L, 1);
+      return 0;
+    }
     case T_FUNC: return dfunction(d);
     case T_REF: {
       uint64_t id;
@@ -724,9 +766,48 @@ static int l_clone (lua_State *L) {
   return 1;
 }
 
+/* loom.registerClass(name, mt): tables with metatable mt are sent with
+** their class name; the receiving thread gives them its own metatable
+** registered under that name.  Each thread registers its classes. */
+static int l_registerclass (lua_State *L) {
+  size_t n;
+  luaL_checklstring(L, 1, &n);
+  luaL_argcheck(L, n > 0 && n <= CLASS_MAXLEN, 1, "class name must be 1 to 255 bytes");
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CLASSKEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &CLASSKEY);
+  }
+  lua_pushvalue(L, 1);                 /* forget what name had */
+  if (lua_rawget(L, 3) == LUA_TTABLE) {
+    lua_pushnil(L);
+    lua_rawset(L, 3);
+  }
+  else lua_pop(L, 1);
+  lua_pushvalue(L, 2);                 /* and the name mt had */
+  if (lua_rawget(L, 3) == LUA_TSTRING) {
+    lua_pushnil(L);
+    lua_rawset(L, 3);
+  }
+  else lua_pop(L, 1);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_rawset(L, 3);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 1);
+  lua_rawset(L, 3);
+  lua_settop(L, 2);
+  return 1;
+}
+
 int loom__open_serial (lua_State *L) {
   lua_pushcfunction(L, l_clone);
   lua_setfield(L, -2, "clone");
+  lua_pushcfunction(L, l_registerclass);
+  lua_setfield(L, -2, "registerClass");
   return 0;
 }
 

@@ -591,6 +591,72 @@ describe("loom.clone", function()
     end)
   end)
 
+  describe("registered classes", function()
+    local Point = {}
+    Point.__index = Point
+    function Point:norm2() return self.x * self.x + self.y * self.y end
+    setup(function() loom.registerClass("spec.Point", Point) end)
+
+    it("keep their metatable in a local clone, shared references too", function()
+      local p = setmetatable({ x = 3, y = 4 }, Point)
+      local c = loom.clone({ p, p })
+      assert.are.equal(Point, getmetatable(c[1]))
+      assert.are.equal(25, c[1]:norm2())
+      assert.are.equal(c[1], c[2])
+      assert.are_not.equal(p, c[1])
+    end)
+
+    it("get the receiving thread's class of the same name", function()
+      local w = H.spawn(function()
+        local loom = require "loom"
+        local P = {}
+        P.__index = P
+        function P:norm2() return 10 * (self.x * self.x + self.y * self.y) end
+        loom.registerClass("spec.Point", P)
+        loom.parentPort:on("message", function(m)
+          loom.parentPort:postMessage({ m:norm2(), m })
+          loom.parentPort:close()
+        end)
+      end)
+      local got
+      w:on("message", function(m) got = m end)
+      w:postMessage(setmetatable({ x = 1, y = 2 }, Point))
+      H.run()
+      assert.are.equal(50, got[1])
+      assert.are.equal(Point, getmetatable(got[2]))
+    end)
+
+    it("fail as a messageerror where the class is not registered", function()
+      local w = H.spawn([[
+        local loom = require "loom"
+        loom.parentPort:on("message", function() end)
+        loom.parentPort:on("messageerror", function(e)
+          loom.parentPort:postMessage(e)
+          loom.parentPort:close()
+        end)]], { eval = true })
+      local got
+      w:on("message", function(m) got = m end)
+      w:postMessage(setmetatable({ x = 1, y = 2 }, Point))
+      H.run()
+      assert.matches("class 'spec.Point' is not registered", got, 1, true)
+    end)
+
+    it("a name registered again points at the new metatable only", function()
+      local A, B = {}, {}
+      loom.registerClass("spec.Renamed", A)
+      loom.registerClass("spec.Renamed", B)
+      assert.is_nil(getmetatable(loom.clone(setmetatable({}, A))))
+      assert.are.equal(B, getmetatable(loom.clone(setmetatable({}, B))))
+    end)
+
+    it("reject bad names and metatables", function()
+      assert.has_error(function() loom.registerClass("", {}) end)
+      assert.has_error(function() loom.registerClass(string.rep("x", 256), {}) end)
+      assert.has_error(function() loom.registerClass("x", 5) end)
+      assert.has_error(function() loom.registerClass(nil, {}) end)
+    end)
+  end)
+
   describe("through the workerData option", function()
     it("gives the worker a clone of workerData", function()
       local shared = { 1 }

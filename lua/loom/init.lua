@@ -15,6 +15,7 @@ local M = {
   isMainThread = core.isMainThread,
   threadId = core.threadId,
   clone = core.clone,
+  registerClass = core.registerClass,
   now = core.now,
   availableParallelism = core.availableParallelism,
 }
