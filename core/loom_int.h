@@ -154,11 +154,18 @@ typedef struct loom_ctx {
   int dispatch_ref;           /* Lua dispatch(target, kind, value, aux) */
   int fast_ref;               /* table target -> sole 'message' listener */
   int immediate_ref;          /* Lua function running setImmediate queue */
+  int closed;                 /* main thread: its state is closing */
   int poll_max;               /* messages left in this loom_poll, or -1 */
   uint64_t poll_deadline;     /* uv_hrtime() bound of loom_poll, or 0 */
 } loom_ctx;
 
 loom_ctx *loom__ctx(lua_State *L);                   /* raises if none */
+/* The context in upvalue 1 of a loom function; raises once it is closed
+** (a finalizer may call loom after the context's own finalizer ran). */
+loom_ctx *loom__ctxup(lua_State *L);
+#define CTX(L) loom__ctxup(L)
+/* Run the loop from L (the running thread): callbacks run on it. */
+lua_State *loom__enter_thread(loom_ctx *c, lua_State *L);
 /* Set up c for L: loop, handles, and 'mb' as inbox (retained), or a new
 ** inbox when mb is NULL.  0, or -1 (then c holds nothing). */
 int loom__ctx_init(loom_ctx *c, loom_runtime *rt, lua_State *L,

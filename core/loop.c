@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include "loom_int.h"
 
-#define CTX(L) ((loom_ctx *)lua_touserdata(L, lua_upvalueindex(1)))
 #define TIMER "loom.Timer"
 
 /* Raise the pending uncaught error, if any. */
@@ -27,9 +26,12 @@ static void enter (lua_State *L, loom_ctx *c, const char *who) {
 /* loom.run(): run the loop until nothing keeps it alive. */
 static int l_run (lua_State *L) {
   loom_ctx *c = CTX(L);
+  lua_State *saved;
   enter(L, c, "loom.run");
+  saved = loom__enter_thread(c, L);
   while (uv_run(&c->loop, UV_RUN_DEFAULT) && !c->stopping)
     ;
+  c->L = saved;
   c->running = 0;
   raise_pending(L, c);
   lua_pushboolean(L, uv_loop_alive(&c->loop));
@@ -40,10 +42,13 @@ static int l_run (lua_State *L) {
 static int l_step (lua_State *L) {
   loom_ctx *c = CTX(L);
   int alive;
+  lua_State *saved;
   enter(L, c, "await");
+  saved = loom__enter_thread(c, L);
   c->once = 1;
   alive = uv_run(&c->loop, UV_RUN_ONCE);
   c->once = 0;
+  c->L = saved;
   c->running = 0;
   raise_pending(L, c);
   lua_pushboolean(L, alive && !c->stopping);
@@ -140,7 +145,8 @@ static void onclose (uv_handle_t *h) { free(h); }
 
 static void timer_close (lua_State *L, ltimer *t) {
   if (t->h == NULL) return;
-  uv_close((uv_handle_t *)t->h, onclose);
+  if (!t->c->closed) uv_close((uv_handle_t *)t->h, onclose);
+  /* else the context's close has freed every handle already */
   t->h = NULL;
   unanchor(L, t);
   luaL_unref(L, LUA_REGISTRYINDEX, t->fnref);

@@ -120,6 +120,7 @@ int loom__mailbox_wait (loom_mailbox *mb, const atomic_int *stop,
                         double timeout_ms, int for_msg) {
   uint64_t deadline = 0;
   int got;
+  if (timeout_ms > 1e12) timeout_ms = -1;   /* ~31 years: no limit */
   if (timeout_ms >= 0)
     deadline = uv_hrtime() + (uint64_t)(timeout_ms * 1e6);
   uv_mutex_lock(&mb->lock);

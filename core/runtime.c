@@ -46,15 +46,24 @@ void loom_runtime_release (loom_runtime *rt) {
   free(rt);
 }
 
+static int rtbox_gc (lua_State *L);
+
 int loom_open (lua_State *L, loom_runtime *rt) {
+  loom_runtime **box;
   int had;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &RTKEY);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CTXKEY);
   had = !lua_isnil(L, -1) || !lua_isnil(L, -2);
   lua_pop(L, 2);
   if (had) return -1;
+  box = (loom_runtime **)lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  lua_newtable(L);
+  lua_pushcfunction(L, rtbox_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
   loom__runtime_retain(rt);
-  lua_pushlightuserdata(L, rt);
+  *box = rt;                       /* released when the state closes */
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RTKEY);
   return 0;
 }
@@ -77,6 +86,24 @@ loom_ctx *loom__ctx (lua_State *L) {
 void loom__ctx_install (lua_State *L, loom_ctx *c) {
   lua_pushlightuserdata(L, c);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CTXKEY);
+  /* make the error slots now: storing an uncaught error later, outside any
+  ** protected call, must not allocate */
+  lua_pushboolean(L, 0);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &ERRKEY);
+  lua_pushboolean(L, 0);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &TBKEY);
+}
+
+loom_ctx *loom__ctxup (lua_State *L) {
+  loom_ctx *c = (loom_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  if (c->closed) luaL_error(L, "loom is closed in this state");
+  return c;
+}
+
+lua_State *loom__enter_thread (loom_ctx *c, lua_State *L) {
+  lua_State *saved = c->L;
+  c->L = L;
+  return saved;
 }
 
 static void onclose (uv_handle_t *h) { free(h); }
@@ -264,7 +291,7 @@ int loom__take_error (lua_State *L, loom_ctx *c) {
   if (!c->has_error) return 0;
   c->has_error = 0;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &ERRKEY);
-  lua_pushnil(L);
+  lua_pushboolean(L, 0);              /* keep the slot: no allocation later */
   lua_rawsetp(L, LUA_REGISTRYINDEX, &ERRKEY);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &TBKEY);
   return 1;
@@ -356,11 +383,13 @@ int loom__deliver (loom_ctx *c, int max) {
 
 int loom_poll (lua_State *L, int budget_us, int max_messages) {
   loom_ctx *c;
+  lua_State *saved;
   int n = 0, r;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CTXKEY);
   c = (loom_ctx *)lua_touserdata(L, -1);
   lua_pop(L, 1);
-  if (c == NULL || c->running) return 0;
+  if (c == NULL || c->running || c->closed) return 0;
+  saved = loom__enter_thread(c, L);
   c->poll_deadline = uv_hrtime() + (uint64_t)(budget_us > 0 ? budget_us : 0) * 1000;
   c->running = 1;
   c->stopping = 0;
@@ -368,6 +397,9 @@ int loom_poll (lua_State *L, int budget_us, int max_messages) {
   r = loom__deliver(c, max_messages > 0 ? max_messages : -1);
   c->running = 0;
   c->poll_deadline = 0;
+  c->L = saved;
+  /* the host may now sleep on loom_backend_fd: pushes must wake it */
+  if (loom__mailbox_sleep(c->mb) || c->pend_head) uv_async_send(c->async);
   if (r > 0) n += r;
   if (loom__take_error(L, c)) {
     lua_pop(L, 1);     /* keep the error value, drop the traceback */
@@ -381,7 +413,7 @@ int loom_backend_fd (lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CTXKEY);
   c = (loom_ctx *)lua_touserdata(L, -1);
   lua_pop(L, 1);
-  return c ? uv_backend_fd(&c->loop) : -1;
+  return c && !c->closed ? uv_backend_fd(&c->loop) : -1;
 }
 
 /* }====================================================================== */
@@ -390,61 +422,64 @@ int loom_backend_fd (lua_State *L) {
 ** Lua API
 ** ======================================================================= */
 
-/* The main thread's context lives in C memory owned by this box; its
-** finalizer runs last among loom objects (it is marked first). */
+/* The main thread's context lives inside this full userdata, anchored in
+** the registry.  Its finalizer closes the loop and marks the context
+** closed; the memory itself stays until the state is freed, so a loom
+** function called by a later finalizer finds it and raises. */
 static int ctxbox_gc (lua_State *L) {
-  loom_ctx **box = (loom_ctx **)lua_touserdata(L, 1);
-  if (*box) {
-    loom__ctx_close(*box);
-    free(*box);
-    *box = NULL;
+  loom_ctx *c = (loom_ctx *)lua_touserdata(L, 1);
+  if (!c->closed) {
+    loom__ctx_close(c);
+    c->closed = 1;
     lua_pushnil(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &CTXKEY);
   }
   return 0;
 }
 
+/* Holds loom_open's reference until the first require takes it. */
+static int rtbox_gc (lua_State *L) {
+  loom_runtime **box = (loom_runtime **)lua_touserdata(L, 1);
+  loom_runtime_release(*box);
+  *box = NULL;
+  return 0;
+}
+
 static loom_ctx *main_ctx (lua_State *L) {
-  loom_ctx **box, *c;
-  loom_runtime *rt;
+  loom_runtime **rtbox, *rt;
+  lua_State *ML;
+  loom_ctx *c;
   int own = 0;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CTXKEY);
   c = (loom_ctx *)lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (c) return c;
-  box = (loom_ctx **)lua_newuserdatauv(L, sizeof *box, 0);
-  *box = NULL;
-  lua_newtable(L);
-  lua_pushcfunction(L, ctxbox_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, box);  /* anchored for the state's life */
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &RTKEY);
-  rt = (loom_runtime *)lua_touserdata(L, -1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);   /* not a coroutine */
+  ML = lua_tothread(L, -1);
   lua_pop(L, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &RTKEY);
+  rtbox = (loom_runtime **)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  rt = rtbox ? *rtbox : NULL;
   if (rt == NULL) {
     rt = loom_runtime_new(NULL);
     own = 1;
     if (rt == NULL) luaL_error(L, "loom: not enough memory");
   }
-  c = (loom_ctx *)malloc(sizeof *c);
-  if (c == NULL || loom__ctx_init(c, rt, L, NULL)) {
-    free(c);
+  c = (loom_ctx *)lua_newuserdatauv(L, sizeof *c, 0);
+  if (loom__ctx_init(c, rt, ML, NULL)) {
     if (own) loom_runtime_release(rt);
     luaL_error(L, "loom: cannot create the event loop");
   }
   if (own) loom_runtime_release(rt);   /* the context holds it now */
-  else {
-    lua_pushnil(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &RTKEY);
-    loom_runtime_release(rt);          /* loom_open's reference */
-  }
-  *box = c;
+  lua_newtable(L);
+  lua_pushcfunction(L, ctxbox_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, c);  /* anchored for the state's life */
   loom__ctx_install(L, c);
   return c;
 }
-
-#define CTX(L) ((loom_ctx *)lua_touserdata(L, lua_upvalueindex(1)))
 
 /* core.setdispatch(dispatch, run_immediates, fast): 'fast' maps a target
 ** to its sole 'message' listener, called directly with the value. */

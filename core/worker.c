@@ -27,7 +27,6 @@
 #include <lualib.h>
 #include "loom_int.h"
 
-#define CTX(L) ((loom_ctx *)lua_touserdata(L, lua_upvalueindex(1)))
 #define HANDLE "loom.WorkerHandle"
 #define TERMINATED "loom: worker terminated"
 
@@ -174,7 +173,39 @@ static int post_parent (loom_ctx *c, int kind, int aux, loom_buf *b) {
   return loom__mailbox_push(c->self->parent, m);
 }
 
-/* coroutine.resume and coroutine.wrap, made to record which coroutine runs
+/* Record that Lua code runs in 'co' (resumed, or closing) from L, so that
+** terminate() can reach it; returns what ran before. */
+static lua_State *track (loom_worker *w, lua_State *co) {
+  lua_State *prev;
+  uv_mutex_lock(&w->state_lock);
+  prev = w->running;
+  w->running = co;
+  if (atomic_load(&w->terminating)) arm(co);
+  uv_mutex_unlock(&w->state_lock);
+  return prev;
+}
+
+static void untrack (loom_worker *w, lua_State *prev, lua_State *L) {
+  uv_mutex_lock(&w->state_lock);
+  w->running = prev;
+  if (atomic_load(&w->terminating)) arm(L);   /* it may not have been */
+  uv_mutex_unlock(&w->state_lock);
+}
+
+static int closethread (loom_worker *w, lua_State *co, lua_State *L) {
+  lua_State *prev = track(w, co);    /* __close handlers run in co */
+  int st;
+#if LUA_VERSION_RELEASE_NUM >= 50406
+  st = lua_closethread(co, L);
+#else
+  (void)L;
+  st = lua_resetthread(co);
+#endif
+  untrack(w, prev, L);
+  return st;
+}
+
+/* coroutine.resume, .wrap and .close, made to record which coroutine runs
 ** so that terminate() can reach it. */
 static int auxresume (lua_State *L, loom_ctx *c, lua_State *co, int narg) {
   loom_worker *w = c->self;
@@ -185,16 +216,9 @@ static int auxresume (lua_State *L, loom_ctx *c, lua_State *co, int narg) {
     return -1;
   }
   lua_xmove(L, co, narg);
-  uv_mutex_lock(&w->state_lock);
-  prev = w->running;
-  w->running = co;
-  if (atomic_load(&w->terminating)) arm(co);
-  uv_mutex_unlock(&w->state_lock);
+  prev = track(w, co);
   status = lua_resume(co, L, narg, &nres);
-  uv_mutex_lock(&w->state_lock);
-  w->running = prev;
-  if (atomic_load(&w->terminating)) arm(L);   /* it may not have been */
-  uv_mutex_unlock(&w->state_lock);
+  untrack(w, prev, L);
   if (status == LUA_OK || status == LUA_YIELD) {
     if (!lua_checkstack(L, nres + 1)) {
       lua_pop(co, nres);
@@ -234,11 +258,7 @@ static int co_auxwrap (lua_State *L) {
   if (r < 0) {
     int st = lua_status(co);
     if (st != LUA_OK && st != LUA_YIELD) {   /* error in the coroutine */
-#if LUA_VERSION_RELEASE_NUM >= 50406
-      lua_closethread(co, L);
-#else
-      lua_resetthread(co);
-#endif
+      closethread(CTX(L)->self, co, L);
       lua_xmove(co, L, 1);
     }
     if (lua_type(L, -1) == LUA_TSTRING) {   /* add where the call was */
@@ -249,6 +269,27 @@ static int co_auxwrap (lua_State *L) {
     return lua_error(L);
   }
   return r;
+}
+
+/* coroutine.close, as lcorolib's, with the __close handlers tracked */
+static int co_close (lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  int st;
+  luaL_argexpected(L, co, 1, "coroutine");
+  if (co == L) return luaL_error(L, "cannot close a running coroutine");
+  if (lua_status(co) == LUA_OK) {
+    lua_Debug ar;
+    if (lua_getstack(co, 0, &ar))     /* it has frames: it is active */
+      return luaL_error(L, "cannot close a normal coroutine");
+  }
+  st = closethread(CTX(L)->self, co, L);  /* suspended, or dead */
+  if (st == LUA_OK) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushboolean(L, 0);
+  lua_xmove(co, L, 1);
+  return 2;
 }
 
 static int co_wrap (lua_State *L) {
@@ -273,8 +314,10 @@ static int os_exit (lua_State *L) {
   c->exit_code = code;
   atomic_store(&w->terminating, 1);
   uv_mutex_lock(&w->state_lock);
-  arm(w->L);
-  if (w->running != w->L) arm(w->running);
+  if (w->L) {           /* NULL once the state is closing (a finalizer) */
+    arm(w->L);
+    if (w->running && w->running != w->L) arm(w->running);
+  }
   uv_mutex_unlock(&w->state_lock);
   lua_pushliteral(L, TERMINATED);
   return lua_error(L);
@@ -370,6 +413,7 @@ static int wmain (lua_State *L) {
   patch(L, c, "os", "exit", os_exit);
   patch(L, c, "coroutine", "resume", co_resume);
   patch(L, c, "coroutine", "wrap", co_wrap);
+  patch(L, c, "coroutine", "close", co_close);
   lua_pushlightuserdata(L, c);
   lua_pushcclosure(L, co_xpcall, 1);
   lua_setglobal(L, "xpcall");
@@ -598,6 +642,7 @@ static int l_wpost (lua_State *L) {
   lua_getfield(L, 1, "_h");       /* anchored by the Worker table */
   h = (whandle *)luaL_testudata(L, 3, HANDLE);
   if (h == NULL || h->w == NULL) return luaL_error(L, "postMessage: not a loom.Worker");
+  if (h->c->closed) return luaL_error(L, "loom is closed in this state");
   m = loom__pack(L, h->c, 2, "msg", LOOM_MSG_MESSAGE, 0);
   return pushed(L, h->w->inbox, m);
 }

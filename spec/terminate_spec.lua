@@ -42,6 +42,34 @@ describe("w:terminate()", function()
       assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
     end)
 
+    it("spinning in a __close handler run by coroutine.close", function()
+      local code, ms = stop_when_ready(READY .. [[
+        local co = coroutine.create(function()
+          local guard <close> = setmetatable({}, { __close = function() while true do end end })
+          coroutine.yield()
+        end)
+        coroutine.resume(co)
+        coroutine.close(co)]])
+      assert.are.equal(1, code)
+      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
+    end)
+
+    it("spinning in a __close handler of a failing coroutine.wrap", function()
+      local code, ms = stop_when_ready(READY .. [[
+        coroutine.wrap(function()
+          local guard <close> = setmetatable({}, { __close = function() while true do end end })
+          error("boom")
+        end)()]])
+      assert.are.equal(1, code)
+      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
+    end)
+
+    it("blocked in loom.sleep(math.huge)", function()
+      local code, ms = stop_when_ready(READY .. "loom.sleep(math.huge)")
+      assert.are.equal(1, code)
+      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
+    end)
+
     it("spinning inside pcall in a loop", function()
       local code, ms = stop_when_ready(READY ..
         "while true do pcall(function() while true do end end) end")

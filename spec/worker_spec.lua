@@ -737,6 +737,47 @@ describe("loom.Worker", function()
     end)
   end)
 
+  describe("finalizers and first use", function()
+    it("os.exit in a finalizer that runs while the worker closes is harmless", function()
+      local w = H.spawn([[setmetatable({}, { __gc = function() os.exit(7) end })]], { eval = true })
+      local code
+      w:on("exit", function(c) code = c end)
+      H.run()
+      assert.is_number(code)
+    end)
+
+    it("loom required first inside a coroutine runs callbacks on a live thread", function()
+      if not H.can_fork then
+        pending("needs a child process: /bin/sh crashes under the TSan preload")
+        return
+      end
+      local out = H.run_script([[
+        local loom = coroutine.wrap(function() return require "loom" end)()
+        collectgarbage(); collectgarbage()
+        loom.setTimeout(function() collectgarbage(); io.write("timer ran\n") end, 1)
+        loom.run()
+      ]], 20)
+      assert.matches("timer ran", out, 1, true)
+      assert.matches("rc=0", out, 1, true)
+    end)
+
+    it("a finalizer that calls loom after loom closed gets an error, not a crash", function()
+      if not H.can_fork then
+        pending("needs a child process: /bin/sh crashes under the TSan preload")
+        return
+      end
+      local out = H.run_script([[
+        KEEP = setmetatable({}, { __gc = function()
+          local ok, err = pcall(LOOM.setTimeout, function() end, 1)
+          io.write(tostring(ok), " ", tostring(err), "\n")
+        end })
+        LOOM = require "loom"
+      ]], 20)
+      assert.matches("false .*loom is closed", out)
+      assert.matches("rc=0", out, 1, true)
+    end)
+  end)
+
   describe("a script that ends with workers still running", function()
     it("exits (the workers are stopped when the state closes)", function()
       if not H.can_fork then

@@ -3,6 +3,7 @@
 ** attaches it to its state, spawns workers from Lua, and drives delivery
 ** with loom_poll only; then closes the state, which must stop everything.
 */
+#include <poll.h>
 #include <stdio.h>
 #include <time.h>
 #include <string.h>
@@ -87,6 +88,29 @@ int main (void) {
     "table.sort(results)\n"
     "assert(results[1] == 42 and results[2] == 84 and results[3] == 126, 'results')");
   CHECK(rc == LUA_OK, "results: %s", rc ? lua_tostring(L, -1) : "");
+  /* a host that sleeps in poll(2) on the backend fd is woken by a message */
+  rc = luaL_dostring(L,
+    "local loom = require 'loom'\n"
+    "late = nil\n"
+    "local w = loom.Worker(\"local l = require 'loom'; l.sleep(50); l.parentPort:postMessage('late')\", { eval = true })\n"
+    "w:on('message', function(v) late = v end)\n");
+  CHECK(rc == LUA_OK, "late worker: %s", rc ? lua_tostring(L, -1) : "");
+  {
+    int woken = 0, i;
+    for (i = 0; i < 20; i++) {
+      struct pollfd pfd;
+      pfd.fd = loom_backend_fd(L);
+      pfd.events = POLLIN;
+      pfd.revents = 0;
+      CHECK(loom_poll(L, 1000, 0) >= 0, "poll");
+      lua_getglobal(L, "late");
+      woken = lua_isstring(L, -1);
+      lua_pop(L, 1);
+      if (woken) break;
+      if (poll(&pfd, 1, 5000) == 0) break;     /* asleep 5 s: never woken */
+    }
+    CHECK(woken, "the backend fd woke the host for the message");
+  }
   /* an uncaught error in a callback surfaces from loom_poll */
   rc = luaL_dostring(L,
     "local loom = require 'loom'\n"
@@ -112,8 +136,8 @@ int main (void) {
     "loom.Worker('while true do end', { eval = true })\n");
   CHECK(rc == LUA_OK, "spinning worker");
   lua_close(L);
-  CHECK(st.states >= 3, "on_state ran for each worker that ran (%d)", (int)st.states);
-  CHECK(st.starts == 4 && st.stops == 4, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
+  CHECK(st.states >= 4, "on_state ran for each worker that ran (%d)", (int)st.states);
+  CHECK(st.starts == 5 && st.stops == 5, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
   printf("test_embed: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
 }
