@@ -4,11 +4,21 @@
 **
 ** Terminating running Lua: terminate() sets an atomic flag, then arms a
 ** count hook (count 1) on the worker's main state and on the coroutine it
-** is running, and wakes every loom wait.  lua_sethook is the one call Lua
-** allows from outside the running thread (ldebug.c: "can be called
-** asynchronously"); state_lock makes sure the state is not being closed
-** meanwhile.  The hook raises at every instruction, so a pcall that
-** catches the error is interrupted again in its caller, up to the top.
+** is running, and wakes every loom wait.  The hook raises at every
+** instruction, so a pcall that catches the error is interrupted again in
+** its caller, up to the top.  state_lock makes sure the state is not being
+** closed meanwhile.
+**
+** Known limit: lua_sethook is meant to be callable asynchronously, but
+** ldebug.c has a signal handler on the same thread in mind.  From another
+** thread, its walk over the running state's CallInfo list (settraps) races
+** with the worker returning from frames; a GC step that shrinks that list
+** (luaE_shrinkCI) in the same nanoseconds could make the walk touch a
+** freed frame.  On x86-64 (total store order) the hook is otherwise seen
+** reliably; a weakly ordered CPU could miss one arming.  The alternatives
+** (a process-wide signal handler, or a hook armed all the time, 1.4x
+** slower loops) are worse for a library; this is the technique lua.c and
+** LuaLanes use.
 */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE          /* pthread_timedjoin_np */
