@@ -23,7 +23,7 @@ build = {
   modules = {
     ["loom.core"] = {
       sources = {
-        "core/serial.c", "core/mailbox.c", "core/runtime.c", "core/loop.c",
+        "core/message.c", "core/serial.c", "core/mailbox.c", "core/runtime.c", "core/loop.c",
         "core/worker.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
