@@ -155,7 +155,6 @@ typedef struct loom_ctx {
   int fast_ref;               /* table target -> sole 'message' listener */
   int immediate_ref;          /* Lua function running setImmediate queue */
   int closed;                 /* main thread: its state is closing */
-  int poll_max;               /* messages left in this loom_poll, or -1 */
   uint64_t poll_deadline;     /* uv_hrtime() bound of loom_poll, or 0 */
 } loom_ctx;
 

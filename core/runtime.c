@@ -182,7 +182,6 @@ int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
                     loom_mailbox *mb) {
   memset(c, 0, sizeof *c);
   c->dispatch_ref = c->immediate_ref = c->fast_ref = LUA_NOREF;
-  c->poll_max = -1;
   if (uv_loop_init(&c->loop)) return -1;
   c->async = (uv_async_t *)malloc(sizeof *c->async);
   c->check = (uv_check_t *)malloc(sizeof *c->check);
