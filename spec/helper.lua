@@ -38,6 +38,13 @@ end
 -- ThreadSanitizer build (they run in the normal and ASan builds).
 H.can_fork = not (os.getenv("LD_PRELOAD") or ""):find("libtsan")
 
+-- In a test that needs a child process: `if H.no_fork(pending) then return end`
+function H.no_fork(pending)
+  if H.can_fork then return false end
+  pending("needs a child process: /bin/sh crashes under the TSan preload")
+  return true
+end
+
 -- Run a Lua script in a child process (so that a crash fails one test, not
 -- the suite); returns its output with "rc=<exit status>" appended.
 function H.run_script(script, timeout_s)

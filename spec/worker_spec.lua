@@ -747,10 +747,7 @@ describe("loom.Worker", function()
     end)
 
     it("loom required first inside a coroutine runs callbacks on a live thread", function()
-      if not H.can_fork then
-        pending("needs a child process: /bin/sh crashes under the TSan preload")
-        return
-      end
+      if H.no_fork(pending) then return end
       local out = H.run_script([[
         local loom = coroutine.wrap(function() return require "loom" end)()
         collectgarbage(); collectgarbage()
@@ -762,10 +759,7 @@ describe("loom.Worker", function()
     end)
 
     it("a finalizer that calls loom after loom closed gets an error, not a crash", function()
-      if not H.can_fork then
-        pending("needs a child process: /bin/sh crashes under the TSan preload")
-        return
-      end
+      if H.no_fork(pending) then return end
       local out = H.run_script([[
         KEEP = setmetatable({}, { __gc = function()
           local ok, err = pcall(LOOM.setTimeout, function() end, 1)
@@ -780,10 +774,7 @@ describe("loom.Worker", function()
 
   describe("a script that ends with workers still running", function()
     it("exits (the workers are stopped when the state closes)", function()
-      if not H.can_fork then
-        pending("needs a child process: /bin/sh crashes under the TSan preload")
-        return
-      end
+      if H.no_fork(pending) then return end
       local script = [[
         local loom = require "loom"
         loom.Worker("while true do end", { eval = true })
