@@ -494,7 +494,13 @@ function Worker:terminate()
       self._ref = true
       core.hold(1)
     end
-    self._h:terminate()
+    local h = self._h
+    h:terminate()
+    -- arm again while it has not exited: an arming a weakly ordered CPU
+    -- missed, or a worker that entered Lua from a raw C resume, is caught
+    local again = core.timer(function() h:terminate() end, 20, true)
+    again:unref()
+    self._exitf:next(function() again:close() end)
   end
   return self._exitf
 end
