@@ -34,12 +34,12 @@ test-asan:
 test-tsan:
 	@$(MAKE) --no-print-directory test BUILD=build-tsan CMAKE_FLAGS=-DLOOM_SANITIZE=thread
 
-# the worker specs under valgrind: no errors, no definite leaks
-VALGRIND_SPECS ?= spec/worker_spec.lua spec/terminate_spec.lua
+# every spec under valgrind: no errors, no lost blocks
+VALGRIND_SPECS ?= spec
 test-valgrind: build
 	@.ci/deps valgrind
 	$(LUA_ENV) valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
-	  --suppressions=spec/valgrind.supp $(LUA) $(BUSTED) -o plainTerminal $(VALGRIND_SPECS)
+	  $(LUA) $(BUSTED) -o plainTerminal $(VALGRIND_SPECS)
 
 check: test test-asan test-tsan test-valgrind
 
