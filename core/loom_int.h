@@ -102,6 +102,8 @@ void loom__mailbox_interrupt(loom_mailbox *mb);
 int loom__mailbox_wait(loom_mailbox *mb, const atomic_int *stop,
                        double timeout_ms, int for_msg);
 
+#define LOOM_BOOT_MAX 4       /* Lua modules kept as bytecode for workers */
+
 /* {======================================================================
 ** Runtime: shared by every thread of one runtime; refcounted (atomic).
 ** 'lock' guards boot, spare and sparecap.  cfg, t0 and spin_ns are
@@ -114,8 +116,12 @@ struct loom_runtime {
   loom_config cfg;
   uint64_t t0;                      /* uv_hrtime() at creation */
   uint64_t spin_ns;                 /* LOOM_SPIN_NS, or $LOOM_SPIN_US */
-  char *boot;                       /* bytecode of lua/loom/init.lua */
-  size_t bootlen;
+  struct {                          /* bytecode of loom's Lua modules */
+    char name[32];
+    char *code;
+    size_t len;
+  } boot[LOOM_BOOT_MAX];
+  int nboot;
   unsigned char *spare;             /* a large message buffer to reuse */
   size_t sparecap;
 };

@@ -40,7 +40,7 @@ void loom__runtime_retain (loom_runtime *rt) {
 void loom_runtime_release (loom_runtime *rt) {
   if (rt == NULL || atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) != 1)
     return;
-  free(rt->boot);
+  while (rt->nboot > 0) free(rt->boot[--rt->nboot].code);
   free(rt->spare);
   uv_mutex_destroy(&rt->lock);
   free(rt);
@@ -506,57 +506,71 @@ static int boot_writer (lua_State *L, const void *p, size_t sz, void *ud) {
   return 0;
 }
 
-/* core.boot(chunk): keep the bytecode of the loom Lua module, so that
-** workers load it without searching or parsing. */
+/* core.boot(name, chunk): keep the bytecode of one of loom's Lua modules,
+** so that workers load it without searching or parsing. */
 static int l_boot (lua_State *L) {
   loom_ctx *c = CTX(L);
+  loom_runtime *rt = c->rt;
   loom_buf b = {NULL, 0, 0};
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  lua_settop(L, 1);
-  uv_mutex_lock(&c->rt->lock);
-  if (c->rt->boot == NULL) {
-    if (lua_dump(L, boot_writer, &b, 1) == 0) {
-      c->rt->boot = (char *)b.p;
-      c->rt->bootlen = b.len;
-      b.p = NULL;
-    }
+  size_t n;
+  const char *name = luaL_checklstring(L, 1, &n);
+  int i, known = 0;
+  luaL_argcheck(L, n < sizeof rt->boot[0].name, 1, "name too long");
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  uv_mutex_lock(&rt->lock);
+  for (i = 0; i < rt->nboot; i++)
+    if (strcmp(rt->boot[i].name, name) == 0) known = 1;
+  uv_mutex_unlock(&rt->lock);
+  if (known || lua_dump(L, boot_writer, &b, 1) != 0) {   /* dump unlocked */
+    loom__buf_free(&b);
+    return 0;
   }
-  uv_mutex_unlock(&c->rt->lock);
+  uv_mutex_lock(&rt->lock);
+  for (i = 0; i < rt->nboot; i++)
+    if (strcmp(rt->boot[i].name, name) == 0) known = 1;
+  if (!known && rt->nboot < LOOM_BOOT_MAX) {
+    memcpy(rt->boot[rt->nboot].name, name, n + 1);
+    rt->boot[rt->nboot].code = (char *)b.p;
+    rt->boot[rt->nboot].len = b.len;
+    rt->nboot++;
+    b.p = NULL;
+  }
+  uv_mutex_unlock(&rt->lock);
   loom__buf_free(&b);
   return 0;
 }
 
-/* preload loader for "loom" in workers */
+/* package.preload loader for boot module i (upvalue 2) in workers */
 static int l_loadboot (lua_State *L) {
   loom_ctx *c = CTX(L);
-  int st;
-  uv_mutex_lock(&c->rt->lock);
-  st = luaL_loadbufferx(L, c->rt->boot, c->rt->bootlen, "=loom", "b");
-  uv_mutex_unlock(&c->rt->lock);
+  int i = (int)lua_tointeger(L, lua_upvalueindex(2)), st;
+  char chunkname[40];
+  /* entry i was published before loom__preload read nboot under the lock,
+  ** and entries never change once added: no lock needed to read it */
+  snprintf(chunkname, sizeof chunkname, "=%s", c->rt->boot[i].name);
+  st = luaL_loadbufferx(L, c->rt->boot[i].code, c->rt->boot[i].len, chunkname, "b");
   if (st != LUA_OK) return lua_error(L);
-  lua_pushliteral(L, "loom");
+  lua_pushvalue(L, 1);          /* the module name, as require passes it */
   lua_call(L, 1, 1);
   return 1;
 }
 
-static int has_boot (loom_ctx *c) {
-  int has;
-  uv_mutex_lock(&c->rt->lock);
-  has = c->rt->boot != NULL;
-  uv_mutex_unlock(&c->rt->lock);
-  return has;
-}
-
-/* Set package.preload["loom"] and ["loom.core"] in a worker state. */
+/* Set package.preload for "loom.core" and loom's Lua modules in a worker. */
 void loom__preload (lua_State *L, loom_ctx *c) {
+  int i, n;
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_loom_core);
   lua_setfield(L, -2, "loom.core");
-  if (has_boot(c)) {
+  uv_mutex_lock(&c->rt->lock);
+  n = c->rt->nboot;
+  uv_mutex_unlock(&c->rt->lock);
+  for (i = 0; i < n; i++) {
     lua_pushlightuserdata(L, c);
-    lua_pushcclosure(L, l_loadboot, 1);
-    lua_setfield(L, -2, "loom");
+    lua_pushinteger(L, i);
+    lua_pushcclosure(L, l_loadboot, 2);
+    lua_setfield(L, -2, c->rt->boot[i].name);   /* set once, never changed */
   }
   lua_pop(L, 2);
 }

@@ -32,5 +32,6 @@ build = {
       libraries = { "uv", "pthread" },
     },
     ["loom"] = "lua/loom/init.lua",
+    ["loom.worker"] = "lua/loom/worker.lua",
   },
 }
