@@ -1,0 +1,29 @@
+-- The examples a newcomer runs first (examples/*.lua) keep working.
+local H = require "helper"
+
+local function run_example(name, ...)
+  local args = { ... }
+  local quoted = {}
+  for i, a in ipairs(args) do quoted[i] = ("%q"):format(a) end
+  return H.run_script(([[
+    arg = { [0] = %q, %s }
+    dofile(arg[0])
+  ]]):format(H.dir .. "/../examples/" .. name, table.concat(quoted, ", ")), 60)
+end
+
+describe("examples", function()
+  it("demo.lua counts primes with workers and agrees with one thread", function()
+    if H.no_fork(pending) then return end
+    local out = run_example("demo.lua", "300000")
+    assert.matches("ok: the workers agree", out, 1, true)
+    assert.matches("rc=0", out, 1, true)
+  end)
+
+  it("async.lua maps in parallel with futures", function()
+    if H.no_fork(pending) then return end
+    local out = run_example("async.lua")
+    assert.matches("fib(27) = 196418", out, 1, true)
+    assert.matches("\nok\n", out, 1, true)
+    assert.matches("rc=0", out, 1, true)
+  end)
+end)
