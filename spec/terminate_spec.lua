@@ -31,119 +31,76 @@ end
 
 local READY = 'local loom = require "loom"; loom.parentPort:postMessage("ready"); '
 
+-- A case: the worker running source stops with exit code 1 within BOUND.
+local function stops(name, source)
+  it(name, function()
+    local code, ms = stop_when_ready(source)
+    assert.are.equal(1, code)
+    assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
+  end)
+end
+
 describe("w:terminate()", function()
   before_each(H.before_each)
   after_each(H.after_each)
 
   describe("stops a worker", function()
-    it("spinning in `while true do end`", function()
-      local code, ms = stop_when_ready(READY .. "while true do end")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
+    stops("spinning in `while true do end`", READY .. "while true do end")
 
-    it("spinning in a __close handler run by coroutine.close", function()
-      local code, ms = stop_when_ready(READY .. [[
+    stops("spinning in a __close handler run by coroutine.close", READY .. [[
         local co = coroutine.create(function()
           local guard <close> = setmetatable({}, { __close = function() while true do end end })
           coroutine.yield()
         end)
         coroutine.resume(co)
         coroutine.close(co)]])
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("spinning in a __close handler of a failing coroutine.wrap", function()
-      local code, ms = stop_when_ready(READY .. [[
+    stops("spinning in a __close handler of a failing coroutine.wrap", READY .. [[
         coroutine.wrap(function()
           local guard <close> = setmetatable({}, { __close = function() while true do end end })
           error("boom")
         end)()]])
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("blocked in loom.sleep(math.huge)", function()
-      local code, ms = stop_when_ready(READY .. "loom.sleep(math.huge)")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
+    stops("blocked in loom.sleep(math.huge)", READY .. "loom.sleep(math.huge)")
 
-    it("spinning inside pcall in a loop", function()
-      local code, ms = stop_when_ready(READY ..
+    stops("spinning inside pcall in a loop", READY ..
         "while true do pcall(function() while true do end end) end")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("catching errors in a tight loop", function()
-      local code, ms = stop_when_ready(READY .. "while true do pcall(error, 'x') end")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
+    stops("catching errors in a tight loop", READY .. "while true do pcall(error, 'x') end")
 
-    it("spinning inside a coroutine", function()
-      local code, ms = stop_when_ready(READY ..
+    stops("spinning inside a coroutine", READY ..
         "local co = coroutine.create(function() while true do end end) coroutine.resume(co)")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("spinning inside coroutine.wrap", function()
-      local code, ms = stop_when_ready(READY ..
+    stops("spinning inside coroutine.wrap", READY ..
         "coroutine.wrap(function() while true do end end)()")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("resuming a yielding coroutine in a loop", function()
-      local code, ms = stop_when_ready(READY .. [[
+    stops("resuming a yielding coroutine in a loop", READY .. [[
         local co = coroutine.create(function() while true do coroutine.yield() end end)
         while true do coroutine.resume(co) end]])
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("in a coroutine loop that resumes spinning coroutines", function()
-      local code, ms = stop_when_ready(READY .. [[
+    stops("in a coroutine loop that resumes spinning coroutines", READY .. [[
         local scheduler = coroutine.wrap(function()
           while true do
             coroutine.resume(coroutine.create(function() while true do end end))
           end
         end)
         scheduler()]])
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("in a pcall loop inside a coroutine", function()
-      local code, ms = stop_when_ready(READY .. [[
+    stops("in a pcall loop inside a coroutine", READY .. [[
         coroutine.wrap(function()
           while true do pcall(function() while true do end end) end
         end)()]])
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("spinning inside loom.async", function()
-      local code, ms = stop_when_ready(READY ..
+    stops("spinning inside loom.async", READY ..
         "loom.async(function() while true do end end)")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("spinning inside loom.async after an await", function()
-      local code, ms = stop_when_ready([[
+    stops("spinning inside loom.async after an await", [[
         local loom = require "loom"
         loom.async(function()
           loom.sleep(1)
           loom.parentPort:postMessage("ready")
           while true do end
         end)]])
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
     it("spinning inside a message handler", function()
       local w = H.spawn(function()
@@ -162,83 +119,43 @@ describe("w:terminate()", function()
       assert.is_true(loom.now() - t0 < BOUND)
     end)
 
-    it("spinning inside a timer callback", function()
-      local code, ms = stop_when_ready(READY ..
+    stops("spinning inside a timer callback", READY ..
         "loom.setTimeout(function() while true do end end, 0)")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("spinning inside a callback passed to a C function", function()
-      local code, ms = stop_when_ready(READY ..
+    stops("spinning inside a callback passed to a C function", READY ..
         "while true do pcall(table.sort, {3, 1, 2}, function() while true do end end) end")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("spinning inside a to-be-closed variable's __close", function()
-      local code, ms = stop_when_ready(READY .. [[
+    stops("spinning inside a to-be-closed variable's __close", READY .. [[
         while true do
           pcall(function()
             local x <close> = setmetatable({}, { __close = function() while true do end end })
             error("x")
           end)
         end]])
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("blocked in loom.sleep(100000)", function()
-      local code, ms = stop_when_ready(READY .. "loom.sleep(100000)")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
+    stops("blocked in loom.sleep(100000)", READY .. "loom.sleep(100000)")
 
-    it("sleeping in loom.sleep(100000) inside loom.async", function()
-      local code, ms = stop_when_ready(READY ..
+    stops("sleeping in loom.sleep(100000) inside loom.async", READY ..
         "loom.async(function() loom.sleep(100000) end)")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("awaiting a future that never settles", function()
-      local code, ms = stop_when_ready(READY .. [[
+    stops("awaiting a future that never settles", READY .. [[
         loom.parentPort:on("message", function() end)   -- keeps the loop alive
         loom.Future.new():await()]])
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("awaiting a future that never settles inside loom.async", function()
-      local code, ms = stop_when_ready(READY .. [[
+    stops("awaiting a future that never settles inside loom.async", READY .. [[
         loom.parentPort:on("message", function() end)
         loom.async(function() loom.Future.new():await() end)]])
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("idle, waiting for messages", function()
-      local code, ms = stop_when_ready(READY ..
+    stops("idle, waiting for messages", READY ..
         "loom.parentPort:on('message', function() end)")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("waiting on a long interval", function()
-      local code, ms = stop_when_ready(READY ..
+    stops("waiting on a long interval", READY ..
         "loom.setInterval(function() end, 100000)")
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
-    it("together with the workers it spawned", function()
-      local code, ms = stop_when_ready(READY .. [[
+    stops("together with the workers it spawned", READY .. [[
         local inner = loom.Worker("while true do end", { eval = true })
         inner:on("exit", function() end)
         while true do end]])
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
     it("right after spawning, before it is online", function()
       local w = H.spawn("while true do end", { eval = true })
@@ -345,14 +262,10 @@ describe("w:terminate()", function()
 
   -- Last: if loom cannot stop these, their threads keep spinning.
   describe("stops a worker whose code runs with hooks off", function()
-    it("spinning in an xpcall message handler", function()
-      local code, ms = stop_when_ready(READY .. [[
+    stops("spinning in an xpcall message handler", READY .. [[
         while true do
           xpcall(function() while true do end end, function() while true do end end)
         end]])
-      assert.are.equal(1, code)
-      assert.is_true(ms < BOUND, ("took %.0f ms"):format(ms))
-    end)
 
     -- Not covered: a __gc finalizer that never returns.  Lua runs
     -- finalizers with hooks off, so terminate() cannot reach it (README,
