@@ -45,6 +45,11 @@ typedef struct loom_config {
   void (*thread_stop)(void *ud, uint64_t thread_id);
   void *ud;                 /* passed to on_state, thread_start, thread_stop */
   size_t stack_kb;          /* default worker thread stack; 0 = 4096 */
+  /* After a delivered message, spin this many microseconds for the next
+  ** before the loop blocks in the kernel: 0 = the default (50), < 0 =
+  ** never spin.  (A state that requires "loom" without loom_open reads
+  ** $LOOM_SPIN_US instead.) */
+  int spin_us;
 } loom_config;
 
 /* Make a runtime (NULL when out of memory). The caller holds one reference. */

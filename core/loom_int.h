@@ -1,6 +1,15 @@
 /*
-** loom_int.h: declarations shared between loom's translation units.
+** loom_int.h: the Lua-free layers of loom, shared by its translation units.
+**   L0 basics: byte buffers, owned references, the assert macro.
+**   L1 cores:  messages, mailboxes, the runtime, the stop flag, workers and
+**              port pairs.  They use no loom Lua layer (the stop flag calls
+**              lua_sethook, which is how terminate reaches running Lua).
+** The per-state layers (context, cloner, worker states) and the bindings
+** are declared in loom_lua.h.  core/README.md draws the map.
 ** Names: loom_ public (loom.h), loom__ internal, static helpers unprefixed.
+** Lock order: a port pair's lock may be held while taking a mailbox lock;
+** no other two of loom's locks (runtime, mailbox, pair, stop) are ever held
+** together, and none is held while Lua code runs or an error is raised.
 */
 #ifndef LOOM_INT_H
 #define LOOM_INT_H
@@ -9,14 +18,19 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
-#include <lua.h>
-#include <lauxlib.h>
 #include "loom.h"
 
 #define LOOM_MAX_DEPTH 200     /* nesting bound of the cloner, both ways */
 
+#ifdef LOOM_DEBUG
+#include <assert.h>
+#define LOOM_ASSERT(c) assert(c)
+#else
+#define LOOM_ASSERT(c) ((void)0)
+#endif
+
 /* {======================================================================
-** Growable byte buffer.  Owned by whoever holds the struct.
+** L0: growable byte buffer (buf.c).  Owned by whoever holds the struct.
 ** ======================================================================= */
 typedef struct loom_buf {
   unsigned char *p;
@@ -27,43 +41,73 @@ int loom__buf_reserve(loom_buf *b, size_t extra);   /* 0 or -1 (no memory) */
 void loom__buf_free(loom_buf *b);
 
 /* {======================================================================
-** Messages.  A message moves sender -> mailbox -> receiver and is freed
-** by the receiver after decoding: exactly one thread owns it at a time.
+** L0: owned references (buf.c).  A by-reference value inside a message
+** (a shared buffer, a channel, a transferred port, a host object) is one
+** reference {vt, p}: whoever holds the loom_ref owns one count of p and
+** must pass it on or call vt->release(p) exactly once.
+** ======================================================================= */
+typedef struct loom_refvt {
+  const char *name;            /* the clone hook that made it */
+  void (*release)(void *p);    /* drop one count; any thread */
+} loom_refvt;
+
+typedef struct loom_ref {
+  const loom_refvt *vt;        /* NULL: slot empty (taken by a decoder) */
+  void *p;
+} loom_ref;
+
+typedef struct loom_refs {     /* a growable list, owned by its holder */
+  loom_ref *v;
+  uint32_t n, cap;
+} loom_refs;
+
+int loom__refs_add(loom_refs *r, const loom_refvt *vt, void *p);  /* 0 / -1 */
+/* Release every reference still held and empty the list (keeps memory). */
+void loom__refs_clear(loom_refs *r);
+void loom__refs_free(loom_refs *r);                 /* clear, then free */
+
+/* {======================================================================
+** L1: messages (message.c).  A message moves sender -> mailbox ->
+** receiver and is freed by the receiver after decoding: exactly one thread
+** owns it at a time, and with it the references it carries.
 ** ======================================================================= */
 enum {
-  LOOM_MSG_MESSAGE = 1,   /* a cloned value for a port */
+  LOOM_MSG_MESSAGE = 1,   /* a cloned value for an endpoint */
   LOOM_MSG_ONLINE,        /* worker -> parent: running user code */
   LOOM_MSG_ERROR,         /* worker -> parent: {err, traceback} */
-  LOOM_MSG_EXIT           /* worker -> parent: aux = exit code */
+  LOOM_MSG_EXIT,          /* worker -> parent: aux = exit code */
+  LOOM_MSG_CLOSE,         /* a port pair was closed: after every message */
+  LOOM_MSG_MESSAGEERROR,  /* never sent: a MESSAGE that failed to decode */
+  LOOM_MSG_NKINDS
 };
 
 typedef struct loom_msg {
   struct loom_msg *next;
   uint64_t target;        /* endpoint id in the receiving thread */
   int kind;
-  int aux;
+  lua_Integer aux;        /* EXIT: the exit code */
   size_t len, cap;        /* cap: size of an owned buffer */
-  unsigned char *data;    /* points at inline[] or at an owned buffer */
+  unsigned char *data;    /* points at inline_[] or at an owned buffer */
+  loom_ref *refs;         /* owned references the blob points at, or NULL */
+  uint32_t nrefs;
   unsigned char inline_[];
 } loom_msg;
 
-/* A message holding a copy of (or, when large, the storage of) 'b'.
-** Small payloads are copied and 'b' keeps its memory; large ones are
-** moved and 'b' is left empty.  NULL when out of memory. */
-loom_msg *loom__msg_new(int kind, uint64_t target, int aux, loom_buf *b);
+/* A message holding a copy of (or, when large, the storage of) 'b', and
+** the references of 'refs' (moved: 'refs' is left empty).  Small payloads
+** are copied and 'b' keeps its memory; large ones are moved and 'b' is
+** left empty.  NULL when out of memory (then 'refs' still holds them). */
+loom_msg *loom__msg_new(int kind, uint64_t target, loom_buf *b, loom_refs *refs);
+/* Free a message and release every reference it still holds. */
 void loom__msg_free(loom_msg *m);
-/* Free a delivered message, keeping a large buffer as the runtime's spare
-** (its pages are already faulted in: the next large message reuses it). */
-void loom__msg_release(loom_runtime *rt, loom_msg *m);
-/* Give 'b' (empty) the runtime's spare buffer, if there is one. */
-void loom__buf_take_spare(loom_runtime *rt, loom_buf *b);
+void loom__msg_freelist(loom_msg *m);
 #define LOOM_SPARE_MIN (1u << 20)   /* buffers worth keeping */
 
 /* {======================================================================
-** Mailbox: one per thread that runs loom.  Shared by its owner (the only
-** reader) and every sender; freed when its atomic refcount drops to 0.
-** 'lock' guards head, tail, async, closed and waiters; 'cond' is
-** broadcast on every push and on every interrupt, for blocking waits.
+** L1: mailbox (mailbox.c): one per thread that runs loom.  Shared by its
+** owner (the only reader) and every sender; freed when its atomic refcount
+** drops to 0.  'lock' guards head, tail, async, closed and waiters; 'cond'
+** is signalled on a push while waiters > 0, and broadcast on interrupt.
 ** ======================================================================= */
 typedef struct loom_mailbox {
   atomic_int refs;
@@ -82,13 +126,14 @@ void loom__mailbox_retain(loom_mailbox *mb);
 void loom__mailbox_release(loom_mailbox *mb);
 /* Owner only: start waking 'async' on every push. */
 void loom__mailbox_attach(loom_mailbox *mb, uv_async_t *async);
-/* Owner only: refuse further pushes, drop queued messages, forget async. */
+/* Owner only: refuse further pushes, free queued messages, forget async. */
 void loom__mailbox_close(loom_mailbox *mb);
 /* Any thread: queue 'm' (taking ownership) and wake the owner.  Returns 0,
 ** or -1 when the mailbox is closed (then 'm' is freed). */
 int loom__mailbox_push(loom_mailbox *mb, loom_msg *m);
-/* Owner only: take every queued message, in order (NULL if none). */
-loom_msg *loom__mailbox_take(loom_mailbox *mb);
+/* Owner only: take every queued message, in order (NULL if none); the
+** last one in *tail. */
+loom_msg *loom__mailbox_take(loom_mailbox *mb, loom_msg **tail);
 /* Owner only: about to block in the loop.  Returns 1 if a message came
 ** in meanwhile (then it does not block); else pushes will wake it. */
 int loom__mailbox_sleep(loom_mailbox *mb);
@@ -102,125 +147,172 @@ void loom__mailbox_interrupt(loom_mailbox *mb);
 int loom__mailbox_wait(loom_mailbox *mb, const atomic_int *stop,
                        double timeout_ms, int for_msg);
 
-#define LOOM_BOOT_MAX 4       /* Lua modules kept as bytecode for workers */
-
 /* {======================================================================
-** Runtime: shared by every thread of one runtime; refcounted (atomic).
-** 'lock' guards boot, spare and sparecap.  cfg, t0 and spin_ns are
-** immutable after creation.
+** L1: runtime (runtime.c): shared by every thread of one runtime and
+** refcounted (atomic).  cfg, t0, spin_ns and open_core are immutable once
+** the first state is attached.  next_id is atomic.  'lock' guards the
+** head of boot and spare/sparecap; a boot entry never changes once
+** published, so a reader that took the head under the lock walks the list
+** without it.
 ** ======================================================================= */
+typedef struct loom_boot {
+  struct loom_boot *next;
+  char *code;
+  size_t len;
+  char name[];
+} loom_boot;
+
 struct loom_runtime {
   atomic_int refs;
-  atomic_uint_fast64_t next_id;     /* thread ids; 0 is the main thread */
+  atomic_uint_fast64_t next_id;     /* threads and endpoints; 0 = main */
   uv_mutex_t lock;
   loom_config cfg;
   uint64_t t0;                      /* uv_hrtime() at creation */
-  uint64_t spin_ns;                 /* LOOM_SPIN_NS, or $LOOM_SPIN_US */
-  struct {                          /* bytecode of loom's Lua modules */
-    char name[32];
-    char *code;
-    size_t len;
-  } boot[LOOM_BOOT_MAX];
-  int nboot;
+  uint64_t spin_ns;                 /* from cfg.spin_us */
+  int (*open_core)(lua_State *L);   /* luaopen_loom_core, for workers */
+  loom_boot *boot;                  /* bytecode of loom's Lua modules */
   unsigned char *spare;             /* a large message buffer to reuse */
   size_t sparecap;
 };
 
 void loom__runtime_retain(loom_runtime *rt);
+uint64_t loom__runtime_newid(loom_runtime *rt);
+/* Keep 'code' (moved in, malloc'd) as the bytecode of module 'name' unless
+** one is there already.  0 kept, 1 already known (code freed), -1 no memory. */
+int loom__runtime_boot_add(loom_runtime *rt, const char *name, char *code,
+                           size_t len);
+/* The published entry for 'name', or NULL. */
+const loom_boot *loom__runtime_boot_find(loom_runtime *rt, const char *name);
+/* Keep a large buffer for reuse (its pages are already faulted in). */
+void loom__runtime_give_spare(loom_runtime *rt, loom_buf *b);
+/* Give 'b' (empty) the runtime's spare buffer, if there is one. */
+void loom__runtime_take_spare(loom_runtime *rt, loom_buf *b);
 
 /* {======================================================================
-** Thread context: one per thread running loom, owned by that thread alone
-** (other threads reach it only through its mailbox and its worker).
+** L1: the stop flag of a thread (stop.c), and how terminate() reaches the
+** Lua code it runs.  Lives in shared memory (inside its worker); set from
+** any thread, read by every loop and wait of its thread.  'lock' guards L
+** and running; 'flag' is atomic.
+** ======================================================================= */
+typedef struct loom_stop {
+  atomic_int flag;             /* non-zero: stop running Lua code */
+  uv_mutex_t lock;
+  lua_State *L;                /* NULL while no Lua code may run */
+  lua_State *running;          /* the coroutine being run, or L */
+} loom_stop;
+
+#define LOOM_TERMINATED "loom: worker terminated"
+
+int loom__stop_init(loom_stop *s);
+void loom__stop_destroy(loom_stop *s);
+/* Any thread: set the flag and make the thread's running Lua raise. */
+void loom__stop_request(loom_stop *s);
+static inline int loom__stop_isset(const loom_stop *s) {
+  return s && atomic_load(&((loom_stop *)s)->flag);
+}
+/* The thread itself: Lua code may now run in L (returns 1 if a stop was
+** requested already), or no longer (detach, before lua_close). */
+int loom__stop_attach(loom_stop *s, lua_State *L);
+void loom__stop_detach(loom_stop *s);
+/* The thread itself: Lua code runs in 'co' now; returns what ran before,
+** for loom__stop_untrack. */
+lua_State *loom__stop_track(loom_stop *s, lua_State *co);
+void loom__stop_untrack(loom_stop *s, lua_State *prev, lua_State *L);
+
+/* {======================================================================
+** L1: port pairs (port.c, above its fence): two entangled endpoints.  A
+** pair is shared by the threads holding its ends; freed when the atomic
+** refcount drops to 0.  id[] is immutable; 'lock' guards mb[] and closed,
+** and is held while a message is pushed, so a CLOSE comes after every
+** message posted before it.
+** ======================================================================= */
+typedef struct loom_pair {
+  atomic_int refs;
+  uv_mutex_t lock;
+  uint64_t id[2];              /* endpoint ids, one runtime-wide space */
+  loom_mailbox *mb[2];         /* the inbox of each end's thread (retained) */
+  int closed;
+} loom_pair;
+
+/* A pair whose end i delivers into mb[i] (retained).  NULL: no memory. */
+loom_pair *loom__pair_new(loom_runtime *rt, loom_mailbox *mb0, loom_mailbox *mb1);
+void loom__pair_retain(loom_pair *p);
+void loom__pair_release(loom_pair *p);
+/* Send 'm' from end 'from' to the other end.  Returns 0, or -1 when the
+** pair (or the receiving mailbox) is closed: then 'm' is freed.  'force'
+** sends even on a closed pair (a worker's ONLINE, ERROR and EXIT). */
+int loom__pair_post(loom_pair *p, int from, loom_msg *m, int force);
+/* Close the pair: posts fail from now on, and each end gets a CLOSE after
+** every message already posted to it.  'm0', 'm1' are the two CLOSE
+** messages, made beforehand so that closing cannot fail; both are taken. */
+void loom__pair_close(loom_pair *p, loom_msg *m0, loom_msg *m1);
+/* Close without telling the ends (the worker end's thread has ended). */
+void loom__pair_shut(loom_pair *p);
+
+/* {======================================================================
+** L1: workers (worker.c, above its fence): the Lua-free lifecycle.  A
+** worker is a thread with an inbox, a stop flag and a port pair to its
+** parent; its body (state.c) builds and runs a Lua state in it.
 ** ======================================================================= */
 typedef struct loom_worker loom_worker;
 
-typedef struct loom_ctx {
+enum { LOOM_SRC_FILE, LOOM_SRC_CODE, LOOM_SRC_FUNC };
+
+typedef struct loom_worker_opts {
+  int kind;                    /* LOOM_SRC_* */
+  const char *source;          /* file contents, code, or a cloned function */
+  size_t srclen;
+  const char *chunkname;       /* "@path" for files, or NULL */
+  const char *name;            /* or NULL */
+  loom_msg *wdata, *argv, *env;   /* cloned values (moved in), or NULL */
+  const char *path, *cpath;    /* package.path / cpath, or NULL */
+  size_t mem_limit;            /* bytes, 0: none */
+  size_t stack_kb;             /* thread stack, 0: the runtime's default */
+} loom_worker_opts;
+
+/* Shared by the parent (its handle, its children list) and the worker
+** thread; freed when the atomic refcount drops to 0.
+** Immutable once the thread starts: rt, id, name, kind, source, chunkname,
+** wdata, argv, env, path, cpath, mem_limit, pair, inbox, exitmsg.  'stop'
+** has its own rules (above).  Parent thread only: thread, started, joined,
+** next.  Worker thread only: everything it reaches through its context. */
+struct loom_worker {
+  atomic_int refs;
   loom_runtime *rt;
-  lua_State *L;
-  uv_loop_t loop;
-  uv_async_t *async;          /* wakes the loop when the mailbox fills */
-  uv_check_t *check;          /* runs setImmediate callbacks */
-  uv_idle_t *idle;            /* keeps the poll from blocking meanwhile */
-  uv_prepare_t *prepare;      /* spins on the mailbox before the poll */
-  uint64_t spin_until;        /* uv_hrtime() until which to spin */
-  loom_mailbox *mb;           /* this thread's inbox */
-  loom_worker *self;          /* NULL on the main thread */
-  loom_worker *children;      /* workers spawned here, not yet joined */
-  uint64_t thread_id;
-  int holds;                  /* things keeping the loop alive via async */
-  int running;                /* inside uv_run */
-  int once;                   /* inside uv_run(UV_RUN_ONCE): one turn only */
-  int stopping;               /* an uncaught error or exit: leave uv_run */
-  int has_error;              /* uncaught error stored at registry[ERRKEY] */
-  int exit_code;              /* worker: code given to loom.exit */
-  int exiting;                /* worker: loom.exit was called */
-  loom_msg *pend_head, *pend_tail;  /* taken from mb, not yet delivered */
-  loom_msg *current;          /* being delivered; freed if that raises */
-  loom_buf scratch;           /* encoder buffer, reused */
-  int dispatch_ref;           /* Lua dispatch(target, kind, value, aux) */
-  int fast_ref;               /* table target -> sole 'message' listener */
-  int immediate_ref;          /* Lua function running setImmediate queue */
-  int closed;                 /* main thread: its state is closing */
-  uint64_t poll_deadline;     /* uv_hrtime() bound of loom_poll, or 0 */
-} loom_ctx;
+  uint64_t id;
+  char *name;
+  int kind;
+  char *source;                /* file contents, code, or cloned function */
+  size_t srclen;
+  char *chunkname;             /* "@path" for files */
+  loom_msg *wdata, *argv, *env;   /* cloned workerData, argv, environment */
+  char *path, *cpath;          /* the parent's package.path and cpath */
+  size_t mem_limit;
+  size_t stack_kb;
+  loom_mailbox *inbox;         /* this worker's inbox */
+  loom_pair *pair;             /* end 0: parent's Worker, end 1: parentPort */
+  loom_msg *exitmsg;           /* made at spawn, so an exit is never lost */
+  loom_stop stop;
+  uv_thread_t thread;
+  int started, joined;
+  loom_worker *next;           /* in the parent's children list */
+};
 
-loom_ctx *loom__ctx(lua_State *L);                   /* raises if none */
-/* The context in upvalue 1 of a loom function; raises once it is closed
-** (a finalizer may call loom after the context's own finalizer ran). */
-loom_ctx *loom__ctxup(lua_State *L);
-#define CTX(L) loom__ctxup(L)
-/* Run the loop from L (the running thread): callbacks run on it. */
-lua_State *loom__enter_thread(loom_ctx *c, lua_State *L);
-/* Set up c for L: loop, handles, and 'mb' as inbox (retained), or a new
-** inbox when mb is NULL.  0, or -1 (then c holds nothing). */
-int loom__ctx_init(loom_ctx *c, loom_runtime *rt, lua_State *L,
-                   loom_mailbox *mb);
-void loom__ctx_install(lua_State *L, loom_ctx *c);   /* registry pointer */
-void loom__ctx_close(loom_ctx *c);   /* after lua_close: loop, mailbox */
-void loom__hold(loom_ctx *c, int delta);
-/* Expect a message soon: spin up to 'ns' before the loop blocks. */
-void loom__expect(loom_ctx *c);
-#define LOOM_SPIN_NS 50000u          /* after a message was delivered */
-/* Deliver queued messages: returns count, or -1 when one raised and the
-** error is stored as uncaught (then stopping is set). */
-int loom__deliver(loom_ctx *c, int max);
-/* Record the error on top of the stack as uncaught and stop the loop. */
-void loom__uncaught(loom_ctx *c);
-int loom__msgh(lua_State *L);
-/* Push the pending uncaught error and its traceback (2 values); 0 if none. */
-int loom__take_error(lua_State *L, loom_ctx *c);
-/* Worker states: package.preload for "loom" and "loom.core". */
-void loom__preload(lua_State *L, loom_ctx *c);        /* message handler: saves traceback */
-/* Call the function below nargs arguments under loom__msgh; on error the
-** error is made uncaught.  Returns the lua_pcall status. */
-int loom__pcall(loom_ctx *c, int nargs, int nres);
-
-/* {======================================================================
-** Cloner (serial.c)
-** ======================================================================= */
-/* Encode the value at 'idx' into 'b' (appending).  On failure returns -1
-** with a message like "cannot clone msg.x[3]: userdata" in err. */
-int loom__encode(lua_State *L, int idx, loom_buf *b, const char *root,
-                 char *err, size_t errsz);
-/* Decode one value and push it.  Returns 0, or -1 with a message pushed
-** instead when the data is malformed (never reads out of bounds). */
-int loom__decode(lua_State *L, const unsigned char *p, size_t len);
-/* Encode value at idx into a message; raises with the path on failure. */
-loom_msg *loom__pack(lua_State *L, loom_ctx *c, int idx, const char *root,
-                     int kind, uint64_t target);
-int loom__open_serial(lua_State *L);   /* adds clone to the table on top */
-
-/* {======================================================================
-** Workers (worker.c) and the loop (loop.c)
-** ======================================================================= */
-int loom__open_worker(lua_State *L);
-int loom__open_loop(lua_State *L);
-void loom__worker_on_exit(loom_ctx *c, uint64_t id);  /* join the thread */
-void loom__children_stop(loom_ctx *c);  /* terminate and join every child */
-/* Worker only: non-zero once terminate() was called on this worker. */
-int loom__terminating(loom_ctx *c);
-const atomic_int *loom__stopflag(loom_ctx *c);
-/* Raise the termination error if this worker is being stopped. */
-void loom__check_terminate(lua_State *L, loom_ctx *c);
+/* Make a worker (not started) from 'o', whose parent thread's inbox is
+** 'parent'.  The messages in 'o' are taken whatever happens.  Returns 0 or
+** a negative libuv error code (UV_ENOMEM). */
+int loom__worker_new(loom_runtime *rt, loom_mailbox *parent,
+                     const loom_worker_opts *o, loom_worker **out);
+/* Start its thread running 'body(w)' (the thread gets its own reference).
+** Returns 0 or a negative libuv error code. */
+int loom__worker_start(loom_worker *w, void (*body)(void *w));
+void loom__worker_release(loom_worker *w);
+/* Any thread: stop it (its Lua code raises; its waits wake up). */
+void loom__worker_terminate(loom_worker *w);
+/* Parent thread: join the thread, waiting until 'deadline' (uv_hrtime()
+** nanoseconds; 0: no limit).  A thread still running then is detached: it
+** frees what it owns when it ends.  Returns 0, or -1 when detached. */
+int loom__worker_join(loom_worker *w, uint64_t deadline);
+#define LOOM_JOIN_GRACE_NS (5 * (uint64_t)1000000000)
 
 #endif

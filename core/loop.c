@@ -3,16 +3,9 @@
 ** setImmediate switch, blocking sleep and the monotonic clock.
 */
 #include <stdlib.h>
-#include "loom_int.h"
+#include "loom_lua.h"
 
 #define TIMER "loom.Timer"
-
-/* Raise the pending uncaught error, if any. */
-static void raise_pending (lua_State *L, loom_ctx *c) {
-  if (!loom__take_error(L, c)) return;
-  lua_pop(L, 1);   /* the traceback: the error itself says where */
-  lua_error(L);
-}
 
 static void enter (lua_State *L, loom_ctx *c, const char *who) {
   if (c->running)
@@ -25,43 +18,43 @@ static void enter (lua_State *L, loom_ctx *c, const char *who) {
 
 /* loom.run(): run the loop until nothing keeps it alive. */
 static int l_run (lua_State *L) {
-  loom_ctx *c = CTX(L);
+  loom_ctx *c = loom__ctx_check(L);
   lua_State *saved;
   enter(L, c, "loom.run");
-  saved = loom__enter_thread(c, L);
+  saved = loom__ctx_setstate(c, L);
   while (uv_run(&c->loop, UV_RUN_DEFAULT) && !c->stopping)
     ;
   c->L = saved;
   c->running = 0;
-  raise_pending(L, c);
+  loom__ctx_raise(L, c);
   lua_pushboolean(L, uv_loop_alive(&c->loop));
   return 1;
 }
 
-/* core.step(): one blocking turn; true while the loop has work. */
+/* core.step(): one turn of await (ctx.c: an expected message is taken
+** without a loop turn); true while the loop has work. */
 static int l_step (lua_State *L) {
-  loom_ctx *c = CTX(L);
+  loom_ctx *c = loom__ctx_check(L);
   int alive;
   lua_State *saved;
   enter(L, c, "await");
-  saved = loom__enter_thread(c, L);
-  c->once = 1;
-  alive = uv_run(&c->loop, UV_RUN_ONCE);
-  c->once = 0;
+  saved = loom__ctx_setstate(c, L);
+  alive = loom__ctx_step(c);
   c->L = saved;
   c->running = 0;
-  raise_pending(L, c);
+  loom__ctx_raise(L, c);
   lua_pushboolean(L, alive && !c->stopping);
   return 1;
 }
 
 /* loom.poll([budget_ms]): one non-blocking turn. */
 static int l_poll (lua_State *L) {
-  loom_ctx *c = CTX(L);
+  loom_ctx *c = loom__ctx_check(L);
   lua_Number budget = luaL_optnumber(L, 1, 0);
   int n;
   luaL_argcheck(L, budget >= 0, 1, "budget must be >= 0");
   if (c->running) return luaL_error(L, "loom.poll: the event loop is already running here");
+  if (!(budget < 2e6)) budget = 2e6;     /* no overflow (NaN, huge): ~33 min */
   n = loom_poll(L, (int)(budget * 1000), -1);
   if (n < 0) return lua_error(L);
   lua_pushboolean(L, uv_loop_alive(&c->loop));
@@ -69,7 +62,7 @@ static int l_poll (lua_State *L) {
 }
 
 static int l_now (lua_State *L) {
-  loom_ctx *c = CTX(L);
+  loom_ctx *c = loom__ctx_check(L);
   lua_pushnumber(L, (lua_Number)(uv_hrtime() - c->rt->t0) / 1e6);
   return 1;
 }
@@ -81,7 +74,7 @@ static int l_parallelism (lua_State *L) {
 
 /* core.hold(delta): adjust what keeps the loop alive through messages. */
 static int l_hold (lua_State *L) {
-  loom__hold(CTX(L), (int)luaL_checkinteger(L, 1));
+  loom__ctx_ref(loom__ctx_check(L), (int)luaL_checkinteger(L, 1));
   return 0;
 }
 
@@ -89,7 +82,7 @@ static void noidle (uv_idle_t *h) { (void)h; }
 
 /* core.immediates(on): keep running the setImmediate queue each turn. */
 static int l_immediates (lua_State *L) {
-  loom_ctx *c = CTX(L);
+  loom_ctx *c = loom__ctx_check(L);
   if (lua_toboolean(L, 1)) {
     uv_ref((uv_handle_t *)c->check);
     uv_idle_start(c->idle, noidle);   /* the poll must not block meanwhile */
@@ -104,11 +97,11 @@ static int l_immediates (lua_State *L) {
 /* loom.sleep outside a coroutine: block this thread, waking early only
 ** when the worker is terminated (then raise). */
 static int l_block (lua_State *L) {
-  loom_ctx *c = CTX(L);
+  loom_ctx *c = loom__ctx_check(L);
   lua_Number ms = luaL_checknumber(L, 1);
   luaL_argcheck(L, ms >= 0, 1, "time must be >= 0");
-  loom__mailbox_wait(c->mb, loom__stopflag(c), ms, 0);
-  loom__check_terminate(L, c);
+  loom__mailbox_wait(c->mb, c->stop ? &c->stop->flag : NULL, ms, 0);
+  loom__ctx_checkstop(L, c);
   return 0;
 }
 
@@ -135,10 +128,13 @@ static void ontimer (uv_timer_t *h) {
   ltimer *t = (ltimer *)h->data;
   loom_ctx *c = t->c;
   lua_State *L = c->L;
-  if (c->stopping) return;
+  if (c->stopping) {        /* leaving the loop: fire on the next run */
+    uv_timer_start(h, ontimer, 0, t->repeat);
+    return;
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->fnref);
   if (t->repeat == 0) unanchor(L, t);   /* may be collected from now on */
-  loom__pcall(c, 0, 0);
+  loom__ctx_pcall(c, 0, 0);
 }
 
 static void onclose (uv_handle_t *h) { free(h); }
@@ -155,7 +151,7 @@ static void timer_close (lua_State *L, ltimer *t) {
 
 /* core.timer(fn, ms, repeat) */
 static int l_timer (lua_State *L) {
-  loom_ctx *c = CTX(L);
+  loom_ctx *c = loom__ctx_check(L);
   lua_Number ms = luaL_checknumber(L, 2);
   int repeat = lua_toboolean(L, 3);
   uint64_t to;
@@ -250,14 +246,9 @@ static const luaL_Reg funcs[] = {
   {NULL, NULL}
 };
 
-int loom__open_loop (lua_State *L) {
-  if (luaL_newmetatable(L, TIMER)) {
-    luaL_setfuncs(L, timer_meta, 0);
-    luaL_newlib(L, timer_meth);
-    lua_setfield(L, -2, "__index");
-  }
+void loom__loop_open (lua_State *L, loom_ctx *c) {
+  loom__createmeta(L, TIMER, timer_meta, timer_meth, 0);
   lua_setfield(L, -2, "Timer");
-  lua_pushlightuserdata(L, loom__ctx(L));
+  lua_pushlightuserdata(L, c);
   luaL_setfuncs(L, funcs, 1);
-  return 0;
 }

@@ -2,15 +2,34 @@
 ** mailbox.c: one inbox per thread running loom.  Senders append under the
 ** mailbox lock and wake the owner's uv_async_t (libuv coalesces many sends
 ** into one callback); the owner takes the whole queue in one lock.
-** Knows no Lua.
+** Knows no Lua.  The mutex is adaptive where glibc has one: senders
+** contend for it only for the few instructions of a push.
 */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE          /* PTHREAD_MUTEX_ADAPTIVE_NP */
+#endif
+#include <pthread.h>
 #include <stdlib.h>
 #include "loom_int.h"
+
+static int mutex_init (uv_mutex_t *m) {
+#if defined(__GLIBC__) && defined(PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP)
+  pthread_mutexattr_t a;
+  int r;
+  if (pthread_mutexattr_init(&a)) return -1;
+  pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+  r = pthread_mutex_init(m, &a);
+  pthread_mutexattr_destroy(&a);
+  return r ? -1 : 0;
+#else
+  return uv_mutex_init(m);
+#endif
+}
 
 loom_mailbox *loom__mailbox_new (void) {
   loom_mailbox *mb = (loom_mailbox *)calloc(1, sizeof *mb);
   if (mb == NULL) return NULL;
-  if (uv_mutex_init(&mb->lock)) { free(mb); return NULL; }
+  if (mutex_init(&mb->lock)) { free(mb); return NULL; }
   if (uv_cond_init(&mb->cond)) {
     uv_mutex_destroy(&mb->lock);
     free(mb);
@@ -24,19 +43,11 @@ void loom__mailbox_retain (loom_mailbox *mb) {
   atomic_fetch_add_explicit(&mb->refs, 1, memory_order_relaxed);
 }
 
-static void freelist (loom_msg *m) {
-  while (m) {
-    loom_msg *next = m->next;
-    loom__msg_free(m);
-    m = next;
-  }
-}
-
 void loom__mailbox_release (loom_mailbox *mb) {
   /* acq_rel: the last holder must see every other holder's writes. */
   if (mb == NULL || atomic_fetch_sub_explicit(&mb->refs, 1, memory_order_acq_rel) != 1)
     return;
-  freelist(mb->head);
+  loom__msg_freelist(mb->head);
   uv_cond_destroy(&mb->cond);
   uv_mutex_destroy(&mb->lock);
   free(mb);
@@ -58,7 +69,7 @@ void loom__mailbox_close (loom_mailbox *mb) {
   mb->head = mb->tail = NULL;
   atomic_store_explicit(&mb->nonempty, 0, memory_order_relaxed);
   uv_mutex_unlock(&mb->lock);
-  freelist(list);
+  loom__msg_freelist(list);
 }
 
 int loom__mailbox_push (loom_mailbox *mb, loom_msg *m) {
@@ -86,10 +97,11 @@ int loom__mailbox_push (loom_mailbox *mb, loom_msg *m) {
   return 0;
 }
 
-loom_msg *loom__mailbox_take (loom_mailbox *mb) {
+loom_msg *loom__mailbox_take (loom_mailbox *mb, loom_msg **tail) {
   loom_msg *list;
   uv_mutex_lock(&mb->lock);
   list = mb->head;
+  *tail = mb->tail;
   mb->head = mb->tail = NULL;
   atomic_store_explicit(&mb->nonempty, 0, memory_order_relaxed);
   uv_mutex_unlock(&mb->lock);

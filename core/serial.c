@@ -9,21 +9,26 @@
 **   values, nrec key/value pairs     07 back-reference: LEB128 index
 **   08 function: u32 length, bytecode, u8 nups, nups values (09 = _ENV)
 **   0a class: u8 length, name, then a table (loom.registerClass)
+**   0b by reference: u8 length, hook name, LEB128 index into the message's
+**      references (a clone hook's value: shared memory, a port, a host
+**      object)
 **   40..7f small integers 0..63      80..ff strings of length 0..127
 ** Tables and functions are numbered in the order they are first met; a
 ** second meeting writes a back-reference, so cycles and sharing survive.
 ** The encoder never calls back into Lua code and never allocates Lua
 ** memory until it has finished or failed, so it cannot be re-entered.
+** The cloner knows no runtime and no context: a state, a buffer and a
+** list of references are all it uses.
 */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "loom_int.h"
+#include "loom_lua.h"
 
 enum {
   T_NIL = 0x00, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_REF,
-  T_FUNC, T_ENV, T_CLASS,
+  T_FUNC, T_ENV, T_CLASS, T_HOOK,
   T_SMALLINT = 0x40, T_SMALLINT_MAX = 63,
   T_SHORTSTR = 0x80, T_SHORTSTR_MAX = 127
 };
@@ -31,9 +36,42 @@ enum {
 #define HDR_VERSION 0x10
 #define CLASS_MAXLEN 255
 
+#define HDR_HASREF 0x01
+
 /* registry: classes[name] = metatable and classes[metatable] = name */
 static const char CLASSKEY = 'k';
-#define HDR_HASREF 0x01
+/* registry: hooks[metatable] = hooks[name] = light pointer to the hook */
+static const char HOOKKEY = 'h';
+
+void loom__serial_addhook (lua_State *L, int mtidx, const loom_clonehook *h) {
+  mtidx = lua_absindex(L, mtidx);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &HOOKKEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &HOOKKEY);
+  }
+  lua_pushvalue(L, mtidx);
+  lua_pushlightuserdata(L, (void *)h);
+  lua_rawset(L, -3);
+  lua_pushstring(L, h->name);
+  lua_pushlightuserdata(L, (void *)h);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+/* The hook for the metatable on top (popped), or NULL.  No allocation. */
+static const loom_clonehook *hookof (lua_State *L) {
+  const loom_clonehook *h = NULL;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &HOOKKEY) == LUA_TTABLE) {
+    lua_pushvalue(L, -2);
+    lua_rawget(L, -2);
+    h = (const loom_clonehook *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+  return h;
+}
 
 
 /* {======================================================================
@@ -59,6 +97,7 @@ typedef struct seenslot {
 typedef struct enc {
   lua_State *L;
   loom_buf *b;
+  loom_refs *refs;         /* NULL: by-reference values cannot go here */
   const char *root;
   char *err;
   size_t errsz;
@@ -233,6 +272,7 @@ static int value (enc *e, int idx);
 static int ref_or_number (enc *e, int idx, int *isnew) {
   uint32_t id;
   int r = seen(e, lua_topointer(e->L, idx), &id);
+  *isnew = 1;
   if (r < 0) return nomem(e);
   *isnew = (r == 0);
   if (r == 1) {
@@ -242,6 +282,32 @@ static int ref_or_number (enc *e, int idx, int *isnew) {
   }
   return 0;
 }
+
+/* A clone hook's value: one reference in the list, its index in the blob. */
+static int byref (enc *e, int idx, const loom_clonehook *h) {
+  size_t n = strlen(h->name);
+  void *p;
+  char why[160];
+  int isnew;
+  if (ref_or_number(e, idx, &isnew) || !isnew) return isnew ? -1 : 0;
+  if (e->refs == NULL) {
+    snprintf(why, sizeof why, "%s (by-reference values cannot be cloned here)", h->name);
+    return fail(e, why);
+  }
+  why[0] = '\0';
+  if (h->encode(e->L, idx, &p, why, sizeof why)) return fail(e, why[0] ? why : h->name);
+  if (loom__refs_add(e->refs, h->vt, p)) {
+    h->vt->release(p);
+    return nomem(e);
+  }
+  if (loom__buf_reserve(e->b, n + 2)) return nomem(e);
+  e->b->p[e->b->len++] = T_HOOK;
+  e->b->p[e->b->len++] = (unsigned char)n;
+  memcpy(e->b->p + e->b->len, h->name, n);
+  e->b->len += n;
+  return putvarint(e, e->refs->n - 1);
+}
+
 
 static int enter (enc *e) {
   if (e->depth >= LOOM_MAX_DEPTH) {
@@ -260,6 +326,10 @@ static int table (enc *e, int idx) {
   size_t nrecpos;
   int isnew;
   pathseg *seg;
+  if (lua_getmetatable(L, idx)) {
+    const loom_clonehook *h = hookof(L);
+    if (h) return byref(e, idx, h);
+  }
   if (ref_or_number(e, idx, &isnew) || !isnew) return isnew ? -1 : 0;
   if (enter(e)) return -1;
   if (lua_getmetatable(L, idx)) {          /* sent only as a registered class */
@@ -309,6 +379,13 @@ static int table (enc *e, int idx) {
   e->depth--;
   memcpy(e->b->p + nrecpos, &nrec, sizeof nrec);
   return 0;
+}
+
+static int userdata (enc *e, int idx) {
+  const loom_clonehook *h;
+  if (lua_getmetatable(e->L, idx) && (h = hookof(e->L)) != NULL)
+    return byref(e, idx, h);
+  return fail(e, "userdata");
 }
 
 static int writer (lua_State *L, const void *p, size_t sz, void *ud) {
@@ -386,17 +463,20 @@ static int value (enc *e, int idx) {
     }
     case LUA_TTABLE: return table(e, idx);
     case LUA_TFUNCTION: return function(e, idx);
+    case LUA_TUSERDATA: return userdata(e, idx);
     default: return fail(e, lua_typename(L, lua_type(L, idx)));
   }
 }
 
-int loom__encode (lua_State *L, int idx, loom_buf *b, const char *root,
-                  char *err, size_t errsz) {
+int loom__encode (lua_State *L, int idx, loom_buf *b, loom_refs *refs,
+                  const char *root, char *err, size_t errsz) {
   enc e;
   int top = lua_gettop(L), r;
   size_t hdr;
+  uint32_t nrefs = refs ? refs->n : 0;
   e.L = L;
   e.b = b;
+  e.refs = refs;
   e.root = root;
   e.err = err;
   e.errsz = errsz;
@@ -410,6 +490,11 @@ int loom__encode (lua_State *L, int idx, loom_buf *b, const char *root,
   r = putbyte(&e, HDR_VERSION);
   if (r == 0) r = value(&e, lua_absindex(L, idx));
   if (r == 0 && e.hasref) b->p[hdr] |= HDR_HASREF;
+  if (r != 0 && refs) {           /* give back what this value took */
+    uint32_t i;
+    for (i = nrefs; i < refs->n; i++) refs->v[i].vt->release(refs->v[i].p);
+    refs->n = nrefs;
+  }
   free(e.slots);
   lua_settop(L, top);
   return r;
@@ -425,6 +510,8 @@ int loom__encode (lua_State *L, int idx, loom_buf *b, const char *root,
 typedef struct dec {
   lua_State *L;
   const unsigned char *p, *end;
+  loom_ref *rv;              /* the message's references */
+  uint32_t nrv;
   int refs;                 /* stack index of the reference table, or 0 */
   lua_Integer nref;
   int depth;
@@ -522,6 +609,42 @@ static int dfunction (dec *d) {
   return 0;
 }
 
+static int dhook (dec *d) {
+  lua_State *L = d->L;
+  const loom_clonehook *h = NULL;
+  const unsigned char *name;
+  uint64_t i;
+  size_t n;
+  if (d->p >= d->end) return bad(d, "truncated reference");
+  n = *d->p++;
+  if ((size_t)(d->end - d->p) < n) return bad(d, "truncated reference");
+  name = d->p;
+  d->p += n;
+  if (getvarint(d, &i)) return -1;
+  if (i >= d->nrv || d->rv[i].vt == NULL) return bad(d, "bad reference");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &HOOKKEY) == LUA_TTABLE) {
+    lua_pushlstring(L, (const char *)name, n);
+    lua_rawget(L, -2);
+    h = (const loom_clonehook *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (h == NULL || h->vt != d->rv[i].vt) {
+    snprintf(d->errbuf, sizeof d->errbuf,
+             "type '%.*s' has no clone hook in this thread", (int)n, name);
+    return bad(d, d->errbuf);
+  }
+  if (h->decode(L, d->rv[i].p)) {
+    snprintf(d->errbuf, sizeof d->errbuf, "%.*s: %s", (int)n, name,
+             lua_isstring(L, -1) ? lua_tostring(L, -1) : "cannot decode");
+    lua_pop(L, 1);
+    return bad(d, d->errbuf);
+  }
+  d->rv[i].vt = NULL;            /* taken: the value owns the count now */
+  addref(d);
+  return 0;
+}
+
 static int dvalue (dec *d) {
   lua_State *L = d->L;
   int t;
@@ -587,6 +710,7 @@ static int dvalue (dec *d) {
       return 0;
     }
     case T_FUNC: return dfunction(d);
+    case T_HOOK: return dhook(d);
     case T_REF: {
       uint64_t id;
       if (getvarint(d, &id)) return -1;
@@ -598,10 +722,13 @@ static int dvalue (dec *d) {
   }
 }
 
-int loom__decode (lua_State *L, const unsigned char *p, size_t len) {
+int loom__decode (lua_State *L, const unsigned char *p, size_t len,
+                  loom_ref *refs, uint32_t nrefs) {
   dec d;
   int top = lua_gettop(L);
   d.L = L;
+  d.rv = refs;
+  d.nrv = nrefs;
   d.p = p;
   d.end = p + len;
   d.refs = 0;
@@ -633,22 +760,36 @@ int loom__decode (lua_State *L, const unsigned char *p, size_t len) {
 ** Lua API
 ** ======================================================================= */
 
-loom_msg *loom__pack (lua_State *L, loom_ctx *c, int idx, const char *root,
-                      int kind, uint64_t target) {
-  char err[512];
-  loom_msg *m;
-  c->scratch.len = 0;
-  if (loom__encode(L, idx, &c->scratch, root, err, sizeof err))
-    luaL_error(L, "%s", err);
-  m = loom__msg_new(kind, target, 0, &c->scratch);
-  if (m == NULL) luaL_error(L, "cannot clone %s: not enough memory", root);
-  if (c->scratch.p == NULL) loom__buf_take_spare(c->rt, &c->scratch);
-  return m;
+int loom__decode_msg (lua_State *L, loom_msg *m) {
+  if (m->len == 0) {
+    lua_pushnil(L);
+    return 0;
+  }
+  return loom__decode(L, m->data, m->len, m->refs, m->nrefs);
 }
 
+/* The reusable buffers of loom.clone, a full userdata (its upvalue), as
+** lua-cjson keeps its configuration: no context, no global. */
+typedef struct clonebuf {
+  loom_buf b;
+  loom_refs refs;
+} clonebuf;
+
+static int clonebuf_gc (lua_State *L) {
+  clonebuf *cb = (clonebuf *)lua_touserdata(L, 1);
+  loom__buf_free(&cb->b);
+  loom__refs_free(&cb->refs);
+  return 0;
+}
+
+typedef struct decodejob {
+  loom_buf b;
+  loom_refs refs;
+} decodejob;
+
 static int decodebuf (lua_State *L) {
-  loom_buf *b = (loom_buf *)lua_touserdata(L, 1);
-  if (loom__decode(L, b->p, b->len)) return lua_error(L);
+  decodejob *j = (decodejob *)lua_touserdata(L, 1);
+  if (loom__decode(L, j->b.p, j->b.len, j->refs.v, j->refs.n)) return lua_error(L);
   return 1;
 }
 
@@ -656,23 +797,30 @@ static int decodebuf (lua_State *L) {
 ** blob is taken out of the reusable buffer before decoding: a finalizer
 ** run by the decoder's allocations may clone too. */
 static int l_clone (lua_State *L) {
-  loom_ctx *c = loom__ctx(L);
+  clonebuf *cb = (clonebuf *)lua_touserdata(L, lua_upvalueindex(1));
   char err[512];
-  loom_buf b;
+  decodejob j;
   int st;
   luaL_checkany(L, 1);
   lua_settop(L, 1);
-  c->scratch.len = 0;
-  if (loom__encode(L, 1, &c->scratch, "value", err, sizeof err))
+  cb->b.len = 0;
+  if (loom__encode(L, 1, &cb->b, &cb->refs, "value", err, sizeof err))
     return luaL_error(L, "%s", err);
-  b = c->scratch;
-  c->scratch.p = NULL;
-  c->scratch.len = c->scratch.cap = 0;
+  j.b = cb->b;
+  j.refs = cb->refs;
+  memset(cb, 0, sizeof *cb);
   lua_pushcfunction(L, decodebuf);
-  lua_pushlightuserdata(L, &b);
+  lua_pushlightuserdata(L, &j);
   st = lua_pcall(L, 1, 1, 0);
-  if (c->scratch.p == NULL) c->scratch = b;   /* give the buffer back */
-  else loom__buf_free(&b);
+  loom__refs_clear(&j.refs);           /* whatever the decoder did not take */
+  if (cb->b.p == NULL) {               /* give the buffers back */
+    cb->b = j.b;
+    cb->refs = j.refs;
+  }
+  else {
+    loom__buf_free(&j.b);
+    loom__refs_free(&j.refs);
+  }
   if (st != LUA_OK) return lua_error(L);
   return 1;
 }
@@ -714,12 +862,17 @@ static int l_registerclass (lua_State *L) {
   return 1;
 }
 
-int loom__open_serial (lua_State *L) {
-  lua_pushcfunction(L, l_clone);
+void loom__serial_open (lua_State *L) {
+  clonebuf *cb = (clonebuf *)lua_newuserdatauv(L, sizeof *cb, 0);
+  memset(cb, 0, sizeof *cb);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, clonebuf_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_pushcclosure(L, l_clone, 1);
   lua_setfield(L, -2, "clone");
   lua_pushcfunction(L, l_registerclass);
   lua_setfield(L, -2, "registerClass");
-  return 0;
 }
 
 /* }====================================================================== */

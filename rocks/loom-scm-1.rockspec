@@ -23,8 +23,11 @@ build = {
   modules = {
     ["loom.core"] = {
       sources = {
-        "core/message.c", "core/serial.c", "core/mailbox.c", "core/runtime.c", "core/loop.c",
-        "core/worker.c",
+        "core/buf.c",
+        "core/message.c", "core/mailbox.c", "core/runtime.c", "core/stop.c",
+        "core/ctx.c", "core/serial.c", "core/state.c",
+        "core/loop.c", "core/port.c", "core/worker.c", "core/testref.c",
+        "core/loom.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
       incdirs = { "core", "$(LIBUV_INCDIR)" },
@@ -32,6 +35,13 @@ build = {
       libraries = { "uv", "pthread" },
     },
     ["loom"] = "lua/loom/init.lua",
+    ["loom.events"] = "lua/loom/events.lua",
+    ["loom.future"] = "lua/loom/future.lua",
+    ["loom.timers"] = "lua/loom/timers.lua",
+    ["loom.abort"] = "lua/loom/abort.lua",
+    ["loom.env"] = "lua/loom/env.lua",
+    ["loom.endpoint"] = "lua/loom/endpoint.lua",
+    ["loom.port"] = "lua/loom/port.lua",
     ["loom.worker"] = "lua/loom/worker.lua",
   },
 }

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <lualib.h>
-#include "loom_int.h"
+#include "loom_lua.h"
 
 static int failures = 0, checks = 0;
 
@@ -28,8 +28,8 @@ static void roundtrip (lua_State *L, const char *expr, const char *check) {
     lua_settop(L, top);
     return;
   }
-  CHECK(loom__encode(L, -1, &b, "value", err, sizeof err) == 0, "encode %s: %s", expr, err);
-  CHECK(loom__decode(L, b.p, b.len) == 0, "decode %s: %s", expr, lua_tostring(L, -1));
+  CHECK(loom__encode(L, -1, &b, NULL, "value", err, sizeof err) == 0, "encode %s: %s", expr, err);
+  CHECK(loom__decode(L, b.p, b.len, NULL, 0) == 0, "decode %s: %s", expr, lua_tostring(L, -1));
   snprintf(code, sizeof code, "return function(orig, copy) %s end", check);
   if (luaL_dostring(L, code) != LUA_OK) {
     CHECK(0, "bad check %s", lua_tostring(L, -1));
@@ -56,7 +56,7 @@ static void expect_error (lua_State *L, const char *expr, const char *msg) {
     return;
   }
   err[0] = '\0';
-  CHECK(loom__encode(L, -1, &b, "msg", err, sizeof err) != 0, "encode of %s should fail", expr);
+  CHECK(loom__encode(L, -1, &b, NULL, "msg", err, sizeof err) != 0, "encode of %s should fail", expr);
   CHECK(strcmp(err, msg) == 0, "error for %s: got '%s', want '%s'", expr, err, msg);
   CHECK(lua_gettop(L) == top + 1, "stack left unbalanced by a failed encode");
   lua_settop(L, top);
@@ -71,13 +71,13 @@ static void mangle (lua_State *L, const char *expr) {
   size_t i;
   int top = lua_gettop(L), errors = 0;
   snprintf(code, sizeof code, "return %s", expr);
-  if (luaL_dostring(L, code) != LUA_OK || loom__encode(L, -1, &b, "v", err, sizeof err)) {
+  if (luaL_dostring(L, code) != LUA_OK || loom__encode(L, -1, &b, NULL, "v", err, sizeof err)) {
     CHECK(0, "cannot encode %s", expr);
     lua_settop(L, top);
     return;
   }
   for (i = 0; i < b.len; i++) {           /* truncations */
-    if (loom__decode(L, b.p, i) != 0) errors++;
+    if (loom__decode(L, b.p, i, NULL, 0) != 0) errors++;
     lua_settop(L, top + 1);
   }
   CHECK(errors == (int)b.len, "every truncation of %s must fail (%d of %zu did)", expr, errors, b.len);
@@ -88,7 +88,7 @@ static void mangle (lua_State *L, const char *expr) {
     for (k = 0; k < sizeof vals; k++) {
       if (vals[k] == 0x08) continue;       /* would load forged bytecode */
       b.p[i] = vals[k];
-      (void)loom__decode(L, b.p, b.len);
+      (void)loom__decode(L, b.p, b.len, NULL, 0);
       lua_settop(L, top + 1);
     }
     b.p[i] = saved;
@@ -167,7 +167,7 @@ int main (void) {
       loom_buf b = {NULL, 0, 0};
       char err[512];
       (void)luaL_dostring(L, "local t = {}; local r = t; for i = 1, 10000 do t[1] = {}; t = t[1] end; return r");
-      CHECK(loom__encode(L, -1, &b, "msg", err, sizeof err) != 0, "deep encode must fail");
+      CHECK(loom__encode(L, -1, &b, NULL, "msg", err, sizeof err) != 0, "deep encode must fail");
       CHECK(strstr(err, "nested deeper than") != NULL, "depth message: %s", err);
       CHECK(strstr(err, "...") != NULL, "long path is cut: %s", err);
       lua_pop(L, 1);
@@ -182,13 +182,13 @@ int main (void) {
     static const unsigned char bad1[] = {0x10, 0x06, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0x7f};
     static const unsigned char bad2[] = {0x11, 0x07, 0x05};
     static const unsigned char bad3[] = {0x10, 0x03, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-    CHECK(loom__decode(L, bad1, sizeof bad1) != 0, "huge table header");
+    CHECK(loom__decode(L, bad1, sizeof bad1, NULL, 0) != 0, "huge table header");
     lua_pop(L, 1);
-    CHECK(loom__decode(L, bad2, sizeof bad2) != 0, "dangling reference");
+    CHECK(loom__decode(L, bad2, sizeof bad2, NULL, 0) != 0, "dangling reference");
     lua_pop(L, 1);
-    CHECK(loom__decode(L, bad3, sizeof bad3) != 0, "overlong varint");
+    CHECK(loom__decode(L, bad3, sizeof bad3, NULL, 0) != 0, "overlong varint");
     lua_pop(L, 1);
-    CHECK(loom__decode(L, bad1, 0) != 0, "empty blob");
+    CHECK(loom__decode(L, bad1, 0, NULL, 0) != 0, "empty blob");
     lua_pop(L, 1);
   }
   CHECK(lua_gettop(L) == 0, "stack balanced at the end (%d)", lua_gettop(L));

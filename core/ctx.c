@@ -1,0 +1,419 @@
+/*
+** ctx.c: the thread context.  One per thread running loom: its loop and
+** handles, the spin that keeps a conversation awake, the stop flag's
+** checks, what keeps the loop alive, uncaught errors, and delivery of the
+** inbox's messages through a kind -> handler table to the Lua dispatcher.
+** It knows no concept above it: workers and ports plug in through the
+** kind table and the dispatcher.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include "loom_lua.h"
+
+static const char CTXKEY = 'c';   /* registry: light pointer to loom_ctx */
+static const char ERRKEY = 'e';   /* registry: pending uncaught error */
+static const char TBKEY = 't';    /* registry: traceback of the last error */
+
+/* {======================================================================
+** The context and its handles
+** ======================================================================= */
+
+loom_ctx *loom__ctx_get (lua_State *L) {
+  loom_ctx *c;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CTXKEY);
+  c = (loom_ctx *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return c;
+}
+
+void loom__ctx_install (lua_State *L, loom_ctx *c) {
+  lua_pushlightuserdata(L, c);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CTXKEY);
+  /* make the error slots now: storing an uncaught error later, outside any
+  ** protected call, must not allocate */
+  lua_pushboolean(L, 0);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &ERRKEY);
+  lua_pushboolean(L, 0);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &TBKEY);
+}
+
+loom_ctx *loom__ctx_check (lua_State *L) {
+  loom_ctx *c = (loom_ctx *)lua_touserdata(L, lua_upvalueindex(1));
+  if (c->closed)
+    luaL_error(L, "loom is closed in this state (called from a finalizer "
+                  "that ran after loom's own)");
+  return c;
+}
+
+lua_State *loom__ctx_setstate (loom_ctx *c, lua_State *L) {
+  lua_State *saved = c->L;
+  c->L = L;
+  return saved;
+}
+
+void loom__ctx_stop (loom_ctx *c) {
+  c->stopping = 1;
+  uv_stop(&c->loop);
+}
+
+void loom__ctx_checkstop (lua_State *L, loom_ctx *c) {
+  if (loom__ctx_stopping(c)) {
+    lua_pushliteral(L, LOOM_TERMINATED);
+    lua_error(L);
+  }
+}
+
+void loom__ctx_ref (loom_ctx *c, int delta) {
+  c->holds += delta;
+  if (c->holds > 0) uv_ref((uv_handle_t *)c->async);
+  else uv_unref((uv_handle_t *)c->async);
+}
+
+void loom__ctx_setkind (loom_ctx *c, int kind, loom_kindfn fn, void *ud) {
+  LOOM_ASSERT(kind > 0 && kind < LOOM_MSG_NKINDS);
+  c->kinds[kind].fn = fn;
+  c->kinds[kind].ud = ud;
+}
+
+static void onclose (uv_handle_t *h) { free(h); }
+
+static void on_async (uv_async_t *a) {
+  loom_ctx *c = (loom_ctx *)a->data;
+  loom__mailbox_awake(c->mb);
+  if (loom__ctx_stopping(c)) {
+    loom__ctx_stop(c);
+    return;
+  }
+  loom__ctx_deliver(c, -1);
+}
+
+static void cpu_relax (void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+void loom__ctx_expect (loom_ctx *c) {
+  if (c->rt->spin_ns) c->spin_until = uv_hrtime() + c->rt->spin_ns;
+}
+
+/* A sleeping thread costs a few us or ~60 us to wake on these VMs; a
+** bounded spin costs only this thread's time.  No sched_yield: it is a
+** syscall, and hands the core to any runnable task for a whole slice. */
+int loom__ctx_spin (loom_ctx *c) {
+  const atomic_int *stop = c->stop ? &c->stop->flag : NULL;
+  uint64_t now;
+  if (atomic_load_explicit(&c->mb->nonempty, memory_order_acquire)) return 1;
+  if (c->spin_until == 0) return 0;
+  for (now = uv_hrtime(); now < c->spin_until; now = uv_hrtime()) {
+    int i;
+    for (i = 0; i < 64; i++) {
+      if (atomic_load_explicit(&c->mb->nonempty, memory_order_acquire)) return 1;
+      if (stop && atomic_load_explicit(stop, memory_order_relaxed)) {
+        c->spin_until = 0;
+        return 0;
+      }
+      cpu_relax();
+    }
+  }
+  c->spin_until = 0;            /* the window closed with nothing */
+  return 0;
+}
+
+/* Before the loop blocks in the kernel.  While a conversation goes on
+** (each delivery reopens the spin window), deliver here, round after
+** round, instead of blocking in between; after LOOM_SPIN_ROUNDS rounds or
+** LOOM_SPIN_TURN_NS, or when immediates wait, let the loop turn (timers,
+** I/O, the check phase) and come back.  Then block only once the mailbox
+** says pushes will wake us.  In a single turn (await) whatever was
+** delivered here may be what the caller waits for: the poll must not
+** block either. */
+static void on_prepare (uv_prepare_t *h) {
+  loom_ctx *c = (loom_ctx *)h->data;
+  uint64_t start = 0;
+  int rounds = 0, delivered = 0;
+  if (c->stopping) return;
+  while (!uv_is_active((uv_handle_t *)c->idle) && loom__ctx_spin(c)) {
+    if (start == 0) start = uv_hrtime();
+    if (loom__ctx_deliver(c, -1) > 0) delivered = 1;
+    if (c->stopping || c->once || ++rounds >= LOOM_SPIN_ROUNDS ||
+        uv_hrtime() - start >= LOOM_SPIN_TURN_NS) {
+      uv_async_send(c->async);   /* the poll must not block */
+      return;
+    }
+  }
+  for (rounds = 0; loom__mailbox_sleep(c->mb); rounds++) {
+    if (rounds == 8 || c->stopping) {
+      uv_async_send(c->async);
+      return;
+    }
+    if (loom__ctx_deliver(c, -1) > 0) delivered = 1;
+  }
+  if (delivered && c->once) uv_async_send(c->async);
+}
+
+static void on_check (uv_check_t *h) {
+  loom_ctx *c = (loom_ctx *)h->data;
+  loom__mailbox_awake(c->mb);   /* back from the poll */
+  if (c->stopping || c->immediate_ref == LUA_NOREF) return;
+  lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->immediate_ref);
+  loom__ctx_pcall(c, 0, 0);
+}
+
+int loom__ctx_step (loom_ctx *c) {
+  uint64_t now = uv_hrtime();
+  int r;
+  if (c->fast_turns < LOOM_SPIN_ROUNDS && now - c->last_turn < LOOM_SPIN_TURN_NS &&
+      !c->stopping && !uv_is_active((uv_handle_t *)c->idle) &&
+      (c->pend_head || loom__ctx_spin(c))) {
+    c->fast_turns++;
+    loom__ctx_deliver(c, -1);
+    return 1;
+  }
+  c->fast_turns = 0;
+  c->last_turn = now;
+  c->once = 1;
+  r = uv_run(&c->loop, UV_RUN_ONCE);
+  c->once = 0;
+  return r;
+}
+
+int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
+                    loom_mailbox *mb) {
+  memset(c, 0, sizeof *c);
+  c->dispatch_ref = c->immediate_ref = c->fast_ref = LUA_NOREF;
+  if (uv_loop_init(&c->loop)) return -1;
+  c->async = (uv_async_t *)malloc(sizeof *c->async);
+  c->check = (uv_check_t *)malloc(sizeof *c->check);
+  c->idle = (uv_idle_t *)malloc(sizeof *c->idle);
+  c->prepare = (uv_prepare_t *)malloc(sizeof *c->prepare);
+  if (mb) loom__mailbox_retain(mb);
+  else mb = loom__mailbox_new();
+  if (!c->async || !c->check || !c->idle || !c->prepare || !mb ||
+      uv_async_init(&c->loop, c->async, on_async)) {
+    free(c->async); free(c->check); free(c->idle); free(c->prepare);
+    loom__mailbox_release(mb);
+    uv_loop_close(&c->loop);
+    return -1;
+  }
+  uv_check_init(&c->loop, c->check);
+  uv_idle_init(&c->loop, c->idle);
+  uv_prepare_init(&c->loop, c->prepare);
+  c->async->data = c->check->data = c->idle->data = c->prepare->data = c;
+  uv_prepare_start(c->prepare, on_prepare);
+  uv_unref((uv_handle_t *)c->prepare);
+  uv_unref((uv_handle_t *)c->async);   /* only 'holds' keep the loop alive */
+  uv_check_start(c->check, on_check);
+  uv_unref((uv_handle_t *)c->check);
+  loom__runtime_retain(rt);
+  c->rt = rt;
+  c->L = L;
+  c->mb = mb;
+  loom__mailbox_attach(mb, c->async);
+  return 0;
+}
+
+static void closeall (uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, onclose);
+}
+
+void loom__ctx_close (loom_ctx *c) {
+  loom__mailbox_close(c->mb);
+  loom__msg_freelist(c->pend_head);
+  c->pend_head = c->pend_tail = NULL;
+  loom__msg_free(c->current);
+  c->current = NULL;
+  uv_walk(&c->loop, closeall, NULL);
+  while (uv_loop_close(&c->loop) == UV_EBUSY)
+    uv_run(&c->loop, UV_RUN_NOWAIT);
+  loom__mailbox_release(c->mb);
+  loom__buf_free(&c->scratch);
+  loom__refs_free(&c->scratch_refs);
+  loom_runtime_release(c->rt);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Errors and protected calls
+** ======================================================================= */
+
+int loom__ctx_msgh (lua_State *L) {
+  luaL_traceback(L, L, NULL, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &TBKEY);
+  lua_settop(L, 1);
+  return 1;
+}
+
+void loom__ctx_uncaught (loom_ctx *c) {
+  lua_State *L = c->L;
+  if (!c->has_error) {   /* the first error wins */
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &ERRKEY);
+    c->has_error = 1;
+  }
+  lua_pop(L, 1);
+  loom__ctx_stop(c);
+}
+
+int loom__ctx_pcall (loom_ctx *c, int nargs, int nres) {
+  lua_State *L = c->L;
+  int base = lua_gettop(L) - nargs, st;
+  lua_pushcfunction(L, loom__ctx_msgh);
+  lua_insert(L, base);
+  st = lua_pcall(L, nargs, nres, base);
+  lua_remove(L, base);
+  if (st != LUA_OK) {
+    if (loom__ctx_stopping(c)) {   /* the termination unwinding */
+      lua_pop(L, 1);
+      loom__ctx_stop(c);
+    }
+    else loom__ctx_uncaught(c);
+  }
+  return st;
+}
+
+int loom__ctx_take_error (lua_State *L, loom_ctx *c) {
+  if (!c->has_error) return 0;
+  c->has_error = 0;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &ERRKEY);
+  lua_pushboolean(L, 0);              /* keep the slot: no allocation later */
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &ERRKEY);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &TBKEY);
+  return 1;
+}
+
+void loom__ctx_raise (lua_State *L, loom_ctx *c) {
+  if (!loom__ctx_take_error(L, c)) return;
+  lua_pop(L, 1);   /* the traceback: the error itself says where */
+  lua_error(L);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Delivery: messages are taken from the mailbox into c->pend_* and handed
+** out one by one, so a nested run (an await inside a handler) keeps their
+** order.  A kind's handler sees its message first; then a MESSAGE goes to
+** the target's sole listener directly (the 'fast' table) or, like every
+** other kind, to the Lua dispatcher (target, kind, value, aux).
+** ======================================================================= */
+
+/* A delivered message is freed; a large buffer becomes the runtime's
+** spare, whose pages the next large message reuses. */
+static void msgdone (loom_ctx *c, loom_msg *m) {
+  if (m->data != m->inline_ && m->cap >= LOOM_SPARE_MIN) {
+    loom_buf b;
+    b.p = m->data;
+    b.len = 0;
+    b.cap = m->cap;
+    m->data = m->inline_;
+    loom__runtime_give_spare(c->rt, &b);
+    loom__buf_free(&b);
+  }
+  loom__msg_free(m);
+}
+
+static int deliver_batch (lua_State *L) {
+  loom_ctx *c = (loom_ctx *)lua_touserdata(L, 1);
+  int max = (int)lua_tointeger(L, 2), n = 0;
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->fast_ref);       /* 1: fast table */
+  while (c->pend_head && !c->stopping && (max < 0 || n < max)) {
+    loom_msg *m = c->pend_head;
+    int kind = m->kind, nargs = 4;
+    c->pend_head = m->next;
+    if (c->pend_head == NULL) c->pend_tail = NULL;
+    c->current = m;
+    if (kind > 0 && kind < LOOM_MSG_NKINDS && c->kinds[kind].fn)
+      c->kinds[kind].fn(c, m, c->kinds[kind].ud);
+    if (kind == LOOM_MSG_MESSAGE &&
+        lua_rawgeti(L, 1, (lua_Integer)m->target) == LUA_TFUNCTION &&
+        loom__decode_msg(L, m) == 0)
+      nargs = 1;                             /* fast path: listener, value */
+    else {
+      lua_settop(L, 1);
+      lua_rawgeti(L, LUA_REGISTRYINDEX, c->dispatch_ref);
+      lua_pushinteger(L, (lua_Integer)m->target);
+      if (loom__decode_msg(L, m) && kind == LOOM_MSG_MESSAGE)
+        kind = LOOM_MSG_MESSAGEERROR;        /* the reason was pushed */
+      lua_pushinteger(L, kind);
+      lua_insert(L, -2);
+      lua_pushinteger(L, m->aux);
+    }
+    c->current = NULL;
+    msgdone(c, m);
+    lua_call(L, nargs, 0);
+    n++;
+    if (c->poll_deadline && uv_hrtime() >= c->poll_deadline) break;
+  }
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+int loom__ctx_deliver (loom_ctx *c, int max) {
+  lua_State *L = c->L;
+  loom_msg *tail, *list = loom__mailbox_take(c->mb, &tail), *saved = c->current;
+  int n = 0;
+  if (list) {
+    if (c->pend_tail) c->pend_tail->next = list;
+    else c->pend_head = list;
+    c->pend_tail = tail;
+  }
+  if (c->pend_head == NULL || c->dispatch_ref == LUA_NOREF) return 0;
+  lua_pushcfunction(L, deliver_batch);
+  lua_pushlightuserdata(L, c);
+  lua_pushinteger(L, max);
+  if (loom__ctx_pcall(c, 2, 1) == LUA_OK) {
+    n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (n > 0) loom__ctx_expect(c);
+  }
+  else {
+    if (c->current != saved) loom__msg_free(c->current);
+    c->current = saved;
+    n = -1;
+  }
+  if (c->pend_head && !c->stopping) uv_async_send(c->async);  /* rest later */
+  return n;
+}
+
+loom_msg *loom__ctx_pack (lua_State *L, loom_ctx *c, int idx,
+                          const char *root, int kind) {
+  char err[512];
+  loom_msg *m;
+  c->scratch.len = 0;
+  if (loom__encode(L, idx, &c->scratch, &c->scratch_refs, root, err, sizeof err))
+    luaL_error(L, "%s", err);
+  m = loom__msg_new(kind, 0, &c->scratch, &c->scratch_refs);
+  if (m == NULL) {
+    loom__refs_clear(&c->scratch_refs);
+    luaL_error(L, "cannot clone %s: not enough memory", root);
+  }
+  if (c->scratch.p == NULL) loom__runtime_take_spare(c->rt, &c->scratch);
+  return m;
+}
+
+/* }====================================================================== */
+
+void loom__createmeta (lua_State *L, const char *tname, const luaL_Reg *meta,
+                       const luaL_Reg *meth, int nup) {
+  int i;
+  luaL_newmetatable(L, tname);
+  for (i = 0; i < nup; i++) lua_pushvalue(L, -nup - 1);
+  if (meta) luaL_setfuncs(L, meta, nup);
+  else lua_pop(L, nup);
+  if (meth) {
+    lua_createtable(L, 0, 8);
+    for (i = 0; i < nup; i++) lua_pushvalue(L, -nup - 2);
+    luaL_setfuncs(L, meth, nup);
+    lua_setfield(L, -2, "__index");
+  }
+  if (nup) {           /* drop the upvalues below the metatable */
+    lua_insert(L, -nup - 1);
+    lua_pop(L, nup);
+  }
+}

@@ -1,0 +1,229 @@
+/*
+** loom.c: the entry points.  luaopen_loom_core (the module "loom.core":
+** the main thread's context, every binding), loom_open, loom_poll and
+** loom_backend_fd.  The only file that knows every concept.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include "loom_lua.h"
+
+static const char RTKEY = 'r';    /* registry: runtime given by loom_open */
+
+/* {======================================================================
+** Attaching a host state to a runtime
+** ======================================================================= */
+
+/* Holds loom_open's reference until the first require takes it. */
+static int rtbox_gc (lua_State *L) {
+  loom_runtime **box = (loom_runtime **)lua_touserdata(L, 1);
+  loom_runtime_release(*box);
+  *box = NULL;
+  return 0;
+}
+
+int loom_open (lua_State *L, loom_runtime *rt) {
+  loom_runtime **box;
+  int had;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &RTKEY);
+  had = !lua_isnil(L, -1) || loom__ctx_get(L) != NULL;
+  lua_pop(L, 1);
+  if (had) return -1;
+  box = (loom_runtime **)lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, rtbox_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  loom__runtime_retain(rt);
+  *box = rt;                       /* released when the state closes */
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &RTKEY);
+  return 0;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Embedding entry points
+** ======================================================================= */
+
+int loom_poll (lua_State *L, int budget_us, int max_messages) {
+  loom_ctx *c = loom__ctx_get(L);
+  lua_State *saved;
+  int r;
+  if (c == NULL || c->running || c->closed) return 0;
+  saved = loom__ctx_setstate(c, L);
+  c->poll_deadline = uv_hrtime() + (uint64_t)(budget_us > 0 ? budget_us : 0) * 1000;
+  c->running = 1;
+  c->stopping = 0;
+  uv_run(&c->loop, UV_RUN_NOWAIT);   /* timers, wake-ups, immediates */
+  r = loom__ctx_deliver(c, max_messages > 0 ? max_messages : -1);
+  c->running = 0;
+  c->poll_deadline = 0;
+  c->L = saved;
+  /* the host may now sleep on loom_backend_fd: pushes must wake it */
+  if (loom__mailbox_sleep(c->mb) || c->pend_head) uv_async_send(c->async);
+  if (loom__ctx_take_error(L, c)) {
+    lua_pop(L, 1);     /* keep the error value, drop the traceback */
+    return -1;
+  }
+  return r > 0 ? r : 0;
+}
+
+int loom_backend_fd (lua_State *L) {
+  loom_ctx *c = loom__ctx_get(L);
+  return c && !c->closed ? uv_backend_fd(&c->loop) : -1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The module
+** ======================================================================= */
+
+/* The main thread's context lives inside this full userdata, anchored in
+** the registry; it is made before every other userdata of loom, so its
+** finalizer runs last.  It closes the loop and marks the context closed;
+** the memory itself stays until the state is freed, so a loom function
+** called by a later finalizer finds it and raises. */
+static int ctxbox_gc (lua_State *L) {
+  loom_ctx *c = (loom_ctx *)lua_touserdata(L, 1);
+  if (!c->closed) {
+    c->closed = 1;
+    loom__ctx_close(c);
+  }
+  return 0;
+}
+
+/* The main thread's context: the box first, closed, with its finalizer,
+** then what it holds (liolib's create-closed-then-acquire). */
+static loom_ctx *main_ctx (lua_State *L) {
+  loom_runtime **rtbox, *rt;
+  lua_State *ML;
+  loom_ctx *c = loom__ctx_get(L);
+  int own = 0;
+  if (c) return c;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);   /* not a coroutine */
+  ML = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  c = (loom_ctx *)lua_newuserdatauv(L, sizeof *c, 0);
+  memset(c, 0, sizeof *c);
+  c->closed = 1;                         /* nothing to close yet */
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, ctxbox_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, c);  /* anchored for the state's life */
+  lua_pop(L, 1);
+  loom__ctx_install(L, c);               /* the error slots, allocated now */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &RTKEY);
+  rtbox = (loom_runtime **)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  rt = rtbox ? *rtbox : NULL;
+  if (rt == NULL) {                      /* plain Lua: default hooks */
+    loom_config cfg;
+    const char *e = getenv("LOOM_SPIN_US");   /* for measuring the spin */
+    memset(&cfg, 0, sizeof cfg);
+    if (e && *e) cfg.spin_us = atoi(e) > 0 ? atoi(e) : -1;
+    rt = loom_runtime_new(&cfg);
+    own = 1;
+    if (rt == NULL) luaL_error(L, "loom: not enough memory");
+  }
+  if (loom__ctx_init(c, rt, ML, NULL)) {
+    memset(c, 0, sizeof *c);
+    c->closed = 1;
+    if (own) loom_runtime_release(rt);
+    luaL_error(L, "loom: cannot create the event loop");
+  }
+  if (own) loom_runtime_release(rt);   /* the context holds it now */
+  rt->open_core = luaopen_loom_core;
+  return c;
+}
+
+/* core.setdispatch(dispatch, run_immediates, fast): 'fast' maps a target
+** to its sole 'message' listener, called directly with the value. */
+static int l_setdispatch (lua_State *L) {
+  loom_ctx *c = loom__ctx_check(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->dispatch_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->immediate_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->fast_ref);
+  lua_settop(L, 3);
+  c->fast_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->immediate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+static int boot_writer (lua_State *L, const void *p, size_t sz, void *ud) {
+  loom_buf *b = (loom_buf *)ud;
+  (void)L;
+  if (loom__buf_reserve(b, sz)) return 1;
+  memcpy(b->p + b->len, p, sz);
+  b->len += sz;
+  return 0;
+}
+
+/* core.boot(name, chunk): keep the bytecode of one of loom's Lua modules,
+** so that workers load it without searching or parsing.  Kept with debug
+** information: loom's frames in worker tracebacks have line numbers. */
+static int l_boot (lua_State *L) {
+  loom_ctx *c = loom__ctx_check(L);
+  loom_buf b = {NULL, 0, 0};
+  const char *name = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  if (loom__runtime_boot_find(c->rt, name)) return 0;
+  if (lua_dump(L, boot_writer, &b, 0) != 0) {   /* dump with no lock held */
+    loom__buf_free(&b);
+    return luaL_error(L, "core.boot: not enough memory");
+  }
+  if (loom__runtime_boot_add(c->rt, name, (char *)b.p, b.len) < 0)
+    return luaL_error(L, "core.boot: not enough memory");
+  return 0;
+}
+
+static const luaL_Reg funcs[] = {
+  {"setdispatch", l_setdispatch},
+  {"boot", l_boot},
+  {NULL, NULL}
+};
+
+static void setkinds (lua_State *L) {
+  static const struct { const char *name; int kind; } kinds[] = {
+    {"MESSAGE", LOOM_MSG_MESSAGE}, {"ONLINE", LOOM_MSG_ONLINE},
+    {"ERROR", LOOM_MSG_ERROR}, {"EXIT", LOOM_MSG_EXIT},
+    {"CLOSE", LOOM_MSG_CLOSE}, {"MESSAGEERROR", LOOM_MSG_MESSAGEERROR},
+  };
+  size_t i;
+  lua_createtable(L, 0, (int)(sizeof kinds / sizeof kinds[0]));
+  for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+    lua_pushinteger(L, kinds[i].kind);
+    lua_setfield(L, -2, kinds[i].name);
+  }
+  lua_setfield(L, -2, "MSG");
+}
+
+int luaopen_loom_core (lua_State *L) {
+  loom_ctx *c = main_ctx(L);
+  lua_createtable(L, 0, 40);
+  lua_pushlightuserdata(L, c);
+  luaL_setfuncs(L, funcs, 1);
+  lua_pushboolean(L, c->self == NULL);
+  lua_setfield(L, -2, "isMainThread");
+  lua_pushinteger(L, (lua_Integer)c->thread_id);
+  lua_setfield(L, -2, "threadId");
+  lua_pushliteral(L, LOOM_VERSION);
+  lua_setfield(L, -2, "version");
+  setkinds(L);
+  loom__serial_open(L);
+  loom__loop_open(L, c);
+  loom__port_open(L, c);
+  loom__worker_open(L, c);
+  loom__testref_open(L);
+  return 1;
+}
+
+/* }====================================================================== */

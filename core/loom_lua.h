@@ -1,0 +1,183 @@
+/*
+** loom_lua.h: the layers of loom that touch a lua_State.
+**   L2 per-state services: the thread context (ctx.c), the cloner
+**      (serial.c), building and running a worker state (state.c).
+**   L3 bindings: loop.c, worker.c and port.c below their fences.
+**   L4 entry: loom.c (luaopen_loom_core, loom_open, loom_poll).
+** Each layer calls only the layers below it.
+*/
+#ifndef LOOM_LUA_H
+#define LOOM_LUA_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include "loom_int.h"
+
+/* {======================================================================
+** L2: the thread context (ctx.c).  One per thread running loom, owned by
+** that thread alone: other threads reach it only through its mailbox and
+** its stop flag.  The main thread's lives in a userdata of its state; a
+** worker's on its thread's stack, until after lua_close.
+**
+** Flags, all changed on the owner thread only:
+**   running   inside uv_run or loom_poll (loom.run, await, poll)
+**   once      inside one turn of await: whatever was delivered may be
+**             what the caller waits for, so the poll must not block
+**   stopping  leave uv_run now: an uncaught error, loom.exit, terminate;
+**             cleared when the loop is entered again
+**   has_error an uncaught error waits at registry[ERRKEY]
+**   exiting   worker: loom.exit / os.exit was called (exit_code)
+**   closed    its state is closing: loom functions raise
+** ======================================================================= */
+typedef struct loom_ctx loom_ctx;
+
+/* Before Lua dispatch, a kind's handler sees the message (EXIT: join). */
+typedef void (*loom_kindfn)(loom_ctx *c, loom_msg *m, void *ud);
+
+struct loom_ctx {
+  loom_runtime *rt;
+  lua_State *L;               /* the running thread: callbacks run on it */
+  uv_loop_t loop;
+  uv_async_t *async;          /* wakes the loop when the mailbox fills */
+  uv_check_t *check;          /* runs setImmediate callbacks */
+  uv_idle_t *idle;            /* keeps the poll from blocking meanwhile */
+  uv_prepare_t *prepare;      /* spins on the mailbox before the poll */
+  loom_mailbox *mb;           /* this thread's inbox (one reference) */
+  loom_stop *stop;            /* this thread's stop flag; NULL on main */
+  void *self;                 /* the loom_worker running here, or NULL */
+  uint64_t thread_id;
+  uint64_t spin_until;        /* uv_hrtime() until which to spin */
+  uint64_t last_turn;         /* uv_hrtime() of await's last real turn */
+  int fast_turns;             /* await's direct deliveries since then */
+  int holds;                  /* things keeping the loop alive via async */
+  int running, once, stopping, has_error, exiting, closed;
+  lua_Integer exit_code;      /* worker: code given to loom.exit */
+  loom_msg *pend_head, *pend_tail;  /* taken from mb, not yet delivered */
+  loom_msg *current;          /* being delivered; freed if that raises */
+  loom_buf scratch;           /* encoder buffer, reused */
+  loom_refs scratch_refs;     /* references met by the encoder, reused */
+  int dispatch_ref;           /* Lua dispatch(target, kind, value, aux) */
+  int fast_ref;               /* table target -> sole 'message' listener */
+  int immediate_ref;          /* Lua function running setImmediate queue */
+  uint64_t poll_deadline;     /* uv_hrtime() bound of loom_poll, or 0 */
+  struct { loom_kindfn fn; void *ud; } kinds[LOOM_MSG_NKINDS];
+};
+
+#define LOOM_SPIN_ROUNDS 64         /* deliveries before the loop turns */
+#define LOOM_SPIN_TURN_NS 1000000u  /* or this long */
+
+/* Set up c for L: loop, handles, and 'mb' as inbox (retained), or a new
+** inbox when mb is NULL.  0, or -1 (then c holds nothing). */
+int loom__ctx_init(loom_ctx *c, loom_runtime *rt, lua_State *L,
+                   loom_mailbox *mb);
+/* Point the registry of L at c and make the error slots (no allocation
+** is needed later to store an uncaught error). */
+void loom__ctx_install(lua_State *L, loom_ctx *c);
+/* After lua_close (or in the main state's last finalizer): free the
+** queued messages, the loop, the handles, the inbox reference. */
+void loom__ctx_close(loom_ctx *c);
+/* The context registered in L, or NULL. */
+loom_ctx *loom__ctx_get(lua_State *L);
+/* The context in upvalue 1 of a loom function; raises once it is closed
+** (a finalizer may call loom after the context's own finalizer ran). */
+loom_ctx *loom__ctx_check(lua_State *L);
+/* Run callbacks on L (the running coroutine) from now; returns the one
+** before, for restoring. */
+lua_State *loom__ctx_setstate(loom_ctx *c, lua_State *L);
+static inline int loom__ctx_stopping(const loom_ctx *c) {
+  return loom__stop_isset(c->stop);
+}
+/* Leave uv_run as soon as possible. */
+void loom__ctx_stop(loom_ctx *c);
+/* Raise the termination error if this thread is being stopped. */
+void loom__ctx_checkstop(lua_State *L, loom_ctx *c);
+void loom__ctx_ref(loom_ctx *c, int delta);   /* holds += delta */
+/* A message is expected soon: spin up to rt->spin_ns before blocking. */
+void loom__ctx_expect(loom_ctx *c);
+/* Spin until a message is queued (1), or the window closes or a stop is
+** requested (0).  Never yields the CPU: the window is short. */
+int loom__ctx_spin(loom_ctx *c);
+/* One turn of await, taking an expected message without a loop turn when
+** one is queued or arrives within the spin window (at most
+** LOOM_SPIN_ROUNDS times or LOOM_SPIN_TURN_NS between real turns, so
+** timers, immediates and I/O still run).  Returns uv_run's answer. */
+int loom__ctx_step(loom_ctx *c);
+/* Deliver queued messages: returns count, or -1 when one raised and the
+** error is stored as uncaught (then stopping is set). */
+int loom__ctx_deliver(loom_ctx *c, int max);
+void loom__ctx_setkind(loom_ctx *c, int kind, loom_kindfn fn, void *ud);
+/* Record the error on top of the stack as uncaught and stop the loop. */
+void loom__ctx_uncaught(loom_ctx *c);
+/* Message handler: saves the traceback beside the error. */
+int loom__ctx_msgh(lua_State *L);
+/* Call the function below nargs arguments under loom__ctx_msgh; on error
+** the error is made uncaught.  Returns the lua_pcall status. */
+int loom__ctx_pcall(loom_ctx *c, int nargs, int nres);
+/* Push the pending uncaught error and its traceback (2 values); 0 if none. */
+int loom__ctx_take_error(lua_State *L, loom_ctx *c);
+/* Encode the value at idx into a new message of 'kind'; raises with the
+** path of the bad value, or "not enough memory". */
+loom_msg *loom__ctx_pack(lua_State *L, loom_ctx *c, int idx,
+                         const char *root, int kind);
+/* Raise the pending uncaught error, if any. */
+void loom__ctx_raise(lua_State *L, loom_ctx *c);
+
+/* {======================================================================
+** L2: the cloner (serial.c).  Knows no context: a lua_State, a buffer and
+** a list of references are all it needs.
+** ======================================================================= */
+/* A clone hook teaches the cloner a by-reference type, keyed in each state
+** by the type's metatable (and by name, to decode).  Both threads of a
+** message must register the same name.
+**   encode: the value at idx becomes one reference (one count of it is
+**           taken).  0, or -1 with a reason in err.  Must not call Lua
+**           code, allocate Lua memory or raise.
+**   decode: push the value for reference r, taking its count (0), or
+**           return -1 with an error message pushed instead (the count is
+**           then released by the message).  May allocate and raise. */
+typedef struct loom_clonehook {
+  const char *name;            /* <= 255 bytes */
+  const loom_refvt *vt;
+  int (*encode)(lua_State *L, int idx, void **p, char *err, size_t errsz);
+  int (*decode)(lua_State *L, void *p);
+} loom_clonehook;
+
+/* Register h (static storage) for the metatable at mtidx in L. */
+void loom__serial_addhook(lua_State *L, int mtidx, const loom_clonehook *h);
+/* Encode the value at 'idx' into 'b' (appending) and the references it
+** meets into 'refs' (may be NULL: then a hooked value is an error).  On
+** failure returns -1 with a message like "cannot clone msg.x[3]:
+** userdata" in err, having released the references it added. */
+int loom__encode(lua_State *L, int idx, loom_buf *b, loom_refs *refs,
+                 const char *root, char *err, size_t errsz);
+/* Decode one value and push it, taking the references it uses from refs
+** (their slots are emptied).  Returns 0, or -1 with a message pushed
+** instead when the data is malformed (never reads out of bounds). */
+int loom__decode(lua_State *L, const unsigned char *p, size_t len,
+                 loom_ref *refs, uint32_t nrefs);
+/* Decode a message's payload (nil when empty). */
+int loom__decode_msg(lua_State *L, loom_msg *m);
+void loom__serial_open(lua_State *L);   /* clone, registerClass into t */
+
+/* {======================================================================
+** L2: worker states (state.c)
+** ======================================================================= */
+/* The body of a worker thread: build its state, run it, report, close. */
+void loom__state_main(void *w);
+
+/* {======================================================================
+** L3: bindings.  Each adds its functions to the table on top; every
+** function gets the context as upvalue 1.
+** ======================================================================= */
+void loom__loop_open(lua_State *L, loom_ctx *c);
+void loom__worker_open(lua_State *L, loom_ctx *c);
+void loom__port_open(lua_State *L, loom_ctx *c);
+void loom__testref_open(lua_State *L);   /* core.testref, for the specs */
+/* A port userdata for end 'end' of p (takes one reference to p). */
+void loom__port_push(lua_State *L, loom_ctx *c, loom_pair *p, int end);
+
+/* Build a metatable: meta[] on it, meth[] as its __index (either NULL). */
+void loom__createmeta(lua_State *L, const char *tname, const luaL_Reg *meta,
+                      const luaL_Reg *meth, int nup);
+
+#endif

@@ -1,0 +1,212 @@
+-- loom.future: Futures.  Callbacks run as soon as a future settles, on
+-- that turn ("settle last": settle after the bookkeeping that led to it).
+-- f:await() yields inside loom.async and runs the event loop elsewhere.
+local core = require "loom.core"
+local events = require "loom.events"
+
+local type, setmetatable, getmetatable, error, xpcall =
+      type, setmetatable, getmetatable, error, xpcall
+local co_create, co_resume, co_yield, co_running, co_status =
+      coroutine.create, coroutine.resume, coroutine.yield, coroutine.running,
+      coroutine.status
+local traceback = debug.traceback
+local argerror = events.argerror
+
+local M = {}
+
+local Future = { __name = "loom.Future" }
+Future.__index = Future
+M.Future = Future
+
+local PENDING, FULFILLED, REJECTED = 0, 1, 2
+M.PENDING, M.FULFILLED, M.REJECTED = PENDING, FULFILLED, REJECTED
+
+local function newfuture()
+  return setmetatable({ _s = PENDING }, Future)
+end
+M.new = newfuture
+
+local function settle(f, state, v, tb)
+  if f._s ~= PENDING then return false end
+  f._s, f._v, f._tb = state, v, tb
+  local cbs = f._cbs
+  f._cbs = nil
+  if cbs then for i = 1, #cbs do cbs[i](f) end end
+  return true
+end
+M.settle = settle
+
+local function isfuture(v) return getmetatable(v) == Future end
+M.isFuture = isfuture
+
+local function checkfuture(f, fname)
+  if not isfuture(f) then
+    error(("calling '%s' on bad self (loom.Future expected, got %s)"):format(fname, type(f)), 3)
+  end
+end
+
+function Future.resolve(f, v)
+  checkfuture(f, "resolve")
+  return settle(f, FULFILLED, v)
+end
+function Future.reject(f, e, tb)
+  checkfuture(f, "reject")
+  return settle(f, REJECTED, e, tb)
+end
+function Future.new() return newfuture() end
+
+-- call cb(f) once f settles; a plain value counts as a settled future
+local function whendone(f, cb)
+  if not isfuture(f) then return cb({ _s = FULFILLED, _v = f }) end
+  if f._s ~= PENDING then return cb(f) end
+  local cbs = f._cbs
+  if not cbs then cbs = {}; f._cbs = cbs end
+  cbs[#cbs + 1] = cb
+end
+M.whendone = whendone
+
+function Future:state()
+  checkfuture(self, "state")
+  return self._s == PENDING and "pending" or self._s == FULFILLED and "fulfilled"
+         or "rejected"
+end
+
+local function keeptb(e) return { e, traceback(nil, 2) } end
+
+-- f:next(onValue, onError) -> Future of what the callback returns
+function Future:next(onValue, onError)
+  checkfuture(self, "next")
+  if onValue ~= nil and type(onValue) ~= "function" then argerror("next", 1, "function", onValue) end
+  if onError ~= nil and type(onError) ~= "function" then argerror("next", 2, "function", onError) end
+  local out = newfuture()
+  whendone(self, function(f)
+    local h
+    if f._s == FULFILLED then h = onValue else h = onError end
+    if h == nil then return settle(out, f._s, f._v, f._tb) end
+    local ok, r = xpcall(h, keeptb, f._v, f._tb)
+    if not ok then return settle(out, REJECTED, r[1], r[2]) end
+    if isfuture(r) then
+      whendone(r, function(g) settle(out, g._s, g._v, g._tb) end)
+    else
+      settle(out, FULFILLED, r)
+    end
+  end)
+  return out
+end
+
+function Future:catch(onError) return self:next(nil, onError) end
+
+local asyncs = setmetatable({}, { __mode = "k" })   -- coroutines of loom.async
+
+function M.inasync() return asyncs[co_running()] == true end
+
+-- f:await(): the value, or raise the error.  Inside loom.async it yields;
+-- elsewhere it runs the event loop until the future settles.
+function Future:await()
+  checkfuture(self, "await")
+  if self._s == PENDING then
+    if asyncs[co_running()] then
+      co_yield(self)
+    else
+      local step = core.step
+      repeat
+        if not step() and self._s == PENDING then
+          error("await: the future can never settle (the event loop is empty)", 2)
+        end
+      until self._s ~= PENDING
+    end
+  end
+  if self._s == FULFILLED then return self._v end
+  error(self._v, 0)
+end
+
+function M.async(fn, ...)
+  if type(fn) ~= "function" then argerror("async", 1, "function", fn) end
+  local out = newfuture()
+  local co = co_create(fn)
+  asyncs[co] = true
+  local step
+  local function resume(...)
+    local ok, r = co_resume(co, ...)
+    if not ok then
+      asyncs[co] = nil
+      return settle(out, REJECTED, r, traceback(co))
+    end
+    if co_status(co) == "dead" then
+      asyncs[co] = nil
+      return settle(out, FULFILLED, r)
+    end
+    if not isfuture(r) then
+      asyncs[co] = nil
+      return settle(out, REJECTED, "loom.async: the coroutine yielded a non-future")
+    end
+    whendone(r, step)
+  end
+  step = function() return resume() end
+  resume(...)
+  return out
+end
+
+local function checklist(list, fname)
+  if type(list) ~= "table" then argerror(fname, 1, "table", list, 2) end
+end
+
+function M.all(list)
+  checklist(list, "all")
+  local out, n, left, vals = newfuture(), #list, #list, {}
+  if n == 0 then settle(out, FULFILLED, vals) end
+  for i = 1, n do
+    whendone(list[i], function(f)
+      if f._s == REJECTED then return settle(out, REJECTED, f._v, f._tb) end
+      vals[i] = f._v
+      left = left - 1
+      if left == 0 then settle(out, FULFILLED, vals) end
+    end)
+  end
+  return out
+end
+
+function M.race(list)
+  checklist(list, "race")
+  local out = newfuture()
+  for i = 1, #list do
+    whendone(list[i], function(f) settle(out, f._s, f._v, f._tb) end)
+  end
+  return out
+end
+
+-- the first to fulfil; rejected with the list of errors if all reject
+function M.any(list)
+  checklist(list, "any")
+  local out, n, left, errs = newfuture(), #list, #list, {}
+  if n == 0 then settle(out, REJECTED, errs) end
+  for i = 1, n do
+    whendone(list[i], function(f)
+      if f._s == FULFILLED then return settle(out, FULFILLED, f._v) end
+      errs[i] = f._v
+      left = left - 1
+      if left == 0 then settle(out, REJECTED, errs) end
+    end)
+  end
+  return out
+end
+
+-- a list of {status = "fulfilled", value = v} | {status = "rejected", reason = e}
+function M.allSettled(list)
+  checklist(list, "allSettled")
+  local out, n, left, res = newfuture(), #list, #list, {}
+  if n == 0 then settle(out, FULFILLED, res) end
+  for i = 1, n do
+    whendone(list[i], function(f)
+      if f._s == FULFILLED then res[i] = { status = "fulfilled", value = f._v }
+      else res[i] = { status = "rejected", reason = f._v, traceback = f._tb } end
+      left = left - 1
+      if left == 0 then settle(out, FULFILLED, res) end
+    end)
+  end
+  return out
+end
+
+core.boot("loom.future", debug.getinfo(1, "f").func)
+
+return M
