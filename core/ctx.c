@@ -180,6 +180,26 @@ int loom__ctx_step (loom_ctx *c) {
   return r;
 }
 
+int loom__ctx_poll (loom_ctx *c, lua_State *L, int budget_us, int max) {
+  lua_State *saved = loom__ctx_setstate(c, L);
+  int r;
+  c->poll_deadline = uv_hrtime() + (uint64_t)(budget_us > 0 ? budget_us : 0) * 1000;
+  c->running = 1;
+  c->stopping = 0;
+  uv_run(&c->loop, UV_RUN_NOWAIT);   /* timers, wake-ups, immediates */
+  r = loom__ctx_deliver(c, max > 0 ? max : -1);
+  c->running = 0;
+  c->poll_deadline = 0;
+  c->L = saved;
+  /* the host may now sleep on loom_backend_fd: pushes must wake it */
+  if (loom__mailbox_sleep(c->mb) || c->pend_head) uv_async_send(c->async);
+  if (loom__ctx_take_error(L, c)) {
+    lua_pop(L, 1);     /* keep the error value, drop the traceback */
+    return -1;
+  }
+  return r > 0 ? r : 0;
+}
+
 int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
                     loom_mailbox *mb) {
   memset(c, 0, sizeof *c);

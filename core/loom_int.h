@@ -149,8 +149,9 @@ int loom__mailbox_wait(loom_mailbox *mb, const atomic_int *stop,
 
 /* {======================================================================
 ** L1: runtime (runtime.c): shared by every thread of one runtime and
-** refcounted (atomic).  cfg, t0, spin_ns and open_core are immutable once
-** the first state is attached.  next_id is atomic.  'lock' guards the
+** refcounted (atomic).  cfg, t0, spin_ns, open_core and worker_main are
+** immutable once the first state is attached (the entry layer sets the
+** last two, so the cores below never name what is above them).  next_id is atomic.  'lock' guards the
 ** head of boot and spare/sparecap; a boot entry never changes once
 ** published, so a reader that took the head under the lock walks the list
 ** without it.
@@ -170,6 +171,7 @@ struct loom_runtime {
   uint64_t t0;                      /* uv_hrtime() at creation */
   uint64_t spin_ns;                 /* from cfg.spin_us */
   int (*open_core)(lua_State *L);   /* luaopen_loom_core, for workers */
+  void (*worker_main)(void *w);     /* the body of a worker thread */
   loom_boot *boot;                  /* bytecode of loom's Lua modules */
   unsigned char *spare;             /* a large message buffer to reuse */
   size_t sparecap;
@@ -303,9 +305,9 @@ struct loom_worker {
 ** a negative libuv error code (UV_ENOMEM). */
 int loom__worker_new(loom_runtime *rt, loom_mailbox *parent,
                      const loom_worker_opts *o, loom_worker **out);
-/* Start its thread running 'body(w)' (the thread gets its own reference).
-** Returns 0 or a negative libuv error code. */
-int loom__worker_start(loom_worker *w, void (*body)(void *w));
+/* Start its thread running rt->worker_main(w) (the thread gets its own
+** reference).  Returns 0 or a negative libuv error code. */
+int loom__worker_start(loom_worker *w);
 void loom__worker_release(loom_worker *w);
 /* Any thread: stop it (its Lua code raises; its waits wake up). */
 void loom__worker_terminate(loom_worker *w);

@@ -3,7 +3,7 @@
 **   L2 per-state services: the thread context (ctx.c), the cloner
 **      (serial.c), building and running a worker state (state.c).
 **   L3 bindings: loop.c, worker.c and port.c below their fences.
-**   L4 entry: loom.c (luaopen_loom_core, loom_open, loom_poll).
+**   L4 entry: entry.c (luaopen_loom_core, loom_open, loom_poll).
 ** Each layer calls only the layers below it.
 */
 #ifndef LOOM_LUA_H
@@ -102,6 +102,10 @@ int loom__ctx_spin(loom_ctx *c);
 ** LOOM_SPIN_ROUNDS times or LOOM_SPIN_TURN_NS between real turns, so
 ** timers, immediates and I/O still run).  Returns uv_run's answer. */
 int loom__ctx_step(loom_ctx *c);
+/* One non-blocking turn on L's thread: due timers, wake-ups, immediates,
+** then queued messages within budget_us and max (<= 0: no limit).  The
+** count delivered, or -1 with an uncaught error pushed. */
+int loom__ctx_poll(loom_ctx *c, lua_State *L, int budget_us, int max);
 /* Deliver queued messages: returns count, or -1 when one raised and the
 ** error is stored as uncaught (then stopping is set). */
 int loom__ctx_deliver(loom_ctx *c, int max);

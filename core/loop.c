@@ -55,7 +55,7 @@ static int l_poll (lua_State *L) {
   luaL_argcheck(L, budget >= 0, 1, "budget must be >= 0");
   if (c->running) return luaL_error(L, "loom.poll: the event loop is already running here");
   if (!(budget < 2e6)) budget = 2e6;     /* no overflow (NaN, huge): ~33 min */
-  n = loom_poll(L, (int)(budget * 1000), -1);
+  n = loom__ctx_poll(c, L, (int)(budget * 1000), -1);
   if (n < 0) return lua_error(L);
   lua_pushboolean(L, uv_loop_alive(&c->loop));
   return 1;

@@ -95,14 +95,14 @@ int loom__worker_new (loom_runtime *rt, loom_mailbox *parent,
   return 0;
 }
 
-int loom__worker_start (loom_worker *w, void (*body)(void *w)) {
+int loom__worker_start (loom_worker *w) {
   uv_thread_options_t topt;
   int r;
   if (w->stack_kb > LOOM_MAX_STACK_KB) return UV_EINVAL;
   topt.flags = UV_THREAD_HAS_STACK_SIZE;
   topt.stack_size = w->stack_kb * 1024;
   atomic_fetch_add(&w->refs, 1);             /* the thread's reference */
-  r = uv_thread_create_ex(&w->thread, &topt, body, w);
+  r = uv_thread_create_ex(&w->thread, &topt, w->rt->worker_main, w);
   if (r) {
     atomic_fetch_sub(&w->refs, 1);
     return r;
@@ -440,7 +440,7 @@ static int l_spawn (lua_State *L) {
   r = loom__worker_new(c->rt, c->mb, &o, &w);
   if (r) return spawnerr(L, "not enough memory", NULL);
   h->w = w;
-  r = loom__worker_start(w, loom__state_main);
+  r = loom__worker_start(w);
   if (r) {
     lua_pushfstring(L, "cannot start a thread: %s", uv_strerror(r));
     return spawnerr(L, lua_tostring(L, -1), NULL);

@@ -1,5 +1,5 @@
 /*
-** loom.c: the entry points.  luaopen_loom_core (the module "loom.core":
+** entry.c: the entry points.  luaopen_loom_core (the module "loom.core":
 ** the main thread's context, every binding), loom_open, loom_poll and
 ** loom_backend_fd.  The only file that knows every concept.
 */
@@ -48,25 +48,8 @@ int loom_open (lua_State *L, loom_runtime *rt) {
 
 int loom_poll (lua_State *L, int budget_us, int max_messages) {
   loom_ctx *c = loom__ctx_get(L);
-  lua_State *saved;
-  int r;
   if (c == NULL || c->running || c->closed) return 0;
-  saved = loom__ctx_setstate(c, L);
-  c->poll_deadline = uv_hrtime() + (uint64_t)(budget_us > 0 ? budget_us : 0) * 1000;
-  c->running = 1;
-  c->stopping = 0;
-  uv_run(&c->loop, UV_RUN_NOWAIT);   /* timers, wake-ups, immediates */
-  r = loom__ctx_deliver(c, max_messages > 0 ? max_messages : -1);
-  c->running = 0;
-  c->poll_deadline = 0;
-  c->L = saved;
-  /* the host may now sleep on loom_backend_fd: pushes must wake it */
-  if (loom__mailbox_sleep(c->mb) || c->pend_head) uv_async_send(c->async);
-  if (loom__ctx_take_error(L, c)) {
-    lua_pop(L, 1);     /* keep the error value, drop the traceback */
-    return -1;
-  }
-  return r > 0 ? r : 0;
+  return loom__ctx_poll(c, L, budget_us, max_messages);
 }
 
 int loom_backend_fd (lua_State *L) {
@@ -136,7 +119,8 @@ static loom_ctx *main_ctx (lua_State *L) {
     luaL_error(L, "loom: cannot create the event loop");
   }
   if (own) loom_runtime_release(rt);   /* the context holds it now */
-  rt->open_core = luaopen_loom_core;
+  rt->open_core = luaopen_loom_core;     /* what workers of rt run */
+  rt->worker_main = loom__state_main;
   return c;
 }
 
