@@ -6,7 +6,9 @@
 -- H.spawn(source, opts) is loom.Worker plus bookkeeping: after each test the
 -- helper drives the loop until every worker it spawned has exited (stopping
 -- any left running, which fails the test), then checks that loom.core holds
--- nothing: no unjoined child thread, no hold on the loop.
+-- nothing: no unjoined child thread, no hold on the loop, no message left
+-- undelivered, and a loop that nothing keeps alive (libuv's "the loop closed
+-- clean": a test that leaves a ref'd timer or interval fails).
 --
 -- Every wait is bounded, so a worker that cannot be stopped fails a test
 -- instead of hanging the suite.  Bounds are generous and are multiplied by
@@ -162,8 +164,12 @@ end
 
 function H.stats() return core.stats() end
 
+local carried_alive = false  -- an earlier test left the loop alive
+
 function H.before_each()
   tracked = {}
+  -- a loop an earlier test left alive has failed that test already
+  carried_alive = core.stats().alive
 end
 
 -- Drive the loop (errors from late events are swallowed) until pred().
@@ -177,7 +183,26 @@ local function settle(pred, ms)
   end
 end
 
+-- Handles that were closed (a closed timer, the guard of H.run, those a
+-- finished worker leaves) keep the loop "alive" until the next turn runs
+-- their close callbacks.  Collect first (a timer the test dropped closes
+-- in its finalizer), then give them a few non-blocking turns: a ref'd
+-- timer or interval that is still active stays, and fails the test.
+local function close_handles()
+  collectgarbage()
+  for _ = 1, 10 do
+    if not core.stats().alive then return end
+    pcall(loom.poll, 0)
+  end
+end
+
 function H.after_each()
+  local problems = {}
+  -- before anything is delivered: messages the test left in the queue
+  local left = core.stats().pending
+  if left ~= 0 then
+    problems[#problems + 1] = ("%d message(s) left undelivered by the test"):format(left)
+  end
   local function alldone()
     for _, rec in ipairs(tracked) do
       if not rec.exited then return false end
@@ -185,7 +210,6 @@ function H.after_each()
     local s = core.stats()
     return s.children == leaked and s.holds == 0
   end
-  local problems = {}
   if not settle(alldone, 1000) then
     -- workers a failed test left running: stop them (not an error in itself)
     for _, rec in ipairs(tracked) do
@@ -202,12 +226,20 @@ function H.after_each()
     end
   end
   tracked = {}
+  close_handles()
   local s = core.stats()
   if s.children ~= leaked then
     problems[#problems + 1] = ("core.stats().children == %d after the test"):format(s.children - leaked)
   end
   if s.holds ~= 0 then
     problems[#problems + 1] = ("core.stats().holds == %d after the test"):format(s.holds)
+  end
+  if s.pending ~= 0 then
+    problems[#problems + 1] = ("core.stats().pending == %d after the test"):format(s.pending)
+  end
+  if s.alive and not carried_alive then
+    problems[#problems + 1] = "core.stats().alive after the test: something ref'd"
+      .. " (a timer, an interval, an immediate) still keeps the loop alive"
   end
   if #problems > 0 then error(table.concat(problems, "; "), 0) end
 end
