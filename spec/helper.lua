@@ -13,6 +13,10 @@
 -- Every wait is bounded, so a worker that cannot be stopped fails a test
 -- instead of hanging the suite.  Bounds are generous and are multiplied by
 -- H.scale under valgrind or a sanitizer (or by $LOOM_TIME_SCALE).
+--
+-- Scaling happens once, inside the helpers: H.run, H.run_until and H.join
+-- take plain (unscaled) milliseconds.  H.ms(n) is only for a bound a test
+-- checks itself against loom.now(); never pass its result to a helper.
 local loom = require "loom"
 local core = require "loom.core"
 
@@ -62,7 +66,8 @@ function H.run_script(script, timeout_s)
   return out
 end
 
--- a bound in milliseconds, scaled for slow builds
+-- a bound in milliseconds, scaled for slow builds (for a test's own checks
+-- against loom.now(); the helpers below scale their arguments themselves)
 function H.ms(n) return n * H.scale end
 
 local tracked = {}      -- { w = worker, exited = bool, code = int }
@@ -84,8 +89,8 @@ function H.exited(w)
   return false
 end
 
--- loom.run(), raising if it has not returned within ms (default 10 s).
--- The guard timer is unref'd: it never keeps the loop alive by itself.
+-- loom.run(), raising if it has not returned within ms (unscaled, default
+-- 10 s).  The guard timer is unref'd: it never keeps the loop alive by itself.
 function H.run(ms)
   ms = H.ms(ms or 10000)
   local guard = loom.setTimeout(function()
@@ -98,7 +103,8 @@ function H.run(ms)
   return r
 end
 
--- Drive the loop with loom.poll until pred() is true; false after ms.
+-- Drive the loop with loom.poll until pred() is true; false after ms
+-- (unscaled, default 5 s).
 function H.run_until(pred, ms)
   local deadline = loom.now() + H.ms(ms or 5000)
   while true do
@@ -109,7 +115,8 @@ function H.run_until(pred, ms)
   end
 end
 
--- wait for the exit event of w; returns its code (raises on timeout)
+-- wait for the exit event of w; returns its code (raises after ms,
+-- unscaled, default 5 s)
 function H.join(w, ms)
   if not H.run_until(function() return (H.exited(w)) end, ms or 5000) then
     error("worker " .. tostring(w.threadId) .. " did not exit in time", 2)
