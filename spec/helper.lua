@@ -14,8 +14,8 @@
 -- instead of hanging the suite.  Bounds are generous and are multiplied by
 -- H.scale under valgrind or a sanitizer (or by $LOOM_TIME_SCALE).
 --
--- Scaling happens once, inside the helpers: H.run, H.run_until and H.join
--- take plain (unscaled) milliseconds.  H.ms(n) is only for a bound a test
+-- Scaling happens once, inside the helpers: H.run, H.run_until, H.join and
+-- H.poll_error take plain (unscaled) milliseconds.  H.ms(n) is only for a bound a test
 -- checks itself against loom.now(); never pass its result to a helper.
 local loom = require "loom"
 local core = require "loom.core"
@@ -122,6 +122,18 @@ function H.join(w, ms)
     error("worker " .. tostring(w.threadId) .. " did not exit in time", 2)
   end
   return select(2, H.exited(w))
+end
+
+-- Drive the loop with loom.poll until a poll raises; returns that error, or
+-- nil when none was raised within ms (unscaled, default 5 s).
+function H.poll_error(ms)
+  local deadline = loom.now() + H.ms(ms or 5000)
+  repeat
+    local ok, err = pcall(loom.poll, 5)
+    if not ok then return err end
+    loom.sleep(1)
+  until loom.now() >= deadline
+  return nil
 end
 
 -- A worker that sends back each message it gets, n of them (default 1),
