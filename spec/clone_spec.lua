@@ -690,10 +690,12 @@ describe("loom.clone", function()
       local data = { v = 1 }
       local w = H.spawn(function()
         local loom = require "loom"
-        loom.sleep(50)
-        loom.parentPort:postMessage(loom.workerData.v)
+        loom.parentPort:once("message", function()   -- sent after the change
+          loom.parentPort:postMessage(loom.workerData.v)
+        end)
       end, { workerData = data })
       data.v = 2
+      assert.is_true(w:postMessage("changed"))
       local got
       w:on("message", function(m) got = m end)
       H.run()

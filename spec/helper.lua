@@ -136,6 +136,49 @@ function H.poll_error(ms)
   return nil
 end
 
+-- Flags: a one-way signal between two threads for an ordering that the
+-- port between them cannot express (the parent's posts must all be queued
+-- before the worker's loop starts; a worker whose port is closed must say
+-- so).  A flag is a file: one side writes it, the other polls it, always
+-- within a bound, never by sleeping.  H.flag() makes one (removed after the
+-- test); H.set_flag(path) sets it; H.flag_is_set(path) looks at it.
+-- H.wait_flag(path, ms) polls until it is set; it has no upvalues, so a
+-- worker function can use it as an upvalue (`local wait_flag =
+-- H.wait_flag` outside the function).  Pass it a bound already scaled
+-- with H.ms(): the worker cannot see H.scale.
+local flags = {}
+
+function H.flag()
+  local path = os.tmpname()       -- created empty: not set
+  flags[#flags + 1] = path
+  return path
+end
+
+function H.set_flag(path)
+  local f = assert(io.open(path, "w"))
+  f:write("set")
+  f:close()
+end
+
+function H.flag_is_set(path)
+  local f = io.open(path, "r")
+  local s = f and f:read("a")
+  if f then f:close() end
+  return s == "set"
+end
+
+function H.wait_flag(path, ms)
+  local now = require("loom").now
+  local deadline = now() + ms
+  repeat
+    local f = io.open(path, "r")
+    local s = f and f:read("a")
+    if f then f:close() end
+    if s == "set" then return true end
+  until now() >= deadline
+  return false
+end
+
 -- A worker that sends back each message it gets, n of them (default 1),
 -- then lets its loop end.
 function H.echo(n, opts)
@@ -245,6 +288,7 @@ function H.after_each()
     end
   end
   tracked = {}
+  for i = #flags, 1, -1 do os.remove(flags[i]); flags[i] = nil end
   close_handles()
   local s = core.stats()
   if s.children ~= leaked then

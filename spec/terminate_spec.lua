@@ -169,12 +169,13 @@ describe("w:terminate()", function()
     end)
 
     it("many at once", function()
-      local ws, codes = {}, {}
+      local ws, codes, ready = {}, {}, 0
       for i = 1, 16 do
-        ws[i] = H.spawn("while true do end", { eval = true })
+        ws[i] = H.spawn(READY .. "while true do end", { eval = true })
+        ws[i]:on("message", function() ready = ready + 1 end)
         ws[i]:on("exit", function(c) codes[#codes + 1] = c end)
       end
-      loom.sleep(50)
+      assert(H.run_until(function() return ready == 16 end), "not every worker said ready")
       local t0 = loom.now()
       for i = 1, 16 do ws[i]:terminate() end
       assert.is_true(H.run_until(function() return #codes == 16 end, BOUND + 3000))
@@ -193,8 +194,10 @@ describe("w:terminate()", function()
     end)
 
     it("can be awaited directly", function()
-      local w = H.spawn("while true do end", { eval = true })
-      loom.sleep(20)
+      local w = H.spawn(READY .. "while true do end", { eval = true })
+      local ready = false
+      w:on("message", function() ready = true end)
+      assert(H.run_until(function() return ready end), "the worker never said ready")
       assert.are.equal(1, w:terminate():await())
     end)
 

@@ -2,6 +2,8 @@
 local H = require "helper"
 local loom = require "loom"
 
+local wait_flag = H.wait_flag     -- an upvalue of worker functions
+
 -- spawn, collect every event in order, run until the loop is empty
 local function record(source, opts)
   local w = H.spawn(source, opts)
@@ -504,26 +506,34 @@ describe("loom.Worker", function()
     end)
 
     it("delivers messages that arrive before the first listener, in order", function()
-      -- messages 1..5 arrive while the worker has no listener (they wait for
-      -- it); 6..10 arrive while it is attaching one: all must come in order
-      local w, ev = record(function()
+      -- messages 1..5 reach the worker while it has no listener (they wait
+      -- in the port); 6..10 are still on their way while it attaches one:
+      -- all must come in order.  Flags make that interleaving certain.
+      local posted_1_5, posted_6_10 = H.flag(), H.flag()
+      local w, ev = record(function(flag1, flag2, bound)
         local loom = require "loom"
         local port = loom.parentPort
-        loom.async(function() loom.sleep(100) end):await()   -- 1..5 arrive meanwhile
+        assert(wait_flag(flag1, bound), "the parent never posted 1..5")
+        loom.poll(bound)            -- take 1..5: with no listener they wait
         port:postMessage("attaching")
-        loom.sleep(300)                                      -- 6..10 arrive meanwhile
-        local got = {}
+        assert(wait_flag(flag2, bound), "the parent never posted 6..10")
+        local got = {}              -- 6..10 are in this thread's inbox now
         local function onmsg(m)
           got[#got + 1] = m
           if #got == 10 then port:off("message", onmsg); port:postMessage(got) end
         end
         port:on("message", onmsg)
-      end)
+      end, { argv = { posted_1_5, posted_6_10, H.ms(5000) } })
       for i = 1, 5 do w:postMessage(i) end
+      H.set_flag(posted_1_5)
       w:on("message", function(m)
-        if m == "attaching" then for i = 6, 10 do w:postMessage(i) end end
+        if m == "attaching" then
+          for i = 6, 10 do w:postMessage(i) end
+          H.set_flag(posted_6_10)
+        end
       end)
       H.run()
+      assert.are.same({}, ev.errors)
       assert.are.same({ "attaching", { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 } }, ev.messages)
     end)
 
@@ -699,8 +709,10 @@ describe("loom.Worker", function()
       end)
       w:unref()
       local got
-      w:on("message", function(m) got = m end)
-      local t = loom.setTimeout(function() end, 300)   -- keeps the loop running
+      -- keeps the loop running until the message is there (H.run's bound
+      -- fails the test if it never comes)
+      local t = loom.setTimeout(function() end, 1e9)
+      w:on("message", function(m) got = m; t:close() end)
       H.run()
       t:close()
       assert.are.equal("hello", got)
@@ -708,17 +720,22 @@ describe("loom.Worker", function()
     end)
 
     it("keeps loom.run() alive again after ref()", function()
+      -- the worker lives until the parent answers it: only the ref can keep
+      -- loom.run() going that long
       local w = H.spawn(function()
-        local loom = require "loom"
-        loom.sleep(100)
-        loom.parentPort:postMessage("done")
+        local port = require("loom").parentPort
+        port:once("message", function() port:postMessage("done") end)
+        port:postMessage("ready")
       end)
-      local got
-      w:on("message", function(m) got = m end)
+      local got = {}
+      w:on("message", function(m)
+        got[#got + 1] = m
+        if m == "ready" then w:postMessage("go") end
+      end)
       assert.are.equal(w, w:unref():ref())
       H.run()
-      assert.are.equal("done", got)
-      assert.is_true((H.exited(w)))
+      assert.are.same({ "ready", "done" }, got)
+      assert.are.same({ true, 0 }, { H.exited(w) })
     end)
 
     it("balances ref/unref called many times and after exit", function()
