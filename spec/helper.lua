@@ -31,12 +31,19 @@ H.dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
 function H.fixture(name) return H.dir .. "/fixtures/" .. name end
 
 do
-  local scale = tonumber(os.getenv("LOOM_TIME_SCALE") or "")
-  if not scale then
-    local preload = os.getenv("LD_PRELOAD") or ""
-    scale = (preload:find("vgpreload") or preload:find("san")) and 20 or 1
-  end
-  H.scale = scale
+  local preload = os.getenv("LD_PRELOAD") or ""
+  -- under valgrind or a sanitizer (whose allocators keep freed memory)
+  H.instrumented = (preload:find("vgpreload") or preload:find("san")) ~= nil
+  H.scale = tonumber(os.getenv("LOOM_TIME_SCALE") or "") or (H.instrumented and 20 or 1)
+end
+
+-- this process's resident set in KiB (nil without /proc)
+function H.rss_kb()
+  local f = io.open("/proc/self/status")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)"))
 end
 
 -- Child processes: /bin/sh itself crashes when libtsan is preloaded into
