@@ -412,6 +412,39 @@ describe("misuse and failures", function()
       assert.matches("stack overflow", ev.errors[1].err, 1, true)
     end)
 
+    it("a worker over resourceLimits.maxMemoryMb fails with 'not enough memory': error, exit 1", function()
+      local _, ev = record(function()
+        local loom = require "loom"
+        loom.parentPort:postMessage("allocating")
+        local t = {}
+        for i = 1, math.huge do t[i] = ("x"):rep(1000) .. i end   -- until it fails
+      end, { resourceLimits = { maxMemoryMb = 2 } })
+      H.run()
+      assert.are.same({ "allocating" }, ev.messages)   -- it ran, then hit the limit
+      assert.are.equal(1, #ev.errors)
+      assert.are.equal("string", type(ev.errors[1].err))
+      assert.matches("not enough memory", ev.errors[1].err, 1, true)
+      assert.are.equal(1, ev.code)
+      -- the parent is unharmed: it allocates, and a new worker runs
+      assert.are.equal(4 << 20, #loom.clone(("y"):rep(4 << 20)))
+      local _, again = record(function() require("loom").parentPort:postMessage("fine") end)
+      H.run()
+      assert.are.same({ "fine" }, again.messages)
+      assert.are.equal(0, again.code)
+    end)
+
+    it("a worker out of memory still gives the error listener a traceback string", function()
+      -- API.md: error is fn(err, traceback) with the worker's traceback string
+      local _, ev = record(function()
+        local t = {}
+        for i = 1, math.huge do t[i] = ("x"):rep(1000) .. i end
+      end, { resourceLimits = { maxMemoryMb = 2 } })
+      H.run()
+      assert.are.equal(1, #ev.errors)
+      assert.matches("not enough memory", ev.errors[1].err, 1, true)
+      assert.are.equal("string", type(ev.errors[1].tb))
+    end)
+
     it("deep C recursion allowed by Lua does not crash a worker with the smallest stack", function()
       if H.no_fork(pending) then return end
       -- run in a child process: a crash must fail this test, not the suite
