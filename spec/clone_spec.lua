@@ -641,6 +641,37 @@ describe("loom.clone", function()
       assert.matches("class 'spec.Point' is not registered", got, 1, true)
     end)
 
+    it("fail as a messageerror in the parent where only the worker registered the class", function()
+      local w = H.spawn(function()
+        local loom = require "loom"
+        local P = {}
+        P.__index = P
+        loom.registerClass("spec.WorkerOnly", P)
+        local port = loom.parentPort
+        local function onmsg(m)
+          port:postMessage("still running, got " .. m)
+          port:off("message", onmsg)
+        end
+        port:on("message", onmsg)
+        port:postMessage(setmetatable({ x = 1 }, P))
+        port:postMessage("after the instance")
+      end)
+      local events = {}
+      w:on("messageerror", function(e)
+        events[#events + 1] = { "messageerror", e }
+        w:postMessage("ping")
+      end)
+      w:on("message", function(m) events[#events + 1] = { "message", m } end)
+      H.run()
+      assert.are.equal(3, #events)
+      assert.are.equal("messageerror", events[1][1])
+      assert.are.equal("string", type(events[1][2]))
+      assert.matches("class 'spec.WorkerOnly' is not registered", events[1][2], 1, true)
+      assert.are.same({ "message", "after the instance" }, events[2])
+      assert.are.same({ "message", "still running, got ping" }, events[3])
+      assert.are.same({ true, 0 }, { H.exited(w) })
+    end)
+
     it("a name registered again points at the new metatable only", function()
       local A, B = {}, {}
       loom.registerClass("spec.Renamed", A)
