@@ -2,7 +2,7 @@
 local H = require "helper"
 local loom = require "loom"
 
-local wait_flag = H.wait_flag     -- an upvalue of worker functions
+local wait_flag, set_flag = H.wait_flag, H.set_flag   -- upvalues of worker functions
 
 -- spawn, collect every event in order, run until the loop is empty
 local function record(source, opts)
@@ -588,6 +588,24 @@ describe("loom.Worker", function()
       assert.are.equal("closed", why)
     end)
 
+    it("returns false, \"closed\" when posting to a worker that closed its parentPort", function()
+      local closed = H.flag()
+      local w = H.spawn(function(flag)
+        local loom = require "loom"
+        local port = loom.parentPort
+        port:on("close", function() set_flag(flag) end)
+        port:close()
+        loom.setTimeout(function() end, 1e9)   -- lives on: the parent stops it
+      end, { argv = { closed } })
+      assert(H.run_until(function() return H.flag_is_set(closed) end),
+             "the worker's parentPort never fired close")
+      loom.poll(5)     -- whatever the close sent this way has arrived by now
+      local ok, why = w:postMessage("dropped")
+      assert.is_false((H.exited(w)))   -- the port is closed, not the worker
+      assert.are.same({ false, "closed" }, { ok, why })
+      assert.are.equal(1, w:terminate():await())
+    end)
+
     it("delivers messages to several workers independently", function()
       local ws, got = {}, {}
       for i = 1, 8 do
@@ -597,6 +615,108 @@ describe("loom.Worker", function()
       for i = 1, 8 do for _ = 1, 3 do ws[i]:postMessage(i) end end
       H.run()
       for i = 1, 8 do assert.are.equal(3 * i, got[i]) end
+    end)
+  end)
+
+  describe("parentPort", function()
+    -- Once the worker closed its parentPort, nothing can come back that way:
+    -- these workers report through an uncaught error value instead.
+    it("close() fires close once; posting after it returns false, \"closed\"", function()
+      local _, ev = record(function()
+        local loom = require "loom"
+        local port = loom.parentPort
+        local closes = 0
+        port:on("message", function() end)
+        port:on("close", function()
+          closes = closes + 1
+          loom.setImmediate(function()   -- after a second close event, if any
+            error({ closes = closes, post = { port:postMessage("after close") } })
+          end)
+        end)
+        port:postMessage("before close")
+        port:close()
+        port:close()
+      end)
+      H.run()
+      assert.are.same({ "before close" }, ev.messages)
+      assert.are.equal(1, #ev.errors)
+      assert.are.same({ closes = 1, post = { false, "closed" } }, ev.errors[1].err)
+      assert.are.equal(1, ev.code)
+    end)
+
+    it("close() in a message handler still delivers the messages already queued, then close", function()
+      -- as Node: closing parentPort in its own handler delivers what was
+      -- queued, then fires close.  The flag makes sure all five are queued
+      -- before the worker's loop delivers the first.
+      local posted = H.flag()
+      local w, ev = record(function(flag, bound)
+        local loom = require "loom"
+        local port = loom.parentPort
+        local got = {}
+        port:on("message", function(m)
+          got[#got + 1] = m
+          if m == 1 then port:close() end
+        end)
+        port:on("close", function() error({ before_close = got }) end)
+        assert(wait_flag(flag, bound), "the parent never posted")
+      end, { argv = { posted, H.ms(5000) } })
+      for i = 1, 5 do assert.is_true(w:postMessage(i)) end
+      H.set_flag(posted)
+      H.run()
+      assert.are.equal(1, #ev.errors)
+      assert.are.same({ before_close = { 1, 2, 3, 4, 5 } }, ev.errors[1].err)
+      assert.are.equal(1, ev.code)
+    end)
+
+    it("unref() lets a worker with a message listener exit 0, before or after on()", function()
+      local after = H.spawn(function()
+        local port = require("loom").parentPort
+        port:on("message", function() end)
+        port:unref()
+      end)
+      local before = H.spawn(function()
+        local port = require("loom").parentPort
+        port:unref()
+        port:on("message", function() end)
+      end)
+      assert.are.equal(0, H.join(after))
+      assert.are.equal(0, H.join(before))
+    end)
+
+    it("ref() after unref() keeps the worker alive again: the parent's message arrives", function()
+      local w, ev = record(function()
+        local port = require("loom").parentPort
+        local function onmsg(m)
+          port:postMessage("got " .. m)
+          port:off("message", onmsg)
+        end
+        port:on("message", onmsg)
+        port:unref()
+        port:ref()
+        port:postMessage("ready")
+      end)
+      w:on("message", function(m) if m == "ready" then w:postMessage("ping") end end)
+      H.run()
+      assert.are.same({ "ready", "got ping" }, ev.messages)
+      assert.are.equal(0, ev.code)
+    end)
+
+    it("an unref'd parentPort still delivers while something else keeps the worker alive", function()
+      local w, ev = record(function()
+        local loom = require "loom"
+        local port = loom.parentPort
+        local t = loom.setTimeout(function() end, 1e9)
+        port:on("message", function(m)
+          port:postMessage("got " .. m)
+          t:close()
+        end)
+        port:unref()
+        port:postMessage("ready")
+      end)
+      w:on("message", function(m) if m == "ready" then w:postMessage("ping") end end)
+      H.run()
+      assert.are.same({ "ready", "got ping" }, ev.messages)
+      assert.are.equal(0, ev.code)
     end)
   end)
 
