@@ -597,6 +597,7 @@ describe("loom.Worker", function()
         port:close()
         loom.setTimeout(function() end, 1e9)   -- lives on: the parent stops it
       end, { argv = { closed } })
+      finally(function() w:terminate() end)   -- also when an assert fails
       assert(H.run_until(function() return H.flag_is_set(closed) end),
              "the worker's parentPort never fired close")
       loom.poll(5)     -- whatever the close sent this way has arrived by now
