@@ -15,8 +15,9 @@
 -- H.scale under valgrind or a sanitizer (or by $LOOM_TIME_SCALE).
 --
 -- Scaling happens once, inside the helpers: H.run, H.run_until, H.join and
--- H.poll_error take plain (unscaled) milliseconds.  H.ms(n) is only for a bound a test
--- checks itself against loom.now(); never pass its result to a helper.
+-- H.poll_error take plain (unscaled) milliseconds.  H.ms(n) is only for a
+-- bound a test checks itself against loom.now(); never pass its result to a
+-- helper.
 local loom = require "loom"
 local core = require "loom.core"
 
@@ -148,11 +149,11 @@ end
 -- before the worker's loop starts; a worker whose port is closed must say
 -- so).  A flag is a file: one side writes it, the other polls it, always
 -- within a bound, never by sleeping.  H.flag() makes one (removed after the
--- test); H.set_flag(path) sets it; H.flag_is_set(path) looks at it.
--- H.wait_flag(path, ms) polls until it is set; it has no upvalues, so a
--- worker function can use it as an upvalue (`local wait_flag =
--- H.wait_flag` outside the function).  Pass it a bound already scaled
--- with H.ms(): the worker cannot see H.scale.
+-- test); H.set_flag(path) sets it; H.flag_is_set(path) looks at it;
+-- H.wait_flag(path, ms) polls until it is set.  set_flag and wait_flag have
+-- no upvalues, so a worker function can use them as upvalues (`local
+-- wait_flag = H.wait_flag` outside the function).  Give wait_flag a bound
+-- already scaled with H.ms(): a worker cannot see H.scale.
 local flags = {}
 
 function H.flag()
