@@ -641,6 +641,37 @@ describe("loom.clone", function()
       assert.matches("class 'spec.Point' is not registered", got, 1, true)
     end)
 
+    it("fail as a messageerror in the parent where only the worker registered the class", function()
+      local w = H.spawn(function()
+        local loom = require "loom"
+        local P = {}
+        P.__index = P
+        loom.registerClass("spec.WorkerOnly", P)
+        local port = loom.parentPort
+        local function onmsg(m)
+          port:postMessage("still running, got " .. m)
+          port:off("message", onmsg)
+        end
+        port:on("message", onmsg)
+        port:postMessage(setmetatable({ x = 1 }, P))
+        port:postMessage("after the instance")
+      end)
+      local events = {}
+      w:on("messageerror", function(e)
+        events[#events + 1] = { "messageerror", e }
+        w:postMessage("ping")
+      end)
+      w:on("message", function(m) events[#events + 1] = { "message", m } end)
+      H.run()
+      assert.are.equal(3, #events)
+      assert.are.equal("messageerror", events[1][1])
+      assert.are.equal("string", type(events[1][2]))
+      assert.matches("class 'spec.WorkerOnly' is not registered", events[1][2], 1, true)
+      assert.are.same({ "message", "after the instance" }, events[2])
+      assert.are.same({ "message", "still running, got ping" }, events[3])
+      assert.are.same({ true, 0 }, { H.exited(w) })
+    end)
+
     it("a name registered again points at the new metatable only", function()
       local A, B = {}, {}
       loom.registerClass("spec.Renamed", A)
@@ -650,10 +681,16 @@ describe("loom.clone", function()
     end)
 
     it("reject bad names and metatables", function()
-      assert.has_error(function() loom.registerClass("", {}) end)
-      assert.has_error(function() loom.registerClass(string.rep("x", 256), {}) end)
-      assert.has_error(function() loom.registerClass("x", 5) end)
-      assert.has_error(function() loom.registerClass(nil, {}) end)
+      local function fails(pattern, ...)
+        local ok, err = pcall(loom.registerClass, ...)
+        assert.is_false(ok)
+        assert.matches(pattern, err, 1, true)
+      end
+      fails("class name must be 1 to 255 bytes", "", {})
+      fails("class name must be 1 to 255 bytes", string.rep("x", 256), {})
+      fails("bad argument #2", "x", 5)
+      fails("table expected, got number", "x", 5)
+      fails("string expected, got nil", nil, {})
     end)
   end)
 
@@ -690,10 +727,12 @@ describe("loom.clone", function()
       local data = { v = 1 }
       local w = H.spawn(function()
         local loom = require "loom"
-        loom.sleep(50)
-        loom.parentPort:postMessage(loom.workerData.v)
+        loom.parentPort:once("message", function()   -- sent after the change
+          loom.parentPort:postMessage(loom.workerData.v)
+        end)
       end, { workerData = data })
       data.v = 2
+      assert.is_true(w:postMessage("changed"))
       local got
       w:on("message", function(m) got = m end)
       H.run()

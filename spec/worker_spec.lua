@@ -2,6 +2,8 @@
 local H = require "helper"
 local loom = require "loom"
 
+local wait_flag, set_flag = H.wait_flag, H.set_flag   -- upvalues of worker functions
+
 -- spawn, collect every event in order, run until the loop is empty
 local function record(source, opts)
   local w = H.spawn(source, opts)
@@ -418,7 +420,7 @@ describe("loom.Worker", function()
       end)
       assert.are.equal(1, ev.code)
       assert.are.equal(1, #ev.errors)
-      assert.are.equal("string", type(ev.errors[1].err))
+      assert.are.equal("(error object is a table value)", ev.errors[1].err)
     end)
 
     it("reports an error raised inside a message handler, then exits 1", function()
@@ -472,13 +474,7 @@ describe("loom.Worker", function()
 
     it("raises an error nobody listens to from loom.poll()", function()
       local w = H.spawn(function() error("polled error") end)
-      local raised
-      local deadline = loom.now() + H.ms(5000)
-      repeat
-        local ok, err = pcall(loom.poll)
-        if not ok then raised = err else loom.sleep(1) end
-      until raised or loom.now() > deadline
-      assert.matches("polled error", raised or "", 1, true)
+      assert.matches("polled error", H.poll_error() or "(nothing raised)", 1, true)
       H.join(w)
     end)
 
@@ -510,26 +506,34 @@ describe("loom.Worker", function()
     end)
 
     it("delivers messages that arrive before the first listener, in order", function()
-      -- messages 1..5 arrive while the worker has no listener (they wait for
-      -- it); 6..10 arrive while it is attaching one: all must come in order
-      local w, ev = record(function()
+      -- messages 1..5 reach the worker while it has no listener (they wait
+      -- in the port); 6..10 are still on their way while it attaches one:
+      -- all must come in order.  Flags make that interleaving certain.
+      local posted_1_5, posted_6_10 = H.flag(), H.flag()
+      local w, ev = record(function(flag1, flag2, bound)
         local loom = require "loom"
         local port = loom.parentPort
-        loom.async(function() loom.sleep(100) end):await()   -- 1..5 arrive meanwhile
+        assert(wait_flag(flag1, bound), "the parent never posted 1..5")
+        loom.poll(bound)            -- take 1..5: with no listener they wait
         port:postMessage("attaching")
-        loom.sleep(300)                                      -- 6..10 arrive meanwhile
-        local got = {}
+        assert(wait_flag(flag2, bound), "the parent never posted 6..10")
+        local got = {}              -- 6..10 are in this thread's inbox now
         local function onmsg(m)
           got[#got + 1] = m
           if #got == 10 then port:off("message", onmsg); port:postMessage(got) end
         end
         port:on("message", onmsg)
-      end)
+      end, { argv = { posted_1_5, posted_6_10, H.ms(5000) } })
       for i = 1, 5 do w:postMessage(i) end
+      H.set_flag(posted_1_5)
       w:on("message", function(m)
-        if m == "attaching" then for i = 6, 10 do w:postMessage(i) end end
+        if m == "attaching" then
+          for i = 6, 10 do w:postMessage(i) end
+          H.set_flag(posted_6_10)
+        end
       end)
       H.run()
+      assert.are.same({}, ev.errors)
       assert.are.same({ "attaching", { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 } }, ev.messages)
     end)
 
@@ -584,6 +588,25 @@ describe("loom.Worker", function()
       assert.are.equal("closed", why)
     end)
 
+    it("returns false, \"closed\" when posting to a worker that closed its parentPort", function()
+      local closed = H.flag()
+      local w = H.spawn(function(flag)
+        local loom = require "loom"
+        local port = loom.parentPort
+        port:on("close", function() set_flag(flag) end)
+        port:close()
+        loom.setTimeout(function() end, 1e9)   -- lives on: the parent stops it
+      end, { argv = { closed } })
+      finally(function() w:terminate() end)   -- also when an assert fails
+      assert(H.run_until(function() return H.flag_is_set(closed) end),
+             "the worker's parentPort never fired close")
+      loom.poll(5)     -- whatever the close sent this way has arrived by now
+      local ok, why = w:postMessage("dropped")
+      assert.is_false((H.exited(w)))   -- the port is closed, not the worker
+      assert.are.same({ false, "closed" }, { ok, why })
+      assert.are.equal(1, w:terminate():await())
+    end)
+
     it("delivers messages to several workers independently", function()
       local ws, got = {}, {}
       for i = 1, 8 do
@@ -593,6 +616,108 @@ describe("loom.Worker", function()
       for i = 1, 8 do for _ = 1, 3 do ws[i]:postMessage(i) end end
       H.run()
       for i = 1, 8 do assert.are.equal(3 * i, got[i]) end
+    end)
+  end)
+
+  describe("parentPort", function()
+    -- Once the worker closed its parentPort, nothing can come back that way:
+    -- these workers report through an uncaught error value instead.
+    it("close() fires close once; posting after it returns false, \"closed\"", function()
+      local _, ev = record(function()
+        local loom = require "loom"
+        local port = loom.parentPort
+        local closes = 0
+        port:on("message", function() end)
+        port:on("close", function()
+          closes = closes + 1
+          loom.setImmediate(function()   -- after a second close event, if any
+            error({ closes = closes, post = { port:postMessage("after close") } })
+          end)
+        end)
+        port:postMessage("before close")
+        port:close()
+        port:close()
+      end)
+      H.run()
+      assert.are.same({ "before close" }, ev.messages)
+      assert.are.equal(1, #ev.errors)
+      assert.are.same({ closes = 1, post = { false, "closed" } }, ev.errors[1].err)
+      assert.are.equal(1, ev.code)
+    end)
+
+    it("close() in a message handler still delivers the messages already queued, then close", function()
+      -- as Node: closing parentPort in its own handler delivers what was
+      -- queued, then fires close.  The flag makes sure all five are queued
+      -- before the worker's loop delivers the first.
+      local posted = H.flag()
+      local w, ev = record(function(flag, bound)
+        local loom = require "loom"
+        local port = loom.parentPort
+        local got = {}
+        port:on("message", function(m)
+          got[#got + 1] = m
+          if m == 1 then port:close() end
+        end)
+        port:on("close", function() error({ before_close = got }) end)
+        assert(wait_flag(flag, bound), "the parent never posted")
+      end, { argv = { posted, H.ms(5000) } })
+      for i = 1, 5 do assert.is_true(w:postMessage(i)) end
+      H.set_flag(posted)
+      H.run()
+      assert.are.equal(1, #ev.errors)
+      assert.are.same({ before_close = { 1, 2, 3, 4, 5 } }, ev.errors[1].err)
+      assert.are.equal(1, ev.code)
+    end)
+
+    it("unref() lets a worker with a message listener exit 0, before or after on()", function()
+      local after = H.spawn(function()
+        local port = require("loom").parentPort
+        port:on("message", function() end)
+        port:unref()
+      end)
+      local before = H.spawn(function()
+        local port = require("loom").parentPort
+        port:unref()
+        port:on("message", function() end)
+      end)
+      assert.are.equal(0, H.join(after))
+      assert.are.equal(0, H.join(before))
+    end)
+
+    it("ref() after unref() keeps the worker alive again: the parent's message arrives", function()
+      local w, ev = record(function()
+        local port = require("loom").parentPort
+        local function onmsg(m)
+          port:postMessage("got " .. m)
+          port:off("message", onmsg)
+        end
+        port:on("message", onmsg)
+        port:unref()
+        port:ref()
+        port:postMessage("ready")
+      end)
+      w:on("message", function(m) if m == "ready" then w:postMessage("ping") end end)
+      H.run()
+      assert.are.same({ "ready", "got ping" }, ev.messages)
+      assert.are.equal(0, ev.code)
+    end)
+
+    it("an unref'd parentPort still delivers while something else keeps the worker alive", function()
+      local w, ev = record(function()
+        local loom = require "loom"
+        local port = loom.parentPort
+        local t = loom.setTimeout(function() end, 1e9)
+        port:on("message", function(m)
+          port:postMessage("got " .. m)
+          t:close()
+        end)
+        port:unref()
+        port:postMessage("ready")
+      end)
+      w:on("message", function(m) if m == "ready" then w:postMessage("ping") end end)
+      H.run()
+      assert.are.same({ "ready", "got ping" }, ev.messages)
+      assert.are.equal(0, ev.code)
     end)
   end)
 
@@ -692,7 +817,7 @@ describe("loom.Worker", function()
       end)
       assert.are.equal(w, w:unref())
       local t0 = loom.now()
-      H.run(H.ms(2000))
+      H.run(2000)
       assert.is_true(loom.now() - t0 < H.ms(2000))
       assert.is_false((H.exited(w)))
       local code = w:terminate():await()
@@ -705,8 +830,10 @@ describe("loom.Worker", function()
       end)
       w:unref()
       local got
-      w:on("message", function(m) got = m end)
-      local t = loom.setTimeout(function() end, 300)   -- keeps the loop running
+      -- keeps the loop running until the message is there (H.run's bound
+      -- fails the test if it never comes)
+      local t = loom.setTimeout(function() end, 1e9)
+      w:on("message", function(m) got = m; t:close() end)
       H.run()
       t:close()
       assert.are.equal("hello", got)
@@ -714,17 +841,22 @@ describe("loom.Worker", function()
     end)
 
     it("keeps loom.run() alive again after ref()", function()
+      -- the worker lives until the parent answers it: only the ref can keep
+      -- loom.run() going that long
       local w = H.spawn(function()
-        local loom = require "loom"
-        loom.sleep(100)
-        loom.parentPort:postMessage("done")
+        local port = require("loom").parentPort
+        port:once("message", function() port:postMessage("done") end)
+        port:postMessage("ready")
       end)
-      local got
-      w:on("message", function(m) got = m end)
+      local got = {}
+      w:on("message", function(m)
+        got[#got + 1] = m
+        if m == "ready" then w:postMessage("go") end
+      end)
       assert.are.equal(w, w:unref():ref())
       H.run()
-      assert.are.equal("done", got)
-      assert.is_true((H.exited(w)))
+      assert.are.same({ "ready", "done" }, got)
+      assert.are.same({ true, 0 }, { H.exited(w) })
     end)
 
     it("balances ref/unref called many times and after exit", function()
@@ -739,11 +871,15 @@ describe("loom.Worker", function()
 
   describe("finalizers and first use", function()
     it("os.exit in a finalizer that runs while the worker closes is harmless", function()
+      -- the worker had ended normally before its state closed: that decided
+      -- its exit code, and a finalizer run by the close cannot change it
       local w = H.spawn([[setmetatable({}, { __gc = function() os.exit(7) end })]], { eval = true })
-      local code
+      local code, errors = nil, 0
       w:on("exit", function(c) code = c end)
+      w:on("error", function() errors = errors + 1 end)
       H.run()
-      assert.is_number(code)
+      assert.are.equal(0, code)
+      assert.are.equal(0, errors)
     end)
 
     it("loom required first inside a coroutine runs callbacks on a live thread", function()
