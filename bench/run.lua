@@ -8,9 +8,12 @@
 -- Node reference (<name>.js, from a copy of the reference directory in a temp
 -- dir) run as separate processes; each prints one JSON line.  The table shows
 -- both and the ratio "how many times better loom is" (node/loom for times and
--- sizes, loom/node for rates), against the targets of the issue.  The loom
--- build (lua/loom and build/loom) is copied at the start and every loom
--- process loads that copy, so a rebuild during the run cannot mix builds.
+-- sizes, loom/node for rates), against the targets of the issue.  pingpong
+-- also runs its floor (bench/floor_pingpong.lua, over build/loomfloor.so)
+-- between loom and Node, and shows loom against it as loom/floor.  The loom
+-- build (lua/loom, build/loom and build/loomfloor.so) is copied at the start
+-- and every loom process loads that copy, so a rebuild during the run cannot
+-- mix builds.
 --
 -- Environment:
 --   LOOM_BENCH_QUICK=1     same as --quick: cut counts for a smoke run (the
@@ -116,9 +119,11 @@ do
 end
 
 -- The loom that is measured: a copy of the loom module directories (Lua
--- half and core.so) taken at the start, searched first by every child, so
--- a rebuild of the tree while the suite runs cannot mix two builds.
+-- half and core.so) and of the floor module (loomfloor.so, when built)
+-- taken at the start, searched first by every child, so a rebuild of the
+-- tree while the suite runs cannot mix two builds.
 local LUA_ENV
+local FLOOR_SO        -- the loomfloor.so found at the start, or nil
 local function snapshot()
   local so = package.searchpath("loom.core", CHILD_CPATH)
   local init = package.searchpath("loom", CHILD_PATH)
@@ -128,6 +133,11 @@ local function snapshot()
   assert(os.execute(("mkdir -p %s/c %s/lua && cp -r %s %s/c/loom && cp -r %s %s/lua/loom"):format(
     shquote(snap), shquote(snap), shquote(sodir), shquote(snap), shquote(initdir), shquote(snap))),
     "cannot snapshot the loom build")
+  FLOOR_SO = package.searchpath("loomfloor", CHILD_CPATH)
+  if FLOOR_SO then
+    assert(os.execute(("cp %s %s/c/loomfloor.so"):format(shquote(FLOOR_SO), shquote(snap))),
+           "cannot snapshot " .. FLOOR_SO)
+  end
   LUA_ENV = table.concat({
     "LUA_PATH=" .. shquote(snap .. "/lua/?.lua;" .. snap .. "/lua/?/init.lua;" .. CHILD_PATH),
     "LUA_CPATH=" .. shquote(snap .. "/c/?.so;" .. CHILD_CPATH),
@@ -136,6 +146,9 @@ local function snapshot()
 end
 
 local function runloom(name)
+  if name:match("^floor_") and not FLOOR_SO then
+    return nil, "loomfloor.so not found on LUA_CPATH (make build builds it)"
+  end
   return runjson(("%s%s %s %s"):format(LUA_ENV .. " ", TIMEOUT_CMD, shquote(LUA),
                                        shquote(DIR .. "/" .. name .. ".lua")))
 end
@@ -201,6 +214,9 @@ end
 -- better larger (ratio loom/node).  loom/node: paths into the results.
 -- ref = "cjson": the reference is a loom-side number (lua-cjson in the same
 -- loom process), not Node.
+-- ref = "floor": the reference is the floor's result (FLOORS below) at
+-- refpath; the ratio is loom/floor, how many times slower than the floor
+-- loom is, and `within` is its target (met when ratio <= within).
 local ROWS = {
   spawn = {
     { "spawn -> online, mean", "ms", "time", "sequential_file.online_ms.mean" },
@@ -216,9 +232,13 @@ local ROWS = {
   },
   pingpong = {
     { "round trip, mean", "us", "time", "mean_us" },
-    { "round trip, p50", "us", "time", "latency_us.p50" },
+    { "round trip, p50", "us", "time", "latency_us.p50", target = 10 },
     { "round trip, p99", "us", "time", "latency_us.p99" },
     { "round trip, p99.9", "us", "time", "latency_us.p999" },
+    { "round trip, p50 vs the floor (f)", "us", "time", "latency_us.p50",
+      ref = "floor", refpath = "latency_us.p50", within = 1.3 },
+    { "round trip, mean vs the floor (f)", "us", "time", "mean_us",
+      ref = "floor", refpath = "mean_us" },
   },
   throughput = {
     { "integers one-way (post -> reply)", "msg/s", "rate", "int.msgs_per_s", target = 3 },
@@ -245,6 +265,9 @@ local ROWS = {
       node = "arraybuffer_16MiB.transfer_round_trip_ms.p50" },
   },
 }
+
+-- floors: run after the loom script of the workload, before Node
+local FLOORS = { pingpong = "floor_pingpong" }
 
 local function get(t, path)
   if t == nil then return nil end
@@ -283,11 +306,14 @@ local function ratio(kind, l, n)
   return n / l
 end
 
-local function fmtratio(r)
+-- up: round up (for ratios with a "<=" target), else down
+local function fmtratio(r, up)
   if r == nil then return "-" end
-  -- enough digits that a ratio just under a target never prints as the target
-  if r >= 10 then return ("%.1fx"):format(math.floor(r * 10) / 10) end
-  return ("%.2fx"):format(math.floor(r * 100) / 100)
+  -- enough digits that a ratio just under (over, if up) a target never
+  -- prints as the target
+  local round = up and math.ceil or math.floor
+  if r >= 10 then return ("%.1fx"):format(round(r * 10) / 10) end
+  return ("%.2fx"):format(round(r * 100) / 100)
 end
 
 local function render(rows)
@@ -339,7 +365,8 @@ local function buildid()
   if top ~= "" then
     git = shell("git -C " .. shquote(top) .. " rev-parse --short HEAD")
     dirty = tonumber(shell("git -C " .. shquote(top) .. " status --porcelain -- core lua"
-                           .. " CMakeLists.txt | wc -l")) or 0
+                           .. " CMakeLists.txt bench/floor.c bench/CMakeLists.txt"
+                           .. " | wc -l")) or 0
   end
   return {
     so = so or "?", so_mtime = mtime(so),
@@ -351,7 +378,7 @@ end
 local function describe(b)
   local git = b.git == "" and "not a git checkout"
               or "git " .. b.git .. (b.dirty > 0 and (" + uncommitted changes in " .. b.dirty
-                                                       .. " core/lua files") or "")
+                                                       .. " core/lua/floor files") or "")
   return ("%s; %s (%s); %s (%s)"):format(git, b.so, b.so_mtime, b.lua, b.lua_mtime)
 end
 
@@ -390,6 +417,12 @@ for _, name in ipairs(todo) do
   local t0 = os.time()
   record("loom", name, runloom(name))
   io.stderr:write(("  loom %s: %d s\n"):format(name, os.time() - t0))
+  if FLOORS[name] then
+    io.stderr:write(("  floor %s ...\n"):format(name))
+    t0 = os.time()
+    record("floor", name, runloom(FLOORS[name]))
+    io.stderr:write(("  floor %s: %d s\n"):format(name, os.time() - t0))
+  end
   if nodedir then
     io.stderr:write(("  node %s ...\n"):format(name))
     t0 = os.time()
@@ -404,31 +437,40 @@ os.execute("rm -rf " .. shquote(tmpdir .. "/loom-snapshot"))
 if nodedir then os.execute("rm -rf " .. shquote(nodedir)) end
 
 local rows = { { "metric", "unit", "loom", "node", "ratio", "target", "met?" } }
-local footnote = false
+local footnote, floornote = false, false
 for _, name in ipairs(todo) do
-  local L, N = res["loom." .. name], res["node." .. name]
+  local L, N, F = res["loom." .. name], res["node." .. name], res["floor." .. name]
   rows[#rows + 1] = { "[" .. name .. "]", "", "", "", "", "", "" }
   for _, row in ipairs(ROWS[name]) do
     local label, unit, kind, lpath = row[1], row[2], row[3], row[4]
     local lv = get(L, lpath)
-    local nv, ncell
-    if row.ref == "cjson" then
-      footnote = true
-      nv = get(L, row.refpath)
-      ncell = L and fmt(nv, unit) .. " *" or "FAILED"
-    else
-      nv = get(N, row.node or lpath)
-      ncell = not nodedir and "skipped" or N and fmt(nv, unit) or "FAILED"
-    end
-    local r = ratio(kind, lv, nv)
+    local nv, ncell, r, rcell, tcell
     local met = ""
-    if row.target then
-      met = r == nil and "?" or r >= row.target and "yes" or "NO"
+    if row.ref == "floor" then
+      floornote = true
+      nv = get(F, row.refpath)
+      ncell = F and fmt(nv, unit) .. " f" or "FAILED"
+      r = ratio(kind, nv, lv)          -- loom/floor for times
+      rcell = fmtratio(r, true)
+      tcell = row.within and ("<= " .. row.within .. "x") or ""
+      if row.within then met = r == nil and "?" or r <= row.within and "yes" or "NO" end
+    else
+      if row.ref == "cjson" then
+        footnote = true
+        nv = get(L, row.refpath)
+        ncell = L and fmt(nv, unit) .. " *" or "FAILED"
+      else
+        nv = get(N, row.node or lpath)
+        ncell = not nodedir and "skipped" or N and fmt(nv, unit) or "FAILED"
+      end
+      r = ratio(kind, lv, nv)
+      rcell = fmtratio(r)
+      tcell = row.target and (">= " .. row.target .. "x") or ""
+      if row.target then
+        met = r == nil and "?" or r >= row.target and "yes" or "NO"
+      end
     end
-    rows[#rows + 1] = {
-      label, unit, L and fmt(lv, unit) or "FAILED", ncell, fmtratio(r),
-      row.target and (">= " .. row.target .. "x") or "", met,
-    }
+    rows[#rows + 1] = { label, unit, L and fmt(lv, unit) or "FAILED", ncell, rcell, tcell, met }
   end
 end
 
@@ -457,6 +499,12 @@ print(render(rows))
 if footnote then
   print("(*) reference column = lua-cjson encode+decode of the same array in the loom "
         .. "process (p50), not Node")
+end
+if floornote then
+  print("(f) reference column = the floor in this run (bench/floor_pingpong.lua: the same "
+        .. "round trips between two Lua states")
+  print("    through loom's codec over SPSC rings, both spinning), not Node; "
+        .. "ratio = loom/floor, how many times slower than the floor loom is")
 end
 print()
 print("raw JSON lines: " .. rawpath)
