@@ -37,7 +37,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <uv.h>
-#include "loom_int.h"
+#include "loom_lua.h"
 
 /* {======================================================================
 ** The codec: the only two calls into it.
@@ -45,12 +45,12 @@
 
 /* Encode the value at idx, appending to b; -1 with a message in err. */
 static int fl_encode (lua_State *L, int idx, loom_buf *b, char *err, size_t errsz) {
-  return loom__encode(L, idx, b, "msg", err, errsz);
+  return loom__encode(L, idx, b, NULL, "msg", err, errsz);
 }
 
 /* Push the value in p[0..len); -1 with a message pushed instead. */
 static int fl_decode (lua_State *L, const unsigned char *p, size_t len) {
-  return loom__decode(L, p, len);
+  return loom__decode(L, p, len, NULL, 0);
 }
 
 /* }====================================================================== */

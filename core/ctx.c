@@ -287,6 +287,10 @@ int loom__ctx_pcall (loom_ctx *c, int nargs, int nres) {
   st = lua_pcall(L, nargs, nres, base);
   lua_remove(L, base);
   if (st != LUA_OK) {
+    if (st == LUA_ERRMEM) {        /* no handler ran: forget an old traceback */
+      lua_pushboolean(L, 0);       /* (the slot exists: no allocation) */
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &TBKEY);
+    }
     if (loom__ctx_stopping(c)) {   /* the termination unwinding */
       lua_pop(L, 1);
       loom__ctx_stop(c);

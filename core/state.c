@@ -371,6 +371,10 @@ static int tostr (lua_State *L) {
 static int report (lua_State *L) {
   loom_ctx *c = (loom_ctx *)lua_touserdata(L, 1);
   char err[512];
+  if (!lua_isstring(L, 3)) {    /* Lua runs no handler for a memory error */
+    lua_pushliteral(L, "(no traceback: the error was raised out of memory)");
+    lua_replace(L, 3);
+  }
   lua_createtable(L, 2, 0);
   lua_pushvalue(L, 2);
   lua_rawseti(L, -2, 1);

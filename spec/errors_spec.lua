@@ -56,7 +56,7 @@ describe("misuse and failures", function()
         { "stackSizeKb", "number" } },
       { "stackSizeKb = 1", function()
           loom.Worker(noop, { resourceLimits = { stackSizeKb = 1 } }) end,
-        { "stackSizeKb", ">= 64" } },
+        { "stackSizeKb", "from 64" } },
       { "env = 'both'", function() loom.Worker(noop, { env = "both" }) end,
         { "env", '"clone" or "share"' } },
       { "transfer = 'x'", function() loom.Worker(noop, { transfer = "x" }) end,
@@ -121,8 +121,8 @@ describe("misuse and failures", function()
     end)
 
     it("postMessage called on something that is not a worker", function()
-      raises({ "postMessage", "not a loom.Worker" }, function() w.postMessage({}, 1) end)
-      raises({ "postMessage", "table expected", "number" }, function() w.postMessage(42, 1) end)
+      raises({ "postMessage", "loom.Worker expected, got table" }, function() w.postMessage({}, 1) end)
+      raises({ "postMessage", "loom.Worker expected, got number" }, function() w.postMessage(42, 1) end)
     end)
 
     it("terminate, ref and unref called on something that is not a worker", function()

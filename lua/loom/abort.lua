@@ -40,7 +40,7 @@ end
 
 function AbortController:abort(reason)
   if getmetatable(self) ~= AbortController then
-    error(("calling 'abort' on bad self (loom.AbortController expected, got %s)")
+    error(("bad argument #1 to 'abort' (loom.AbortController expected, got %s)")
           :format(type(self)), 2)
   end
   abort(self.signal, reason)

@@ -22,7 +22,7 @@ local function checkself(self, fname)
   if type(self) ~= "table" or type(rawget(self, "_ev")) ~= "table" then
     local mt = getmetatable(self)
     local want = type(mt) == "table" and rawget(mt, "__name") or "loom emitter"
-    error(("calling '%s' on bad self (%s expected, got %s)"):format(fname,
+    error(("bad argument #1 to '%s' (%s expected, got %s)"):format(fname,
       type(want) == "string" and want or "loom emitter", type(self)), 3)
   end
 end

@@ -41,7 +41,7 @@ M.isFuture = isfuture
 
 local function checkfuture(f, fname)
   if not isfuture(f) then
-    error(("calling '%s' on bad self (loom.Future expected, got %s)"):format(fname, type(f)), 3)
+    error(("bad argument #1 to '%s' (loom.Future expected, got %s)"):format(fname, type(f)), 3)
   end
 end
 

@@ -18,7 +18,7 @@ end
 
 local function check(self, fname)
   if getmetatable(self) ~= MessagePort then
-    error(("calling '%s' on bad self (loom.MessagePort expected, got %s)")
+    error(("bad argument #1 to '%s' (loom.MessagePort expected, got %s)")
           :format(fname, type(self)), 3)
   end
 end

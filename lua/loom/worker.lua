@@ -84,7 +84,7 @@ end
 
 local function checkworker(self, method)
   if getmetatable(self) ~= Worker then
-    error(("calling '%s' on bad self (loom.Worker expected, got %s)")
+    error(("bad argument #1 to '%s' (loom.Worker expected, got %s)")
           :format(method, type(self)), 3)
   end
 end
