@@ -7,7 +7,7 @@ BUSTED ?= /usr/bin/busted
 CMAKE_FLAGS ?=
 LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
 
-.PHONY: all deps build test demo bench test-asan test-tsan test-valgrind check rock clean
+.PHONY: all deps build test test-nospin demo bench test-asan test-tsan test-valgrind check rock clean
 
 all: build
 
@@ -21,6 +21,10 @@ build: deps
 # every test: the C tests and each busted spec, through ctest
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j 1
+
+# the same suite with the spin off: every wake-up goes through the kernel
+test-nospin: build
+	cd $(BUILD) && LOOM_SPIN_US=0 ctest --output-on-failure -j 1
 
 demo: build
 	$(LUA_ENV) $(LUA) examples/demo.lua
@@ -41,7 +45,7 @@ test-valgrind: build
 	$(LUA_ENV) valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
 	  $(LUA) $(BUSTED) -o plainTerminal $(VALGRIND_SPECS)
 
-check: test test-asan test-tsan test-valgrind
+check: test test-nospin test-asan test-tsan test-valgrind
 
 # install with luarocks from this checkout (offline)
 rock: deps

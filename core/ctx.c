@@ -348,22 +348,29 @@ static int deliver_batch (lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->fast_ref);       /* 1: fast table */
   while (c->pend_head && !c->stopping && (max < 0 || n < max)) {
     loom_msg *m = c->pend_head;
-    int kind = m->kind, nargs = 4;
+    int kind = m->kind, nargs = 4, bad;
     c->pend_head = m->next;
     if (c->pend_head == NULL) c->pend_tail = NULL;
     c->current = m;
     if (kind > 0 && kind < LOOM_MSG_NKINDS && c->kinds[kind].fn)
       c->kinds[kind].fn(c, m, c->kinds[kind].ud);
+    /* decode once: decoding takes the message's references */
     if (kind == LOOM_MSG_MESSAGE &&
-        lua_rawgeti(L, 1, (lua_Integer)m->target) == LUA_TFUNCTION &&
-        loom__decode_msg(L, m) == 0)
-      nargs = 1;                             /* fast path: listener, value */
+        lua_rawgeti(L, 1, (lua_Integer)m->target) == LUA_TFUNCTION) {
+      bad = loom__decode_msg(L, m);
+      if (!bad) nargs = 1;                   /* fast path: listener, value */
+      else lua_remove(L, -2);                /* the reason stays */
+    }
     else {
       lua_settop(L, 1);
+      bad = loom__decode_msg(L, m);          /* the value, or the reason */
+    }
+    if (nargs == 4) {                        /* dispatch(target, kind, value, aux) */
+      if (bad && kind == LOOM_MSG_MESSAGE) kind = LOOM_MSG_MESSAGEERROR;
       lua_rawgeti(L, LUA_REGISTRYINDEX, c->dispatch_ref);
+      lua_insert(L, -2);
       lua_pushinteger(L, (lua_Integer)m->target);
-      if (loom__decode_msg(L, m) && kind == LOOM_MSG_MESSAGE)
-        kind = LOOM_MSG_MESSAGEERROR;        /* the reason was pushed */
+      lua_insert(L, -2);
       lua_pushinteger(L, kind);
       lua_insert(L, -2);
       lua_pushinteger(L, m->aux);

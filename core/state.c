@@ -318,6 +318,8 @@ static int wmain (lua_State *L) {
   setpath(L, "path", w->path);
   setpath(L, "cpath", w->cpath);
   addsearcher(L, c);
+  luaL_requiref(L, "loom.core", c->rt->open_core, 0);   /* its clone hooks */
+  lua_pop(L, 1);
   if (c->rt->cfg.on_state) c->rt->cfg.on_state(L, c->rt->cfg.ud);
   lua_settop(L, 0);
   post_parent(c, LOOM_MSG_ONLINE, NULL, NULL);

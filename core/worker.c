@@ -473,20 +473,31 @@ static int l_parentport (lua_State *L) {
   return 1;
 }
 
-static int pushblob (lua_State *L, loom_msg *m) {
-  if (m == NULL || m->len == 0) lua_pushnil(L);
-  else if (loom__decode(L, m->data, m->len, NULL, 0)) lua_error(L);
+/* The value of a blob given at spawn, decoded once (decoding takes its
+** references) and kept in the registry at key 'slot'. */
+static int pushblob (lua_State *L, loom_msg *m, const char *slot) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, slot) != LUA_TNIL) return 1;
+  lua_pop(L, 1);
+  if (m == NULL) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (loom__decode_msg(L, m)) return lua_error(L);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, slot);
   return 1;
 }
 
+static const char WDATAKEY = 'd', ENVKEY = 'v';
+
 static int l_workerdata (lua_State *L) {
   loom_worker *w = self(loom__ctx_check(L));
-  return pushblob(L, w ? w->wdata : NULL);
+  return pushblob(L, w ? w->wdata : NULL, &WDATAKEY);
 }
 
 static int l_envdata (lua_State *L) {
   loom_worker *w = self(loom__ctx_check(L));
-  return pushblob(L, w ? w->env : NULL);
+  return pushblob(L, w ? w->env : NULL, &ENVKEY);
 }
 
 static int l_workername (lua_State *L) {
