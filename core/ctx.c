@@ -144,8 +144,9 @@ static void on_prepare (uv_prepare_t *h) {
       return;
     }
   }
+  if (start == 0) start = uv_hrtime();
   for (rounds = 0; loom__mailbox_sleep(c->mb); rounds++) {
-    if (rounds == 8 || c->stopping) {
+    if (rounds == 8 || c->stopping || uv_hrtime() - start >= LOOM_SPIN_TURN_NS) {
       uv_async_send(c->async);
       return;
     }
@@ -202,21 +203,23 @@ int loom__ctx_poll (loom_ctx *c, lua_State *L, int budget_us, int max) {
 
 int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
                     loom_mailbox *mb) {
+  int r;
   memset(c, 0, sizeof *c);
   c->dispatch_ref = c->immediate_ref = c->fast_ref = LUA_NOREF;
-  if (uv_loop_init(&c->loop)) return -1;
+  if ((r = uv_loop_init(&c->loop)) != 0) return r;
   c->async = (uv_async_t *)malloc(sizeof *c->async);
   c->check = (uv_check_t *)malloc(sizeof *c->check);
   c->idle = (uv_idle_t *)malloc(sizeof *c->idle);
   c->prepare = (uv_prepare_t *)malloc(sizeof *c->prepare);
   if (mb) loom__mailbox_retain(mb);
   else mb = loom__mailbox_new();
+  r = UV_ENOMEM;
   if (!c->async || !c->check || !c->idle || !c->prepare || !mb ||
-      uv_async_init(&c->loop, c->async, on_async)) {
+      (r = uv_async_init(&c->loop, c->async, on_async)) != 0) {
     free(c->async); free(c->check); free(c->idle); free(c->prepare);
     loom__mailbox_release(mb);
     uv_loop_close(&c->loop);
-    return -1;
+    return r;
   }
   uv_check_init(&c->loop, c->check);
   uv_idle_init(&c->loop, c->idle);
@@ -344,6 +347,7 @@ static void msgdone (loom_ctx *c, loom_msg *m) {
 static int deliver_batch (lua_State *L) {
   loom_ctx *c = (loom_ctx *)lua_touserdata(L, 1);
   int max = (int)lua_tointeger(L, 2), n = 0;
+  uint64_t until = uv_hrtime() + LOOM_DELIVER_NS;
   lua_settop(L, 0);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->fast_ref);       /* 1: fast table */
   while (c->pend_head && !c->stopping && (max < 0 || n < max)) {
@@ -380,6 +384,7 @@ static int deliver_batch (lua_State *L) {
     lua_call(L, nargs, 0);
     n++;
     if (c->poll_deadline && uv_hrtime() >= c->poll_deadline) break;
+    if ((n & 15) == 0 && uv_hrtime() >= until) break;   /* the loop must turn */
   }
   lua_pushinteger(L, n);
   return 1;

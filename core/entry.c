@@ -83,7 +83,7 @@ static loom_ctx *main_ctx (lua_State *L) {
   loom_runtime **rtbox, *rt;
   lua_State *ML;
   loom_ctx *c = loom__ctx_get(L);
-  int own = 0;
+  int own = 0, r;
   if (c) return c;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);   /* not a coroutine */
   ML = lua_tothread(L, -1);
@@ -112,11 +112,11 @@ static loom_ctx *main_ctx (lua_State *L) {
     own = 1;
     if (rt == NULL) luaL_error(L, "loom: not enough memory");
   }
-  if (loom__ctx_init(c, rt, ML, NULL)) {
+  if ((r = loom__ctx_init(c, rt, ML, NULL)) != 0) {
     memset(c, 0, sizeof *c);
     c->closed = 1;
     if (own) loom_runtime_release(rt);
-    luaL_error(L, "loom: cannot create the event loop");
+    luaL_error(L, "loom: cannot create the event loop: %s", uv_strerror(r));
   }
   if (own) loom_runtime_release(rt);   /* the context holds it now */
   rt->open_core = luaopen_loom_core;     /* what workers of rt run */

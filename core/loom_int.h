@@ -102,6 +102,7 @@ loom_msg *loom__msg_new(int kind, uint64_t target, loom_buf *b, loom_refs *refs)
 void loom__msg_free(loom_msg *m);
 void loom__msg_freelist(loom_msg *m);
 #define LOOM_SPARE_MIN (1u << 20)   /* buffers worth keeping */
+#define LOOM_SPARE_MAX (32u << 20)  /* larger ones are given back at once */
 
 /* {======================================================================
 ** L1: mailbox (mailbox.c): one per thread that runs loom.  Shared by its
@@ -209,6 +210,9 @@ int loom__stop_init(loom_stop *s);
 void loom__stop_destroy(loom_stop *s);
 /* Any thread: set the flag and make the thread's running Lua raise. */
 void loom__stop_request(loom_stop *s);
+/* The thread itself, after its own code set a hook: if a stop was
+** requested, put the terminating hook back. */
+void loom__stop_rearm(loom_stop *s);
 static inline int loom__stop_isset(const loom_stop *s) {
   return s && atomic_load(&((loom_stop *)s)->flag);
 }

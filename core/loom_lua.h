@@ -65,9 +65,11 @@ struct loom_ctx {
 
 #define LOOM_SPIN_ROUNDS 64         /* deliveries before the loop turns */
 #define LOOM_SPIN_TURN_NS 1000000u  /* or this long */
+#define LOOM_DELIVER_NS 1000000u    /* one delivery call's bound */
 
 /* Set up c for L: loop, handles, and 'mb' as inbox (retained), or a new
-** inbox when mb is NULL.  0, or -1 (then c holds nothing). */
+** inbox when mb is NULL.  0, or a negative libuv error code (then c holds
+** nothing). */
 int loom__ctx_init(loom_ctx *c, loom_runtime *rt, lua_State *L,
                    loom_mailbox *mb);
 /* Point the registry of L at c and make the error slots (no allocation
@@ -106,8 +108,9 @@ int loom__ctx_step(loom_ctx *c);
 ** then queued messages within budget_us and max (<= 0: no limit).  The
 ** count delivered, or -1 with an uncaught error pushed. */
 int loom__ctx_poll(loom_ctx *c, lua_State *L, int budget_us, int max);
-/* Deliver queued messages: returns count, or -1 when one raised and the
-** error is stored as uncaught (then stopping is set). */
+/* Deliver queued messages, for at most LOOM_DELIVER_NS (the rest on the
+** next turn): returns count, or -1 when one raised and the error is
+** stored as uncaught (then stopping is set). */
 int loom__ctx_deliver(loom_ctx *c, int max);
 void loom__ctx_setkind(loom_ctx *c, int kind, loom_kindfn fn, void *ud);
 /* Record the error on top of the stack as uncaught and stop the loop. */
@@ -159,6 +162,9 @@ int loom__encode(lua_State *L, int idx, loom_buf *b, loom_refs *refs,
 ** instead when the data is malformed (never reads out of bounds). */
 int loom__decode(lua_State *L, const unsigned char *p, size_t len,
                  loom_ref *refs, uint32_t nrefs);
+/* Append the blob of {err, ""} to b without a lua_State (a worker whose
+** state could not be made still reports why).  0 or -1 (no memory). */
+int loom__errblob(loom_buf *b, const char *err);
 /* Decode a message's payload (nil when empty). */
 int loom__decode_msg(lua_State *L, loom_msg *m);
 void loom__serial_open(lua_State *L);   /* clone, registerClass into t */

@@ -86,7 +86,7 @@ int loom__runtime_boot_add (loom_runtime *rt, const char *name, char *code,
 
 void loom__runtime_give_spare (loom_runtime *rt, loom_buf *b) {
   unsigned char *old = NULL;
-  if (b->cap < LOOM_SPARE_MIN) return;
+  if (b->cap < LOOM_SPARE_MIN || b->cap > LOOM_SPARE_MAX) return;
   uv_mutex_lock(&rt->lock);
   if (b->cap > rt->sparecap) {     /* keep the larger one */
     old = rt->spare;

@@ -7,7 +7,9 @@
 **   03 integer: zigzag LEB128        04 float: 8 raw bytes (NaN, -0.0 exact)
 **   05 string: LEB128 length, bytes  06 table: u32 narr, u32 nrec, narr
 **   values, nrec key/value pairs     07 back-reference: LEB128 index
-**   08 function: u32 length, bytecode, u8 nups, nups values (09 = _ENV)
+**   08 function: u32 length, bytecode, u8 nups, nups values (09: the
+**      receiver's globals; 0c: LEB128 function number, u8 index: the same
+**      upvalue cell as that function's, shared)
 **   0a class: u8 length, name, then a table (loom.registerClass)
 **   0b by reference: u8 length, hook name, LEB128 index into the message's
 **      references (a clone hook's value: shared memory, a port, a host
@@ -28,7 +30,7 @@
 
 enum {
   T_NIL = 0x00, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_REF,
-  T_FUNC, T_ENV, T_CLASS, T_HOOK,
+  T_FUNC, T_ENV, T_CLASS, T_HOOK, T_UPREF,
   T_SMALLINT = 0x40, T_SMALLINT_MAX = 63,
   T_SHORTSTR = 0x80, T_SHORTSTR_MAX = 127
 };
@@ -104,6 +106,13 @@ typedef struct enc {
   uint32_t nref;           /* tables and functions numbered so far */
   int hasref;
   int depth;
+  const void *genv;        /* this state's globals: sent as T_ENV */
+  struct upseen {          /* upvalues met so far, to keep them shared */
+    const void *id;        /* lua_upvalueid */
+    uint32_t fn;           /* reference number of the function */
+    int n;                 /* its upvalue index */
+  } *ups;
+  size_t nups, upcap;
   seenslot *slots;         /* open addressing, malloc'd; NULL: use 'small' */
   size_t cap, count;
   seenslot small[SEEN_LINEAR];
@@ -321,9 +330,8 @@ static int enter (enc *e) {
 
 static int table (enc *e, int idx) {
   lua_State *L = e->L;
-  lua_Unsigned narr, i;
-  uint32_t nrec = 0;
-  size_t nrecpos;
+  uint32_t narr = 0, nrec = 0;
+  size_t sizepos;
   int isnew;
   pathseg *seg;
   if (lua_getmetatable(L, idx)) {
@@ -348,36 +356,36 @@ static int table (enc *e, int idx) {
     }
     lua_pop(L, 2);
   }
-  narr = lua_rawlen(L, idx);
-  if (narr > UINT32_MAX) return fail(e, "table too large");
-  if (putbyte(e, T_TABLE) || putu32(e, (uint32_t)narr)) return -1;
-  nrecpos = e->b->len;
-  if (putu32(e, 0)) return -1;
+  /* One pass: the run of keys 1, 2, 3... met before any other key is the
+  ** array section; every other pair goes to the hash section.  (Not #t:
+  ** its border can be far beyond the entries a sparse table holds.) */
+  if (putbyte(e, T_TABLE)) return -1;
+  sizepos = e->b->len;
+  if (putu32(e, 0) || putu32(e, 0)) return -1;
   seg = &e->path[e->depth++];
-  seg->kind = P_ARR;
-  for (i = 1; i <= narr; i++) {
-    seg->n = (lua_Integer)i;
-    lua_rawgeti(L, idx, (lua_Integer)i);
-    if (value(e, lua_gettop(L))) return -1;
-    lua_pop(L, 1);
-  }
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int kidx = lua_gettop(L) - 1;
-    if (narr && lua_isinteger(L, kidx)) {
-      lua_Integer k = lua_tointeger(L, kidx);
-      if (k >= 1 && (lua_Unsigned)k <= narr) { lua_pop(L, 1); continue; }
+    if (nrec == 0 && lua_isinteger(L, kidx) &&
+        lua_tointeger(L, kidx) == (lua_Integer)narr + 1) {
+      seg->kind = P_ARR;
+      seg->n = (lua_Integer)narr + 1;
+      if (value(e, kidx + 1)) return -1;
+      if (++narr == UINT32_MAX) return fail(e, "table too large");
     }
-    seg->idx = kidx;
-    seg->kind = P_KEY;
-    if (value(e, kidx)) return -1;
-    seg->kind = P_VAL;
-    if (value(e, kidx + 1)) return -1;
+    else {
+      seg->idx = kidx;
+      seg->kind = P_KEY;
+      if (value(e, kidx)) return -1;
+      seg->kind = P_VAL;
+      if (value(e, kidx + 1)) return -1;
+      if (++nrec == UINT32_MAX) return fail(e, "table too large");
+    }
     lua_pop(L, 1);
-    if (++nrec == UINT32_MAX) return fail(e, "table too large");
   }
   e->depth--;
-  memcpy(e->b->p + nrecpos, &nrec, sizeof nrec);
+  memcpy(e->b->p + sizepos, &narr, sizeof narr);
+  memcpy(e->b->p + sizepos + sizeof narr, &nrec, sizeof nrec);
   return 0;
 }
 
@@ -397,14 +405,59 @@ static int writer (lua_State *L, const void *p, size_t sz, void *ud) {
   return 0;
 }
 
+/* The first function that holds upvalue cell 'id' (its number and index),
+** or NULL after recording this one's: closures that shared a cell share
+** it after the clone too (lua_upvaluejoin), as Lanes keeps them. */
+static const struct upseen *upvalue_seen (enc *e, const void *id, uint32_t fn,
+                                          int n, int *nomemory) {
+  size_t i;
+  *nomemory = 0;
+  for (i = 0; i < e->nups; i++)
+    if (e->ups[i].id == id) return &e->ups[i];
+  if (e->nups == e->upcap) {
+    size_t ncap = e->upcap ? e->upcap * 2 : 16;
+    struct upseen *nu = (struct upseen *)realloc(e->ups, ncap * sizeof *nu);
+    if (nu == NULL) { *nomemory = 1; return NULL; }
+    e->ups = nu;
+    e->upcap = ncap;
+  }
+  e->ups[e->nups].id = id;
+  e->ups[e->nups].fn = fn;
+  e->ups[e->nups].n = n;
+  e->nups++;
+  return NULL;
+}
+
+/* Is the value at idx this state's globals or, for an upvalue named
+** _ENV, an environment built over them: __index tables that reach them,
+** or an __index function (a test runner's environment; what it reads
+** cannot be known without calling it)?  Then the receiver's own globals
+** stand in for it.  Any other table (a sandbox such as local _ENV =
+** {...}) is cloned as a value: a sandboxed function stays sandboxed.
+** Does not allocate ("__index" is a string every state has). */
+static int isglobals (enc *e, int idx, int derived) {
+  lua_State *L = e->L;
+  int i, top = lua_gettop(L), r = 0;
+  lua_pushvalue(L, idx);
+  for (i = 0; i < 16 && lua_type(L, -1) == LUA_TTABLE; i++) {
+    int t;
+    if (lua_topointer(L, -1) == e->genv) { r = 1; break; }
+    if (!derived || (t = luaL_getmetafield(L, -1, "__index")) == LUA_TNIL) break;
+    if (t == LUA_TFUNCTION) { r = 1; break; }
+  }
+  lua_settop(L, top);
+  return r;
+}
+
 static int function (enc *e, int idx) {
   lua_State *L = e->L;
   size_t lenpos, start;
-  uint32_t len;
+  uint32_t len, fn;
   int isnew, n, i;
   pathseg *seg;
   if (lua_iscfunction(L, idx)) return fail(e, "C function");
   if (ref_or_number(e, idx, &isnew) || !isnew) return isnew ? -1 : 0;
+  fn = e->nref;                    /* the number just given to it */
   if (enter(e)) return -1;
   if (putbyte(e, T_FUNC)) return -1;
   lenpos = e->b->len;
@@ -423,9 +476,18 @@ static int function (enc *e, int idx) {
   seg->kind = P_UPV;
   for (i = 1; i <= n; i++) {
     const char *name = lua_getupvalue(L, idx, i);
-    int r;
+    const struct upseen *up;
+    int r, nomemory;
     seg->name = name;
-    r = strcmp(name, "_ENV") == 0 ? putbyte(e, T_ENV) : value(e, lua_gettop(L));
+    up = upvalue_seen(e, lua_upvalueid(L, idx, i), fn, i, &nomemory);
+    if (nomemory) return nomem(e);
+    if (up) {                      /* a cell met before: join it */
+      e->hasref = 1;
+      r = putbyte(e, T_UPREF) || putvarint(e, up->fn) || putbyte(e, up->n);
+    }
+    else if (isglobals(e, lua_gettop(L), strcmp(name, "_ENV") == 0))
+      r = putbyte(e, T_ENV);       /* the globals: the receiver's own */
+    else r = value(e, lua_gettop(L));
     if (r) return -1;
     lua_pop(L, 1);
   }
@@ -486,6 +548,11 @@ int loom__encode (lua_State *L, int idx, loom_buf *b, loom_refs *refs,
   e.cap = 0;
   e.count = 0;
   e.slots = NULL;
+  e.ups = NULL;
+  e.nups = e.upcap = 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  e.genv = lua_topointer(L, -1);
+  lua_pop(L, 1);
   hdr = b->len;
   r = putbyte(&e, HDR_VERSION);
   if (r == 0) r = value(&e, lua_absindex(L, idx));
@@ -496,6 +563,7 @@ int loom__encode (lua_State *L, int idx, loom_buf *b, loom_refs *refs,
     refs->n = nrefs;
   }
   free(e.slots);
+  free(e.ups);
   lua_settop(L, top);
   return r;
 }
@@ -598,6 +666,25 @@ static int dfunction (dec *d) {
   nups = *d->p++;
   d->depth++;
   for (i = 1; i <= nups; i++) {
+    if (d->p < d->end && *d->p == T_UPREF) {   /* join a cell met before */
+      uint64_t fn;
+      int n;
+      d->p++;
+      if (getvarint(d, &fn)) return -1;
+      if (d->p >= d->end) return bad(d, "truncated function");
+      n = *d->p++;
+      if (!d->refs || fn < 1 || fn > (uint64_t)d->nref) return bad(d, "bad reference");
+      lua_rawgeti(L, d->refs, (lua_Integer)fn);
+      if (lua_type(L, -1) != LUA_TFUNCTION || lua_iscfunction(L, -1) ||
+          lua_getupvalue(L, -1, n) == NULL)
+        return bad(d, "bad upvalue reference");
+      lua_pop(L, 1);
+      if (lua_getupvalue(L, -2, i) == NULL) return bad(d, "bad upvalue reference");
+      lua_pop(L, 1);
+      lua_upvaluejoin(L, -2, i, -1, n);
+      lua_pop(L, 1);
+      continue;
+    }
     if (d->p < d->end && *d->p == T_ENV) {
       d->p++;
       lua_pushglobaltable(L);
@@ -760,6 +847,30 @@ int loom__decode (lua_State *L, const unsigned char *p, size_t len,
 ** Lua API
 ** ======================================================================= */
 
+int loom__errblob (loom_buf *b, const char *err) {
+  size_t n = strlen(err);
+  uint32_t two = 2, zero = 0;
+  unsigned char hdr[1 + 1 + 2 * sizeof(uint32_t) + 1 + 10];
+  size_t h = 0;
+  uint64_t v = n;
+  hdr[h++] = HDR_VERSION;
+  hdr[h++] = T_TABLE;
+  memcpy(hdr + h, &two, sizeof two); h += sizeof two;
+  memcpy(hdr + h, &zero, sizeof zero); h += sizeof zero;
+  hdr[h++] = T_STR;
+  do {                                   /* LEB128 length */
+    unsigned char byte = v & 0x7f;
+    v >>= 7;
+    hdr[h++] = byte | (v ? 0x80 : 0);
+  } while (v);
+  if (loom__buf_reserve(b, h + n + 1)) return -1;
+  memcpy(b->p + b->len, hdr, h);
+  memcpy(b->p + b->len + h, err, n);
+  b->len += h + n;
+  b->p[b->len++] = T_SHORTSTR;           /* the traceback: "" */
+  return 0;
+}
+
 int loom__decode_msg (lua_State *L, loom_msg *m) {
   if (m->len == 0) {
     lua_pushnil(L);
@@ -813,7 +924,7 @@ static int l_clone (lua_State *L) {
   lua_pushlightuserdata(L, &j);
   st = lua_pcall(L, 1, 1, 0);
   loom__refs_clear(&j.refs);           /* whatever the decoder did not take */
-  if (cb->b.p == NULL) {               /* give the buffers back */
+  if (cb->b.p == NULL && j.b.cap <= LOOM_SPARE_MAX) {   /* keep them */
     cb->b = j.b;
     cb->refs = j.refs;
   }

@@ -181,6 +181,18 @@ static int co_xpcall (lua_State *L) {
   return finishpcall(L, status, 2);
 }
 
+/* debug.sethook, which user code may call while the worker is being
+** terminated (even from C, many times per instruction, as table.sort with
+** it as the comparator does): the terminating hook is put back. */
+static int db_sethook (lua_State *L) {
+  loom_ctx *c = loom__ctx_check(L);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 0);
+  loom__stop_rearm(c->stop);
+  return 0;
+}
+
 static void patch (lua_State *L, loom_ctx *c, const char *lib,
                    const char *name, lua_CFunction f) {
   lua_getglobal(L, lib);
@@ -315,6 +327,12 @@ static int wmain (lua_State *L) {
   lua_pushlightuserdata(L, c);
   lua_pushcclosure(L, co_xpcall, 1);
   lua_setglobal(L, "xpcall");
+  lua_getglobal(L, "debug");
+  lua_pushlightuserdata(L, c);
+  lua_getfield(L, -2, "sethook");
+  lua_pushcclosure(L, db_sethook, 2);
+  lua_setfield(L, -2, "sethook");
+  lua_pop(L, 1);
   setpath(L, "path", w->path);
   setpath(L, "cpath", w->cpath);
   addsearcher(L, c);
@@ -433,13 +451,22 @@ static lua_Integer run (loom_ctx *c, memlimit *mem) {
   return c->exiting ? c->exit_code : 0;
 }
 
+/* The worker could not even start: say why, without a Lua state. */
+static void failstart (loom_worker *w, const char *why) {
+  loom_buf b = {NULL, 0, 0};
+  loom_msg *m = NULL;
+  if (loom__errblob(&b, why) == 0) m = loom__msg_new(LOOM_MSG_ERROR, 0, &b, NULL);
+  loom__buf_free(&b);
+  if (m) loom__pair_post(w->pair, 1, m, 1);
+}
+
 void loom__state_main (void *arg) {
   loom_worker *w = (loom_worker *)arg;
   loom_runtime *rt = w->rt;
   loom_ctx c;
   lua_State *L;
   lua_Integer code = 1;
-  int ok = 0;
+  int ok = 0, r;
   memlimit mem;
 #ifdef __linux__
   {
@@ -456,7 +483,13 @@ void loom__state_main (void *arg) {
   if (w->mem_limit) L = lua_newstate(limited_alloc, &mem);
   else if (rt->cfg.alloc) L = lua_newstate(rt->cfg.alloc, rt->cfg.alloc_ud);
   else L = luaL_newstate();
-  if (L && loom__ctx_init(&c, rt, L, w->inbox) == 0) {
+  if (L == NULL) failstart(w, "cannot create the worker's Lua state: not enough memory");
+  else if ((r = loom__ctx_init(&c, rt, L, w->inbox)) != 0) {
+    char why[160];
+    snprintf(why, sizeof why, "cannot create the worker's event loop: %s", uv_strerror(r));
+    failstart(w, why);
+  }
+  else {
     ok = 1;
     c.self = w;
     c.stop = &w->stop;

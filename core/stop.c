@@ -54,6 +54,16 @@ void loom__stop_request (loom_stop *s) {
   uv_mutex_unlock(&s->lock);
 }
 
+void loom__stop_rearm (loom_stop *s) {
+  if (!atomic_load(&s->flag)) return;
+  uv_mutex_lock(&s->lock);
+  if (s->L) {
+    arm(s->L);
+    if (s->running && s->running != s->L) arm(s->running);
+  }
+  uv_mutex_unlock(&s->lock);
+}
+
 int loom__stop_attach (loom_stop *s, lua_State *L) {
   int set;
   uv_mutex_lock(&s->lock);

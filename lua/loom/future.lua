@@ -26,12 +26,86 @@ local function newfuture()
 end
 M.new = newfuture
 
+-- Rejections nobody handles: reported on the next turn (or when the
+-- state closes), never silently lost.  A handler attached before then
+-- (next, catch, await, all...) takes it off the list.
+local unhandled, unhandledlist = {}, {}
+local reporter          -- the timer that reports them, while one is due
+local onunhandled       -- user's handler(err, traceback), or nil: stderr
+
+local function report()
+  reporter = nil
+  local list = unhandledlist
+  unhandledlist = {}
+  for i = 1, #list do
+    local f = list[i]
+    if unhandled[f] then
+      unhandled[f] = nil
+      if onunhandled then onunhandled(f._v, f._tb)
+      else
+        io.stderr:write("loom: a rejected future nobody handled: ", tostring(f._v), "\n",
+                        f._tb and (tostring(f._tb) .. "\n") or "")
+      end
+    end
+  end
+end
+
+local function markunhandled(f)
+  unhandled[f] = true
+  unhandledlist[#unhandledlist + 1] = f
+  if not reporter then
+    local ok, t = pcall(core.timer, report, 0, false)
+    if ok then reporter = t end    -- (none once loom has closed: see below)
+  end
+end
+
+-- the state closes: report what is left
+M._closing = setmetatable({}, { __gc = function() pcall(report) end })
+
+function M.onUnhandledRejection(fn)
+  if fn ~= nil and type(fn) ~= "function" then
+    argerror("onUnhandledRejection", 1, "function or nil", fn)
+  end
+  onunhandled = fn
+end
+
+-- Callbacks of settled futures run from one queue, in order, so that a
+-- chain of any length settles without deepening the C stack.
+local queue, qhead, qtail, draining = {}, 1, 0, false
+
+local function drainloop()
+  while qhead <= qtail do
+    local cb, f = queue[qhead], queue[qhead + 1]
+    queue[qhead], queue[qhead + 1] = nil, nil
+    qhead = qhead + 2
+    cb(f)
+  end
+end
+
+-- a callback that raises (loom's own never do, but terminate() can stop
+-- any of them) leaves the rest queued for the next settle
+local function drain()
+  draining = true
+  local ok, err = pcall(drainloop)
+  draining = false
+  if qhead > qtail then qhead, qtail = 1, 0 end
+  if not ok then error(err, 0) end
+end
+
 local function settle(f, state, v, tb)
   if f._s ~= PENDING then return false end
   f._s, f._v, f._tb = state, v, tb
   local cbs = f._cbs
   f._cbs = nil
-  if cbs then for i = 1, #cbs do cbs[i](f) end end
+  if cbs then
+    for i = 1, #cbs do
+      queue[qtail + 1], queue[qtail + 2] = cbs[i], f
+      qtail = qtail + 2
+    end
+    if not draining then drain() end
+  elseif state == REJECTED then
+    markunhandled(f)
+  end
   return true
 end
 M.settle = settle
@@ -58,7 +132,10 @@ function Future.new() return newfuture() end
 -- call cb(f) once f settles; a plain value counts as a settled future
 local function whendone(f, cb)
   if not isfuture(f) then return cb({ _s = FULFILLED, _v = f }) end
-  if f._s ~= PENDING then return cb(f) end
+  if f._s ~= PENDING then
+    unhandled[f] = nil
+    return cb(f)
+  end
   local cbs = f._cbs
   if not cbs then cbs = {}; f._cbs = cbs end
   cbs[#cbs + 1] = cb
@@ -117,6 +194,7 @@ function Future:await()
     end
   end
   if self._s == FULFILLED then return self._v end
+  unhandled[self] = nil          -- raised here: handled
   error(self._v, 0)
 end
 

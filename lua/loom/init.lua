@@ -31,6 +31,7 @@ local M = {
   AbortController = abort.AbortController, AbortSignal = abort.AbortSignal,
   -- environment data
   setEnvironmentData = env.set, getEnvironmentData = env.get,
+  onUnhandledRejection = future.onUnhandledRejection,
   -- the loop
   run = core.run, poll = core.poll,
 }
@@ -50,12 +51,13 @@ setmetatable(M, { __index = function(t, k)
     local v = require(where[1])[where[2]]
     rawset(t, k, v)
     return v
+  elseif k == "workerData" then   -- decoded on first use (classes first)
+    return core.workerData()
   end
 end })
 
 if not M.isMainThread then
   M.parentPort = require("loom.port").wrap(core.parentPort())
-  M.workerData = core.workerData()
   M.workerName = core.workerName()
 end
 

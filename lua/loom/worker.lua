@@ -30,7 +30,7 @@ local function optcheck(opts, key, want)
   return v
 end
 
-local envdata = require("loom.env").data
+local envmod = require "loom.env"
 
 local spawn = core.spawn
 function M.Worker(source, opts)
@@ -74,7 +74,7 @@ function M.Worker(source, opts)
   local ok, h, id, port = pcall(spawn, kind, source, {
     name = opts.name, workerData = opts.workerData, argv = opts.argv,
     stackSizeKb = limits.stackSizeKb, maxMemoryMb = limits.maxMemoryMb,
-    env = next(envdata) ~= nil and envdata or nil,
+    env = next(envmod.table()) ~= nil and envmod.table() or nil,
   })
   if not ok then error(h, 2) end
   local w = events.emitter(setmetatable({ threadId = id, name = opts.name, _h = h,
