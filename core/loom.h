@@ -43,7 +43,11 @@ typedef struct loom_config {
   /* Called on the new thread first thing, and on it last thing. */
   void (*thread_start)(void *ud, uint64_t thread_id);
   void (*thread_stop)(void *ud, uint64_t thread_id);
-  void *ud;                 /* passed to on_state, thread_start, thread_stop */
+  /* Called on a host thread with a warning loom cannot return to anyone
+  ** (a worker stuck in a foreign C call was detached at close).  NULL:
+  ** loom writes it to stderr. */
+  void (*warn)(void *ud, const char *msg);
+  void *ud;                 /* passed to on_state, thread_start, thread_stop, warn */
   size_t stack_kb;          /* default worker thread stack; 0 = 4096 */
   /* After a delivered message, spin this many microseconds for the next
   ** before the loop blocks in the kernel: 0 = the default (50), < 0 =

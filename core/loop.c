@@ -129,7 +129,7 @@ static void ontimer (uv_timer_t *h) {
   loom_ctx *c = t->c;
   lua_State *L = c->L;
   if (c->stopping) {        /* leaving the loop: fire on the next run */
-    uv_timer_start(h, ontimer, 0, t->repeat);
+    uv_timer_start(h, ontimer, 1, t->repeat);   /* (0 would be due again in this pass) */
     return;
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->fnref);

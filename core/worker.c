@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #ifdef __linux__
 #include <pthread.h>
@@ -196,21 +198,25 @@ static void unlink_child (children *k, loom_worker *w) {
   loom__worker_release(w);
 }
 
-static void warn_detached (lua_State *L, loom_worker *w) {
+/* A worker stuck outside loom (a C call that never returns) is detached:
+** say so through the host's warn hook, or on stderr. */
+static void warn_detached (loom_worker *w) {
   char msg[160];
   snprintf(msg, sizeof msg, "loom: worker %llu did not stop within %d s; detached",
            (unsigned long long)w->id, (int)(LOOM_JOIN_GRACE_NS / 1000000000u));
-  lua_warning(L, msg, 0);
+  if (w->rt->cfg.warn) w->rt->cfg.warn(w->rt->cfg.ud, msg);
+  else fprintf(stderr, "%s\n", msg);
 }
 
 /* EXIT kind: the worker's last act; join its thread. */
 static void on_exitmsg (loom_ctx *c, loom_msg *m, void *ud) {
   children *k = (children *)ud;
   loom_worker *w;
+  (void)c;
   for (w = k->list; w; w = w->next) {
     if (w->pair->id[0] == m->target) {
       if (loom__worker_join(w, uv_hrtime() + LOOM_JOIN_GRACE_NS))
-        warn_detached(c->L, w);
+        warn_detached(w);
       unlink_child(k, w);
       return;
     }
@@ -226,7 +232,7 @@ static int kids_gc (lua_State *L) {
   loom__ctx_setkind(k->c, LOOM_MSG_EXIT, NULL, NULL);
   for (w = k->list; w; w = w->next) loom__worker_terminate(w);
   while ((w = k->list) != NULL) {   /* one deadline for all of them */
-    if (loom__worker_join(w, deadline)) warn_detached(L, w);
+    if (loom__worker_join(w, deadline)) warn_detached(w);
     unlink_child(k, w);
   }
   return 0;
@@ -270,14 +276,24 @@ static int spawnerr (lua_State *L, const char *what, const char *detail) {
 /* Read a whole regular file into a malloc'd buffer: 0, or -1 with errno
 ** set.  Not a FIFO or a device: those could block or never end. */
 static int readfile (const char *path, char **out, size_t *len) {
-  FILE *f = fopen(path, "rb");
+  /* O_NONBLOCK: opening a FIFO must not wait for a writer */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), e;
+  FILE *f;
   char *buf = NULL;
   size_t cap = 0, n = 0;
   struct stat st;
-  if (f == NULL) return -1;
-  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-    fclose(f);
-    errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+  if (fd < 0) return -1;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    e = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  if ((f = fdopen(fd, "rb")) == NULL) {
+    e = errno;
+    close(fd);
+    errno = e;
     return -1;
   }
   for (;;) {
@@ -295,7 +311,7 @@ static int readfile (const char *path, char **out, size_t *len) {
     if (got == 0) break;
   }
   if (ferror(f)) {
-    int e = errno ? errno : EIO;
+    e = errno ? errno : EIO;
     free(buf);
     fclose(f);
     errno = e;
