@@ -143,15 +143,14 @@ describe("hostile input", function()
 
   it("#9 a sparse table with a huge border clones by its entries", function()
     local t = {}
-    for i = 1, 25 do t[i] = i end
-    t[1 << 24] = "far"
-    t[(1 << 24) - 1] = "near"
+    for k = 0, 24 do t[1 << k] = k end      -- 25 entries; #t finds 2^24
+    t.x, t.y = 1, 2
+    assert.is_true(#t >= 1 << 20, "precondition: #t = " .. #t)
     local before = collectgarbage("count")
     local c = loom.clone(t)
     assert.is_true(collectgarbage("count") - before < 1024)   -- not a 16M-slot array
-    assert.are.equal("far", c[1 << 24])
-    assert.are.equal("near", c[(1 << 24) - 1])
-    assert.are.equal(25, c[25])
+    for k = 0, 24 do assert.are.equal(k, c[1 << k]) end
+    assert.are.equal(2, c.y)
   end)
 
   it("#10 a class instance in workerData waits until the worker registered it", function()
@@ -193,15 +192,16 @@ describe("hostile input", function()
   it("#12 a 64 MiB clone does not keep its buffers", function()
     if H.instrumented then return end
     local big = ("x"):rep(64 << 20)
-    collectgarbage()
+    collectgarbage(); collectgarbage()
     local before = H.rss_kb()
     local c = loom.clone(big)
     assert.are.equal(#big, #c)
     c = nil
-    big = nil
     collectgarbage(); collectgarbage()
-    -- the 64 MiB encode buffer went back to the system with the clone
-    assert.is_true(H.rss_kb() - before < 40 * 1024, "RSS grew by " .. (H.rss_kb() - before) .. " KiB")
+    -- the copy is gone, and the 64 MiB encode buffer went with it
+    local grew = H.rss_kb() - before
+    assert.is_true(grew < 32 * 1024, "RSS grew by " .. grew .. " KiB")
+    assert.are.equal(64 << 20, #big)
   end)
 
   it("#13 a Worker made by a finalizer while the state closes is stopped and freed", function()
@@ -389,17 +389,19 @@ describe("hostile input", function()
       local loom = require "loom"
       local port = loom.parentPort
       local stop = false
-      port:on("message", function() stop = true; port:close() end)
-      loom.setImmediate(function()
-        local function burst()
-          for i = 1, 2000 do port:postMessage(i) end
-          if not stop then loom.setImmediate(burst) end
-        end
-        burst()
-      end)
+      port:on("message", function() stop = true end)
+      while not stop do               -- as fast as it can, taking only 'stop'
+        for i = 1, 500 do port:postMessage(i) end
+        loom.poll(0)
+      end
+      port:close()
     end)
     local got, fired = 0, nil
-    w:on("message", function() got = got + 1 end)
+    w:on("message", function()       -- a parent slower than the flood
+      local x = 0
+      for i = 1, 300 do x = x + i end
+      got = got + 1
+    end)
     local t0 = loom.now()
     loom.setTimeout(function() fired = loom.now() - t0; w:postMessage("stop") end, 100)
     H.run(20000)
