@@ -143,14 +143,12 @@ describe("hostile input", function()
 
   it("#9 a sparse table with a huge border clones by its entries", function()
     local t = {}
-    for k = 0, 24 do t[1 << k] = k end      -- 25 entries; #t finds 2^24
-    t.x, t.y = 1, 2
+    for k = 24, 0, -1 do t[1 << k] = k end   -- 25 entries, all hashed: #t finds 2^24
     assert.is_true(#t >= 1 << 20, "precondition: #t = " .. #t)
     local before = collectgarbage("count")
     local c = loom.clone(t)
     assert.is_true(collectgarbage("count") - before < 1024)   -- not a 16M-slot array
     for k = 0, 24 do assert.are.equal(k, c[1 << k]) end
-    assert.are.equal(2, c.y)
   end)
 
   it("#10 a class instance in workerData waits until the worker registered it", function()
