@@ -870,6 +870,23 @@ describe("loom.Worker", function()
   end)
 
   describe("finalizers and first use", function()
+    it("workers load loom's Lua modules from the runtime's bytecode, not package.path", function()
+      local saved = package.path
+      package.path = "/nonexistent/?.lua"      -- what workers inherit
+      local ok, got = pcall(H.inworker, function()
+        local loom = require "loom"
+        local names = {}
+        for _, m in ipairs({ "loom.events", "loom.future", "loom.endpoint", "loom.port",
+                             "loom.worker" }) do
+          names[#names + 1] = type(require(m)) == "table" and m or "?"
+        end
+        loom.parentPort:postMessage(table.concat(names, " "))
+      end)
+      package.path = saved
+      assert.is_true(ok, tostring(got))
+      assert.are.equal("loom.events loom.future loom.endpoint loom.port loom.worker", got)
+    end)
+
     it("os.exit in a finalizer that runs while the worker closes sets the exit code", function()
       -- as os.exit anywhere else in a worker: the code it gives is the
       -- worker's exit code, and it is not an error
