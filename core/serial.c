@@ -893,13 +893,8 @@ static int clonebuf_gc (lua_State *L) {
   return 0;
 }
 
-typedef struct decodejob {
-  loom_buf b;
-  loom_refs refs;
-} decodejob;
-
 static int decodebuf (lua_State *L) {
-  decodejob *j = (decodejob *)lua_touserdata(L, 1);
+  clonebuf *j = (clonebuf *)lua_touserdata(L, 1);
   if (loom__decode(L, j->b.p, j->b.len, j->refs.v, j->refs.n)) return lua_error(L);
   return 1;
 }
@@ -910,7 +905,7 @@ static int decodebuf (lua_State *L) {
 static int l_clone (lua_State *L) {
   clonebuf *cb = (clonebuf *)lua_touserdata(L, lua_upvalueindex(1));
   char err[512];
-  decodejob j;
+  clonebuf j;                          /* the blob being decoded */
   int st;
   luaL_checkany(L, 1);
   lua_settop(L, 1);

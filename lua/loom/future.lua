@@ -229,21 +229,36 @@ local function checklist(list, fname)
   if type(list) ~= "table" then argerror(fname, 1, "table", list, 2) end
 end
 
-function M.all(list)
-  checklist(list, "all")
-  local out, n, left, vals = newfuture(), #list, #list, {}
-  if n == 0 then settle(out, FULFILLED, vals) end
+-- The combinators: each settled future of 'list' is seen by shortcut
+-- (true: it settled 'out' itself) or recorded at its index; when all are
+-- recorded, finish(out, records).  Plain values count as fulfilled.
+local function gather(list, fname, shortcut, record, finish)
+  checklist(list, fname)
+  local out, n, acc = newfuture(), #list, {}
+  local left = n
+  if n == 0 then finish(out, acc) end
   for i = 1, n do
     whendone(list[i], function(f)
-      if f._s == REJECTED then return settle(out, REJECTED, f._v, f._tb) end
-      vals[i] = f._v
+      if shortcut and shortcut(out, f) then return end
+      acc[i] = record(f)
       left = left - 1
-      if left == 0 then settle(out, FULFILLED, vals) end
+      if left == 0 then finish(out, acc) end
     end)
   end
   return out
 end
 
+local function value(f) return f._v end
+local function fulfil(out, acc) settle(out, FULFILLED, acc) end
+
+-- every value, in order; the first rejection rejects
+function M.all(list)
+  return gather(list, "all", function(out, f)
+    if f._s == REJECTED then settle(out, REJECTED, f._v, f._tb); return true end
+  end, value, fulfil)
+end
+
+-- the first to settle, either way
 function M.race(list)
   checklist(list, "race")
   local out = newfuture()
@@ -255,34 +270,17 @@ end
 
 -- the first to fulfil; rejected with the list of errors if all reject
 function M.any(list)
-  checklist(list, "any")
-  local out, n, left, errs = newfuture(), #list, #list, {}
-  if n == 0 then settle(out, REJECTED, errs) end
-  for i = 1, n do
-    whendone(list[i], function(f)
-      if f._s == FULFILLED then return settle(out, FULFILLED, f._v) end
-      errs[i] = f._v
-      left = left - 1
-      if left == 0 then settle(out, REJECTED, errs) end
-    end)
-  end
-  return out
+  return gather(list, "any", function(out, f)
+    if f._s == FULFILLED then settle(out, FULFILLED, f._v); return true end
+  end, value, function(out, errs) settle(out, REJECTED, errs) end)
 end
 
 -- a list of {status = "fulfilled", value = v} | {status = "rejected", reason = e}
 function M.allSettled(list)
-  checklist(list, "allSettled")
-  local out, n, left, res = newfuture(), #list, #list, {}
-  if n == 0 then settle(out, FULFILLED, res) end
-  for i = 1, n do
-    whendone(list[i], function(f)
-      if f._s == FULFILLED then res[i] = { status = "fulfilled", value = f._v }
-      else res[i] = { status = "rejected", reason = f._v, traceback = f._tb } end
-      left = left - 1
-      if left == 0 then settle(out, FULFILLED, res) end
-    end)
-  end
-  return out
+  return gather(list, "allSettled", nil, function(f)
+    if f._s == FULFILLED then return { status = "fulfilled", value = f._v } end
+    return { status = "rejected", reason = f._v, traceback = f._tb }
+  end, fulfil)
 end
 
 core.boot("loom.future", debug.getinfo(1, "f").func)
