@@ -279,8 +279,10 @@ typedef struct loom_worker_opts {
 /* Shared by the parent (its handle, its children list) and the worker
 ** thread; freed when the atomic refcount drops to 0.
 ** Immutable once the thread starts: rt, id, name, kind, source, chunkname,
-** wdata, argv, env, path, cpath, mem_limit, pair, inbox, exitmsg.  'stop'
-** has its own rules (above).  Parent thread only: thread, started, joined,
+** path, cpath, mem_limit, stack_kb, pair, inbox.  The thread alone, from
+** its start: wdata, argv, env (decoded there, which takes their
+** references) and exitmsg (sent as its last act; freed with the worker if
+** the thread never ran).  'stop' has its own rules (above).  Parent thread only: thread, started, joined,
 ** next.  Worker thread only: everything it reaches through its context. */
 struct loom_worker {
   atomic_int refs;
