@@ -1,0 +1,122 @@
+-- The bad-input sweep (the reliability issue): every public function and
+-- method, called with every bad value in every argument position, with
+-- wrong selves and on closed objects, ends in a defined result or in a
+-- string error that names the function and the argument.  The table and
+-- the engine are spec/sweep_lib.lua; the spec fails when loom has a public
+-- name the table does not cover, so the sweep cannot fall behind.
+local H = require "helper"
+local loom = require "loom"
+local S = require "sweep_lib"
+
+local calls = 0          -- every call tried, wherever it ran
+
+local function check(findings, n)
+  calls = calls + n
+  if #findings == 0 then return end
+  local shown = {}
+  for i = 1, math.min(#findings, 60) do shown[i] = findings[i] end
+  if #findings > 60 then shown[#shown + 1] = ("... and %d more"):format(#findings - 60) end
+  error(("%d finding(s) in %d calls:\n  "):format(#findings, n) .. table.concat(shown, "\n  "), 0)
+end
+
+-- run entries in this process, collect findings
+local function inprocess(list)
+  local findings = {}
+  local before = S.calls
+  for _, e in ipairs(list) do
+    S.run_entry(e, function(where, p) findings[#findings + 1] = where .. ": " .. p end)
+  end
+  return findings, S.calls - before
+end
+
+describe("bad-input sweep", function()
+  S.bound_ms = H.ms(2000)
+  before_each(H.before_each)
+  after_each(H.after_each)
+  setup(S.prepare)
+  teardown(function()
+    loom.onUnhandledRejection(nil)
+    io.stderr:write(("\nsweep: %d calls tried\n"):format(calls))
+  end)
+
+  it("covers every public name loom has (main thread and worker)", function()
+    local w = S.liveworker()
+    local samples = { w, loom.AbortController(), loom.setTimeout(S.noop, 60000),
+                      loom.setImmediate(S.noop), loom.Future.new(), loom.AbortSignal.timeout(60000) }
+    local found = S.surface(samples)
+    for i = 3, 4 do samples[i]:close() end
+    w:postMessage("sweep:end")
+    assert.is_true(S.stopworker(w, H.ms(5000)))
+    -- and what a worker sees
+    local names = H.inworker(function()
+      local S = require "sweep_lib"
+      local list = {}
+      for k in pairs(S.surface({})) do list[#list + 1] = k end
+      require("loom").parentPort:postMessage(list)
+    end)
+    for _, k in ipairs(names) do found[k] = true end
+    local missing, stale = {}, {}
+    for k in pairs(found) do if not S.byname[k] then missing[#missing + 1] = k end end
+    for k in pairs(S.byname) do if not found[k] then stale[#stale + 1] = k end end
+    table.sort(missing)
+    table.sort(stale)
+    assert(#missing == 0, "public names the sweep does not cover: " .. table.concat(missing, ", "))
+    assert(#stale == 0, "sweep entries for names loom does not have: " .. table.concat(stale, ", "))
+  end)
+
+  describe("on the main thread", function()
+    for _, e in ipairs(S.entries_where("main")) do
+      it(S.label(e), function() check(inprocess({ e })) end)
+    end
+  end)
+
+  describe("in a child process (a crash fails one test)", function()
+    for _, e in ipairs(S.entries_where("child")) do
+      it(S.label(e), function()
+        if not H.can_fork then           -- TSan: in this process
+          return check(inprocess({ e }))
+        end
+        local out = H.run_script(("require('sweep_lib').child_main(%q, %s)")
+          :format(e.key, e.variant and ("%q"):format(e.variant) or "nil"), 60 * H.scale)
+        check(S.parse_child(out, S.label(e)))
+      end)
+    end
+  end)
+
+  it("in a worker: its parentPort (live, then closed) and the functions loom replaces there", function()
+    local path = os.tmpname()
+    local w = H.spawn(function(p) require("sweep_lib").worker_batch(p) end, { argv = { path } })
+    local err
+    w:on("error", function(e, tb) err = tostring(e) .. "\n" .. tostring(tb) end)
+    local code = H.join(w, 60000)
+    local f = io.open(path)
+    local out = f and f:read("a") or ""
+    if f then f:close() end
+    os.remove(path)
+    assert(err == nil, "the worker failed: " .. tostring(err))
+    assert.are.equal(0, code)
+    local findings, n = {}, 0
+    for line in out:gmatch("[^\n]+") do
+      local x = line:match("^FINDING\t(.*)$")
+      if x then findings[#findings + 1] = x end
+      n = tonumber(line:match("^CALLS\t(%d+)$")) or n
+    end
+    if not out:find("DONE", 1, true) then findings[#findings + 1] = "the worker's report is incomplete" end
+    check(findings, n)
+  end)
+
+  describe("calls that block or end the thread, one fresh worker each", function()
+    for _, e in ipairs(S.entries_where("fresh")) do
+      it(S.label(e), function() check(S.run_fresh(e, H.ms(1000))) end)
+    end
+  end)
+
+  describe("loom.exit on the main thread, one child process each", function()
+    for _, e in ipairs(S.entries_where("exit")) do
+      it(S.label(e), function()
+        if H.no_fork(pending) then return end
+        check(S.run_exit(e, function(script) return H.run_script(script, 20) end))
+      end)
+    end
+  end)
+end)
