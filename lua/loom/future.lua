@@ -226,7 +226,7 @@ function M.async(fn, ...)
 end
 
 local function checklist(list, fname)
-  if type(list) ~= "table" then argerror(fname, 1, "table", list, 2) end
+  if type(list) ~= "table" then argerror(fname, 1, "table", list, 3) end   -- at all's caller
 end
 
 function M.all(list)
