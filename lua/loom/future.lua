@@ -171,7 +171,11 @@ function Future:next(onValue, onError)
   return out
 end
 
-function Future:catch(onError) return self:next(nil, onError) end
+function Future:catch(onError)
+  checkfuture(self, "catch")
+  if onError ~= nil and type(onError) ~= "function" then argerror("catch", 1, "function", onError) end
+  return self:next(nil, onError)
+end
 
 local asyncs = setmetatable({}, { __mode = "k" })   -- coroutines of loom.async
 
