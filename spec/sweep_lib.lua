@@ -953,19 +953,31 @@ function S.worker_batch(path)
   local findings = {}
   local function report(where, p) findings[#findings + 1] = where .. ": " .. p end
   local batch = S.entries_where("worker")
+  local counts, order = {}, {}
+  local function count(key, before)
+    if not counts[key] then counts[key] = 0; order[#order + 1] = key end
+    counts[key] = counts[key] + S.calls - before
+  end
   for _, e in ipairs(batch) do
+    local before = S.calls
     S.run_entry(e, report, { selves = function(list) return keep(list, true) end })
+    count(e.key, before)
   end
   local close = byname["loom.MessagePort.close"][1]
+  local before = S.calls
   local p = one(close, { self = loom.parentPort, args = pack() }, methcall("close"), loom.parentPort, pack())
   if p then report("loom.MessagePort.close, a live object, good arguments", p) end
+  count(close.key, before)
   for _, e in ipairs(batch) do
     if e.method then
+      before = S.calls
       S.run_entry(e, report, { selves = function(list) return keep(list, false) end, noself = true })
+      count(e.key, before)
     end
   end
   local f = assert(io.open(path, "w"))
   f:write("CALLS\t", S.calls, "\n")
+  for _, k in ipairs(order) do f:write("COUNT\t", k, "\t", counts[k], "\n") end
   for _, x in ipairs(findings) do f:write("FINDING\t", (x:gsub("\n", "\\n")), "\n") end
   f:write("DONE\n")
   f:close()

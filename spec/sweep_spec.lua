@@ -10,8 +10,8 @@ local S = require "sweep_lib"
 
 local calls = 0          -- every call tried, wherever it ran
 
-local function check(findings, n)
-  calls = calls + n
+local function check(findings, n, counted)
+  if not counted then calls = calls + n end
   if #findings == 0 then return end
   local shown = {}
   for i = 1, math.min(#findings, 60) do shown[i] = findings[i] end
@@ -83,26 +83,51 @@ describe("bad-input sweep", function()
     end
   end)
 
-  it("in a worker: its parentPort (live, then closed) and the functions loom replaces there", function()
-    local path = os.tmpname()
-    local w = H.spawn(function(p) require("sweep_lib").worker_batch(p) end, { argv = { path } })
-    local err
-    w:on("error", function(e, tb) err = tostring(e) .. "\n" .. tostring(tb) end)
-    local code = H.join(w, 60000)
-    local f = io.open(path)
-    local out = f and f:read("a") or ""
-    if f then f:close() end
-    os.remove(path)
-    assert(err == nil, "the worker failed: " .. tostring(err))
-    assert.are.equal(0, code)
-    local findings, n = {}, 0
-    for line in out:gmatch("[^\n]+") do
-      local x = line:match("^FINDING\t(.*)$")
-      if x then findings[#findings + 1] = x end
-      n = tonumber(line:match("^CALLS\t(%d+)$")) or n
+  -- one worker sweeps them all (S.worker_batch), the first test to need
+  -- its report starts it; each entry is then one test
+  describe("in a worker: its parentPort (live, then closed) and the functions loom replaces there", function()
+    local batch            -- { findings = { [key] = {...} }, calls = n } | { failed = why }
+    local function run_batch()
+      local path = os.tmpname()
+      local w = H.spawn(function(p) require("sweep_lib").worker_batch(p) end, { argv = { path } })
+      local err
+      w:on("error", function(e, tb) err = tostring(e) .. "\n" .. tostring(tb) end)
+      local ok, code = pcall(H.join, w, 60000)
+      local f = io.open(path)
+      local out = f and f:read("a") or ""
+      if f then f:close() end
+      os.remove(path)
+      if not ok or err or code ~= 0 or not out:find("DONE", 1, true) then
+        return { failed = ("the worker did not finish its sweep (exit %s): %s %s"):format(
+          tostring(code), tostring(err or ""), ok and "" or tostring(code)) }
+      end
+      local b = { findings = {}, calls = 0, counts = {} }
+      for line in out:gmatch("[^\n]+") do
+        local x = line:match("^FINDING\t(.*)$")
+        if x then
+          local key = x:match("^([^,(]+)"):gsub("%s+$", "")
+          b.findings[key] = b.findings[key] or {}
+          table.insert(b.findings[key], x)
+        end
+        b.calls = tonumber(line:match("^CALLS\t(%d+)$")) or b.calls
+        local k, n = line:match("^COUNT\t([^\t]+)\t(%d+)$")
+        if k then b.counts[k] = tonumber(n) end
+      end
+      calls = calls + b.calls
+      return b
     end
-    if not out:find("DONE", 1, true) then findings[#findings + 1] = "the worker's report is incomplete" end
-    check(findings, n)
+    local seen = {}
+    for _, e in ipairs(S.entries_where("worker")) do
+      if not seen[e.key] then
+        seen[e.key] = true
+        it(e.key, function()
+          batch = batch or run_batch()
+          assert(not batch.failed, batch.failed)
+          assert((batch.counts[e.key] or 0) > 0, "no call of " .. e.key .. " was made")
+          check(batch.findings[e.key] or {}, batch.counts[e.key], true)   -- counted by run_batch
+        end)
+      end
+    end
   end)
 
   describe("calls that block or end the thread, one fresh worker each", function()
