@@ -692,7 +692,16 @@ local function one(e, c, fn, ...)
   S.calls = S.calls + 1
   local t0 = loom.now()
   local res
+  -- a call stuck in a Lua loop is stopped by a count hook (S.watchdog;
+  -- not in the worker batch, which sweeps debug.sethook itself)
+  if S.watchdog then
+    local deadline = t0 + S.bound_ms * 2
+    debug.sethook(function()
+      if loom.now() > deadline then error("sweep: the call ran past its bound", 2) end
+    end, "", 100000)
+  end
   if e.guard then res = guarded(fn, ...) else res = pack(pcall(fn, ...)) end
+  if S.watchdog then debug.sethook() end
   local took = loom.now() - t0
   local ok = res[1]
   local out = pack(select(2, unpack(res, 1, res.n)))
@@ -921,6 +930,7 @@ end
 -- In a child process: run the entries of key (variant), print findings.
 function S.child_main(key, variant)
   S.prepare()
+  S.watchdog = true
   for _, e in ipairs(byname[key]) do
     if (e.variant or false) == (variant or false) then
       S.run_entry(e, function(where, p) io.write("FINDING\t", where, ": ", p, "\n") end)

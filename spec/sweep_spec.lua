@@ -9,9 +9,12 @@ local loom = require "loom"
 local S = require "sweep_lib"
 
 local calls = 0          -- every call tried, wherever it ran
+local where = {}         -- and by where they ran
+local current = "?"
 
 local function check(findings, n, counted)
   if not counted then calls = calls + n end
+  where[current] = (where[current] or 0) + (n or 0)
   if #findings == 0 then return end
   local shown = {}
   for i = 1, math.min(#findings, 60) do shown[i] = findings[i] end
@@ -33,10 +36,14 @@ describe("bad-input sweep", function()
   S.bound_ms = H.ms(2000)
   before_each(H.before_each)
   after_each(H.after_each)
-  setup(S.prepare)
+  setup(function() S.prepare(); S.watchdog = true end)
   teardown(function()
     loom.onUnhandledRejection(nil)
-    io.stderr:write(("\nsweep: %d calls tried\n"):format(calls))
+    local parts = {}
+    for _, k in ipairs({ "main thread", "child process", "worker", "fresh worker", "exit child" }) do
+      if where[k] then parts[#parts + 1] = ("%d %s"):format(where[k], k) end
+    end
+    io.stderr:write(("\nsweep: %d calls tried (%s)\n"):format(calls, table.concat(parts, ", ")))
   end)
 
   it("covers every public name loom has (main thread and worker)", function()
@@ -66,13 +73,14 @@ describe("bad-input sweep", function()
 
   describe("on the main thread", function()
     for _, e in ipairs(S.entries_where("main")) do
-      it(S.label(e), function() check(inprocess({ e })) end)
+      it(S.label(e), function() current = "main thread"; check(inprocess({ e })) end)
     end
   end)
 
   describe("in a child process (a crash fails one test)", function()
     for _, e in ipairs(S.entries_where("child")) do
       it(S.label(e), function()
+        current = "child process"
         if not H.can_fork then           -- TSan: in this process
           return check(inprocess({ e }))
         end
@@ -121,6 +129,7 @@ describe("bad-input sweep", function()
       if not seen[e.key] then
         seen[e.key] = true
         it(e.key, function()
+          current = "worker"
           batch = batch or run_batch()
           assert(not batch.failed, batch.failed)
           assert((batch.counts[e.key] or 0) > 0, "no call of " .. e.key .. " was made")
@@ -132,7 +141,7 @@ describe("bad-input sweep", function()
 
   describe("calls that block or end the thread, one fresh worker each", function()
     for _, e in ipairs(S.entries_where("fresh")) do
-      it(S.label(e), function() check(S.run_fresh(e, H.ms(1000))) end)
+      it(S.label(e), function() current = "fresh worker"; check(S.run_fresh(e, H.ms(1000))) end)
     end
   end)
 
@@ -140,6 +149,7 @@ describe("bad-input sweep", function()
     for _, e in ipairs(S.entries_where("exit")) do
       it(S.label(e), function()
         if H.no_fork(pending) then return end
+        current = "exit child"
         check(S.run_exit(e, function(script) return H.run_script(script, 20) end))
       end)
     end
