@@ -184,15 +184,19 @@ local function drive(n)
   return problems
 end
 
-local function stopworker(w, bound_ms)
+-- wait for w's exit (terminate() it after bound_ms, or at once when
+-- now: a worker of the sweep's own that never ends by itself)
+local function stopworker(w, bound_ms, now)
   local exited = false
   if w._alive == false then return true end
   w:on("exit", function() exited = true end)
   w:on("error", noop)
   local deadline = loom.now() + bound_ms
   local asked = false
+  if now then asked = true; w:terminate() end
   while not exited do
     pcall(loom.poll, 5)
+    if not exited then loom.sleep(1) end
     if not exited and loom.now() > deadline then
       if asked then return false end
       asked = true
@@ -205,7 +209,7 @@ end
 S.stopworker = stopworker
 
 -- close, handle or stop what res holds; workers only when asked (args
--- and selves may be shared ones)
+-- and selves may be shared ones), terminated at once when workers == "stop"
 function S.cleanup(res, bound_ms, workers)
   local problems
   for i = 1, res.n or #res do
@@ -214,7 +218,7 @@ function S.cleanup(res, bound_ms, workers)
     if name == "loom.Timer" or name == "loom.Immediate" then pcall(v.close, v)
     elseif name == "loom.Future" then pcall(v.catch, v, noop)
     elseif name == "loom.Worker" and workers and v ~= S.shared then
-      if not stopworker(v, bound_ms) then
+      if not stopworker(v, bound_ms, workers == "stop") then
         problems = problems or {}
         problems[#problems + 1] = "a worker the call made did not exit after terminate()"
       end
@@ -452,7 +456,7 @@ function S.teardown_workers()
   local ok = true
   if S.shared then
     pcall(S.shared.postMessage, S.shared, "sweep:end")
-    ok = stopworker(S.shared, S.bound_ms)
+    ok = stopworker(S.shared, S.bound_ms)    -- it closes its port on "sweep:end"
   end
   if S.terminating then ok = stopworker(S.terminating, S.bound_ms) and ok end
   S.shared, S.terminating = nil, nil
@@ -716,7 +720,7 @@ local function one(e, c, fn, ...)
   for _, p in ipairs(ok and S.cleanup(out, S.bound_ms, true) or {}) do problems[#problems + 1] = p end
   S.cleanup(c.args or {}, S.bound_ms, false)
   if c.self ~= nil and not c.wrongself then
-    for _, p in ipairs(S.cleanup(pack(c.self), S.bound_ms, true) or {}) do problems[#problems + 1] = p end
+    for _, p in ipairs(S.cleanup(pack(c.self), S.bound_ms, "stop") or {}) do problems[#problems + 1] = p end
   end
   if took > S.bound_ms then problems[#problems + 1] = ("took %.0f ms"):format(took) end
   if #problems == 0 and problems[1] == nil then return nil end
@@ -845,7 +849,7 @@ function S.run_entry(e, report, opts)
           meta and metadotcall(e.f) or dotcall(e.f), host, v[2], copyargs(a))
       S.cleanup(pack(v[2]), S.bound_ms, false)
     end
-    S.cleanup(pack(host), S.bound_ms, true)
+    S.cleanup(pack(host), S.bound_ms, "stop")
   end
 end
 
