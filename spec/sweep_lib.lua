@@ -46,7 +46,6 @@ function S.values()
     { "coroutine", coroutine.create(noop) }, { "userdata", io.stdout },
   }
 end
-S.NVALUES = #S.values()
 
 -- {==================================================================
 -- Judging an outcome
