@@ -2,7 +2,7 @@
 -- small class helper every loom type is made with.
 local core = require "loom.core"
 
-local type, error, setmetatable, getmetatable = type, error, setmetatable, getmetatable
+local type, error, setmetatable = type, error, setmetatable
 
 local M = {}
 
@@ -18,12 +18,12 @@ local Emitter = {}
 Emitter.__index = Emitter
 M.Emitter = Emitter
 
+-- the methods are shared by every emitter class, so what they expect is
+-- an emitter (naming self's own class here would say "Future expected,
+-- got table" for a Future)
 local function checkself(self, fname)
   if type(self) ~= "table" or type(rawget(self, "_ev")) ~= "table" then
-    local mt = getmetatable(self)
-    local want = type(mt) == "table" and rawget(mt, "__name") or "loom emitter"
-    error(("bad argument #1 to '%s' (%s expected, got %s)"):format(fname,
-      type(want) == "string" and want or "loom emitter", type(self)), 3)
+    error(("bad argument #1 to '%s' (loom emitter expected, got %s)"):format(fname, type(self)), 3)
   end
 end
 
@@ -80,6 +80,7 @@ end
 -- reads #ls once; 'off' replaces the list: either way adding or removing
 -- during an emit affects the next emit only.
 function Emitter:emit(event, ...)
+  checkself(self, "emit")
   local ls = self._ev[event]
   if not ls then return false end
   for i = 1, #ls do ls[i](...) end

@@ -171,7 +171,11 @@ function Future:next(onValue, onError)
   return out
 end
 
-function Future:catch(onError) return self:next(nil, onError) end
+function Future:catch(onError)
+  checkfuture(self, "catch")
+  if onError ~= nil and type(onError) ~= "function" then argerror("catch", 1, "function", onError) end
+  return self:next(nil, onError)
+end
 
 local asyncs = setmetatable({}, { __mode = "k" })   -- coroutines of loom.async
 
@@ -226,7 +230,7 @@ function M.async(fn, ...)
 end
 
 local function checklist(list, fname)
-  if type(list) ~= "table" then argerror(fname, 1, "table", list, 2) end
+  if type(list) ~= "table" then argerror(fname, 1, "table", list, 3) end   -- at all's caller
 end
 
 -- The combinators: each settled future of 'list' is seen by shortcut

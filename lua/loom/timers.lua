@@ -41,7 +41,12 @@ local immediates = {}            -- queue for the next check phase
 
 local Immediate = { __name = "loom.Immediate" }
 Immediate.__index = Immediate
-function Immediate:close() self._done = true end
+function Immediate:close()
+  if getmetatable(self) ~= Immediate then
+    error(("bad argument #1 to 'close' (loom.Immediate expected, got %s)"):format(type(self)), 2)
+  end
+  self._done = true
+end
 
 function M.setImmediate(fn, ...)
   if type(fn) ~= "function" then argerror("setImmediate", 1, "function", fn) end
@@ -73,17 +78,22 @@ function M.runimmediates()
   if #immediates == 0 then core.immediates(false) end
 end
 
+-- clearTimeout, clearInterval and clearImmediate clear any of the three
+-- (as Node's); each names itself in its errors
 local Timer = core.Timer
-function M.clearTimeout(t)
-  if t == nil then return end
-  local mt = getmetatable(t)
-  if mt ~= Timer and mt ~= Immediate then
-    argerror("clearTimeout", 1, "timer", t)
+local function clearer(fname)
+  return function(t)
+    if t == nil then return end
+    local mt = getmetatable(t)
+    if mt ~= Timer and mt ~= Immediate then
+      argerror(fname, 1, "timer", t)
+    end
+    t:close()
   end
-  t:close()
 end
-M.clearInterval = M.clearTimeout
-M.clearImmediate = M.clearTimeout
+M.clearTimeout = clearer("clearTimeout")
+M.clearInterval = clearer("clearInterval")
+M.clearImmediate = clearer("clearImmediate")
 
 function M.sleep(ms)
   if type(ms) ~= "number" then argerror("sleep", 1, "number", ms) end

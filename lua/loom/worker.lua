@@ -155,6 +155,7 @@ function Worker:unref()
 end
 
 function Worker:__tostring()
+  checkworker(self, "__tostring")
   return ("loom.Worker %d%s (%s)"):format(self.threadId,
     self.name and (" '" .. self.name .. "'") or "", self._alive and "alive" or "exited")
 end
