@@ -418,16 +418,16 @@ int loom__ctx_deliver (loom_ctx *c, int max) {
 }
 
 loom_msg *loom__ctx_pack (lua_State *L, loom_ctx *c, int idx,
-                          const char *root, int kind) {
+                          const char *who, const char *root, int kind) {
   char err[512];
   loom_msg *m;
   c->scratch.len = 0;
   if (loom__encode(L, idx, &c->scratch, &c->scratch_refs, root, err, sizeof err))
-    luaL_error(L, "%s", err);
+    luaL_error(L, "%s: %s", who, err);
   m = loom__msg_new(kind, 0, &c->scratch, &c->scratch_refs);
   if (m == NULL) {
     loom__refs_clear(&c->scratch_refs);
-    luaL_error(L, "cannot clone %s: not enough memory", root);
+    luaL_error(L, "%s: cannot clone %s: not enough memory", who, root);
   }
   if (c->scratch.p == NULL) loom__runtime_take_spare(c->rt, &c->scratch);
   return m;

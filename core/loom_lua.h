@@ -122,10 +122,11 @@ int loom__ctx_msgh(lua_State *L);
 int loom__ctx_pcall(loom_ctx *c, int nargs, int nres);
 /* Push the pending uncaught error and its traceback (2 values); 0 if none. */
 int loom__ctx_take_error(lua_State *L, loom_ctx *c);
-/* Encode the value at idx into a new message of 'kind'; raises with the
-** path of the bad value, or "not enough memory". */
+/* Encode the value at idx into a new message of 'kind'; raises, naming
+** the function 'who', with the path of the bad value or "not enough
+** memory". */
 loom_msg *loom__ctx_pack(lua_State *L, loom_ctx *c, int idx,
-                         const char *root, int kind);
+                         const char *who, const char *root, int kind);
 /* Raise the pending uncaught error, if any. */
 void loom__ctx_raise(lua_State *L, loom_ctx *c);
 

@@ -156,7 +156,7 @@ static int l_post (lua_State *L) {
   }
   checktransfer(L, 3);
   if (lp->pair == NULL) return luaL_error(L, "postMessage: port is closed");
-  m = loom__ctx_pack(L, c, 2, "msg", LOOM_MSG_MESSAGE);
+  m = loom__ctx_pack(L, c, 2, "postMessage", "msg", LOOM_MSG_MESSAGE);
   if (loom__pair_post(lp->pair, lp->end, m, 0)) {
     lua_pushboolean(L, 0);
     lua_pushliteral(L, "closed");

@@ -911,7 +911,7 @@ static int l_clone (lua_State *L) {
   lua_settop(L, 1);
   cb->b.len = 0;
   if (loom__encode(L, 1, &cb->b, &cb->refs, "value", err, sizeof err))
-    return luaL_error(L, "%s", err);
+    return luaL_error(L, "loom.clone: %s", err);
   j.b = cb->b;
   j.refs = cb->refs;
   memset(cb, 0, sizeof *cb);

@@ -188,7 +188,12 @@ static int db_sethook (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   lua_pushvalue(L, lua_upvalueindex(2));
   lua_insert(L, 1);
-  lua_call(L, lua_gettop(L) - 1, 0);
+  if (lua_pcall(L, lua_gettop(L) - 1, 0, 0) != LUA_OK) {
+    /* called from C, the original cannot name itself: it says '?' */
+    if (lua_type(L, -1) == LUA_TSTRING)
+      luaL_gsub(L, lua_tostring(L, -1), "to '?'", "to 'sethook'");
+    return lua_error(L);
+  }
   loom__stop_rearm(c->stop);
   return 0;
 }

@@ -347,9 +347,9 @@ describe("loom.clone", function()
 
     it("refuses C functions, naming them", function()
       assert.has_error(function() loom.clone(print) end,
-                       "cannot clone value: C function")
+                       "loom.clone: cannot clone value: C function")
       assert.has_error(function() loom.clone({ f = string.format }) end,
-                       "cannot clone value.f: C function")
+                       "loom.clone: cannot clone value.f: C function")
     end)
 
     it("refuses a function whose upvalue cannot be cloned, naming the upvalue", function()
@@ -365,27 +365,27 @@ describe("loom.clone", function()
 
   describe("values that cannot be cloned", function()
     it("refuses userdata, coroutines and C functions at the top", function()
-      assert.has_error(function() loom.clone(io.stdout) end, "cannot clone value: userdata")
+      assert.has_error(function() loom.clone(io.stdout) end, "loom.clone: cannot clone value: userdata")
       assert.has_error(function() loom.clone(coroutine.create(print)) end,
-                       "cannot clone value: thread")
+                       "loom.clone: cannot clone value: thread")
     end)
 
     it("names the path of a nested bad value", function()
       local msg = { items = { 1, 2, { handle = io.stdout } } }
       assert.has_error(function() loom.clone(msg) end,
-                       "cannot clone value.items[3].handle: userdata")
+                       "loom.clone: cannot clone value.items[3].handle: userdata")
     end)
 
     it("names string keys that are not identifiers with brackets", function()
       assert.has_error(function() loom.clone({ ["two words"] = { io.stdout } }) end,
-                       'cannot clone value["two words"][1]: userdata')
+                       'loom.clone: cannot clone value["two words"][1]: userdata')
     end)
 
     it("names integer, float and boolean keys", function()
       assert.has_error(function() loom.clone({ [10] = io.stdout }) end,
-                       "cannot clone value[10]: userdata")
+                       "loom.clone: cannot clone value[10]: userdata")
       assert.has_error(function() loom.clone({ [true] = io.stdout }) end,
-                       "cannot clone value[true]: userdata")
+                       "loom.clone: cannot clone value[true]: userdata")
       local ok, err = pcall(loom.clone, { [2.5] = io.stdout })
       assert.is_false(ok)
       assert.matches("cannot clone value[2.5]: userdata", err, 1, true)
@@ -394,7 +394,7 @@ describe("loom.clone", function()
     it("refuses a bad key", function()
       local ok, err = pcall(loom.clone, { [io.stdout] = 1 })
       assert.is_false(ok)
-      assert.matches("^cannot clone value", err)
+      assert.matches("^loom%.clone: cannot clone value", err)
       assert.matches("userdata", err, 1, true)
     end)
 
@@ -404,7 +404,7 @@ describe("loom.clone", function()
       for _ = 1, 1000 do cur[1] = {}; cur = cur[1] end
       local ok, err = pcall(loom.clone, t)
       assert.is_false(ok)
-      assert.matches("^cannot clone value%[1%]%[1%]", err)
+      assert.matches("^loom%.clone: cannot clone value%[1%]%[1%]", err)
       assert.matches("nested deeper than %d+ levels", err)
     end)
 
