@@ -544,6 +544,9 @@ static int getu32 (dec *d, uint32_t *v) {
 }
 
 static void addref (dec *d) {
+#ifdef LOOM_FUZZING
+  loom__fuzz_made(d->L);      /* the fuzz targets see each numbered value */
+#endif
   if (d->refs) {
     lua_pushvalue(d->L, -1);
     lua_rawseti(d->L, d->refs, ++d->nref);
@@ -588,6 +591,11 @@ static int dfunction (dec *d) {
   if ((size_t)(d->end - d->p) < len) return bad(d, "truncated function");
   if (d->depth >= LOOM_MAX_DEPTH) return bad(d, "nested too deep");
   if (!lua_checkstack(L, 4)) return bad(d, "Lua stack overflow");
+#ifdef LOOM_FUZZING
+  /* A fuzzer's blob is not loom's, and bytecode is trusted (above): only
+  ** the dumps the fuzz target made itself may reach the loader. */
+  if (!loom__fuzz_trusted(d->p, len)) return bad(d, "functions not decoded while fuzzing");
+#endif
   if (luaL_loadbufferx(L, (const char *)d->p, len, "=(cloned function)", "b") != LUA_OK) {
     lua_pop(L, 1);
     return bad(d, "bad function");
