@@ -225,6 +225,19 @@ int main (int argc, char **argv) {
     deep[9] = 0x10;                        /* the same, one table less */
     put("decode", "nested-200", deep + 9, n - 9);
   }
+  {                     /* nested tables each claiming all that is left */
+    static unsigned char over[FZ_MAXLEN];
+    size_t n = 0;
+    over[n++] = 0x10;
+    for (i = 0; i < LOOM_MAX_DEPTH - 1; i++) {
+      uint32_t narr = (uint32_t)(sizeof over - n - 9), zero = 0;
+      over[n++] = 0x06;
+      memcpy(over + n, &narr, 4);
+      memcpy(over + n + 4, &zero, 4);
+      n += 8;
+    }
+    put("decode", "overclaim", over, sizeof over);
+  }
   for (i = 0; i < sizeof progs / sizeof progs[0]; i++) {
     char name[64];
     put("roundtrip", progs[i].name, progs[i].b.p, progs[i].b.n);
