@@ -178,13 +178,46 @@ void fz_push_class (lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &CLASSMTKEY);
 }
 
+/* The state's allocator counts what Lua holds, and its peak. */
+static size_t heap_now, heap_peak;
+
+static void *fz_alloc (void *ud, void *p, size_t osize, size_t nsize) {
+  size_t was = p ? osize : 0;
+  void *np;
+  (void)ud;
+  if (nsize == 0) {
+    free(p);
+    heap_now -= was;
+    return NULL;
+  }
+  np = realloc(p, nsize);
+  if (np) {
+    heap_now = heap_now - was + nsize;
+    if (heap_now > heap_peak) heap_peak = heap_now;
+  }
+  return np;
+}
+
+static int fz_panic (lua_State *L) {
+  fz_fail("Lua panic: %s", lua_tostring(L, -1));
+  return 0;
+}
+
+size_t fz_heap_mark (void) {
+  heap_peak = heap_now;
+  return heap_now;
+}
+
+size_t fz_heap_peak (void) { return heap_peak; }
+
 lua_State *fz_state (void) {
   static lua_State *L = NULL;
   int k;
   if (L) return L;
   for (k = 0; k < FZ_NTOKENS; k++) tokens[k].id = k;
-  L = luaL_newstate();
+  L = lua_newstate(fz_alloc, NULL);
   if (L == NULL) fz_fail("no state");
+  lua_atpanic(L, fz_panic);
   luaL_openlibs(L);
   /* the class, through loom.registerClass */
   lua_newtable(L);

@@ -21,6 +21,9 @@ void fz_fail(const char *fmt, ...);
 /* The state, made on first use: openlibs, the class "fz.Point"
 ** (loom.registerClass) and the clone hook "fz.Ref". */
 lua_State *fz_state(void);
+/* What Lua holds now, made the peak too; the peak since. */
+size_t fz_heap_mark(void);
+size_t fz_heap_peak(void);
 /* Push the class's metatable. */
 void fz_push_class(lua_State *L);
 

@@ -12,7 +12,8 @@
 **
 ** The decoder gets FZ_NREFS references (fuzz_common.h) rather than none,
 ** so a blob can reach the by-reference paths: a good one, a type without
-** a hook, one the hook refuses, one taken twice.
+** a hook, one the hook refuses, one taken twice.  And a decode must hold
+** no more Lua heap than HEAP_PER_BYTE times the blob (and HEAP_SLACK).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,12 @@
 #include "fuzz_common.h"
 
 #define PREFIX "cannot decode message: "
+
+/* A decode may hold at most this much Lua heap per byte of blob (a table
+** entry, a hash node rounded up, a short string's header), and this much
+** more: no blob may make the decoder allocate more than it holds. */
+#define HEAP_PER_BYTE 64
+#define HEAP_SLACK 65536
 
 static void reclone (lua_State *L, int hasfunc) {
   loom_buf b = {NULL, 0, 0};
@@ -51,10 +58,14 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size) {
   static int verbose = -1;
   lua_State *L = fz_state();
   loom_ref refs[FZ_NREFS];
+  size_t base;
   int r;
   fz_refs_fill(refs);
   fz_made_begin(L);
+  base = fz_heap_mark();
   r = loom__decode(L, data, size, refs, FZ_NREFS);
+  if (fz_heap_peak() - base > HEAP_PER_BYTE * size + HEAP_SLACK)
+    fz_fail("decoding %zu bytes took %zu bytes of Lua heap", size, fz_heap_peak() - base);
   fz_made_end(L);
   fz_refs_drop(refs, FZ_NREFS);
   if (lua_gettop(L) != 1) fz_fail("decode left the stack at %d", lua_gettop(L));
