@@ -7,7 +7,7 @@ BUSTED ?= /usr/bin/busted
 CMAKE_FLAGS ?=
 LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
 
-.PHONY: all deps build test test-nospin demo bench test-asan test-tsan test-valgrind check rock clean
+.PHONY: all deps build test test-nospin demo bench test-asan test-tsan test-valgrind fuzz fuzz-build fuzz-corpus check rock clean
 
 all: build
 
@@ -45,6 +45,35 @@ test-valgrind: build
 	$(LUA_ENV) valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
 	  $(LUA) $(BUSTED) -o plainTerminal $(VALGRIND_SPECS)
 
+# the libFuzzer targets (spec/fuzz/README.md), built with clang in
+# build-fuzz, each run FUZZ_SECONDS on a scratch copy of its seed corpus;
+# fails on any crash (the input is kept in build-fuzz/artifacts).  Leaks
+# are checked at exit, not per input: the Lua state outlives the inputs.
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD ?= build-fuzz
+FUZZ_FLAGS ?= -max_len=4096 -timeout=20 -detect_leaks=0 -print_final_stats=1
+fuzz-build: deps
+	@.ci/deps clang libclang-rt-14-dev
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOM_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_decode fuzz_roundtrip fuzz_mkcorpus
+
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_BUILD)/artifacts
+	@set -e; for t in decode roundtrip; do \
+	  dir=$$(mktemp -d); cp spec/fuzz/corpus/$$t/* "$$dir"/; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  if ! $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) \
+	      -artifact_prefix=$(CURDIR)/$(FUZZ_BUILD)/artifacts/$$t- "$$dir" 2>"$$dir.log"; then \
+	    grep -Ev '^(#|INFO:)' "$$dir.log" | head -60; rm -rf "$$dir" "$$dir.log"; \
+	    echo "fuzz_$$t failed: the input is in $(FUZZ_BUILD)/artifacts"; exit 1; \
+	  fi; \
+	  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::)' "$$dir.log"; rm -rf "$$dir" "$$dir.log"; \
+	done
+
+# rewrite the generated seeds (seed-*; other files there are kept)
+fuzz-corpus: fuzz-build
+	$(FUZZ_BUILD)/fuzz_mkcorpus spec/fuzz/corpus
+
 check: test test-nospin test-asan test-tsan test-valgrind
 
 # install with luarocks from this checkout (offline)
@@ -52,4 +81,4 @@ rock: deps
 	luarocks --lua-version=5.4 make rocks/loom-scm-1.rockspec
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz

@@ -169,6 +169,14 @@ int loom__errblob(loom_buf *b, const char *err);
 /* Decode a message's payload (nil when empty). */
 int loom__decode_msg(lua_State *L, loom_msg *m);
 void loom__serial_open(lua_State *L);   /* clone, registerClass into t */
+#ifdef LOOM_FUZZING
+/* Built with -DLOOM_FUZZING, the decoder calls these, which a fuzz target
+** defines (spec/fuzz): loads bytecode only if loom__fuzz_trusted says the
+** bytes are a dump the target made, and shows each table, function and
+** by-reference value it makes, top of the stack, to loom__fuzz_made. */
+int loom__fuzz_trusted(const unsigned char *p, size_t len);
+void loom__fuzz_made(lua_State *L);
+#endif
 
 /* {======================================================================
 ** L2: worker states (state.c)

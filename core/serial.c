@@ -582,6 +582,7 @@ typedef struct dec {
   uint32_t nrv;
   int refs;                 /* stack index of the reference table, or 0 */
   lua_Integer nref;
+  uint64_t owed;            /* bytes the open tables' entries still need */
   int depth;
   const char *err;
   char errbuf[CLASS_MAXLEN + 64];
@@ -612,6 +613,9 @@ static int getu32 (dec *d, uint32_t *v) {
 }
 
 static void addref (dec *d) {
+#ifdef LOOM_FUZZING
+  loom__fuzz_made(d->L);      /* the fuzz targets see each numbered value */
+#endif
   if (d->refs) {
     lua_pushvalue(d->L, -1);
     lua_rawseti(d->L, d->refs, ++d->nref);
@@ -623,24 +627,33 @@ static int dvalue (dec *d);
 static int dtable (dec *d) {
   lua_State *L = d->L;
   uint32_t narr, nrec, i;
+  uint64_t need, left;
   if (getu32(d, &narr) || getu32(d, &nrec)) return -1;
-  /* every entry takes at least one byte: refuse absurd sizes early */
-  if ((uint64_t)narr + nrec * 2ull > (uint64_t)(d->end - d->p))
-    return bad(d, "truncated table");
+  /* every entry takes at least one byte, and so does every entry the
+  ** tables around this one still expect: refuse sizes the bytes left
+  ** cannot hold before preallocating them (else nested tables could each
+  ** claim all that is left, and take thousands of times the blob) */
+  need = (uint64_t)narr + nrec * 2ull;
+  left = (uint64_t)(d->end - d->p);
+  if (d->owed > left || need > left - d->owed) return bad(d, "truncated table");
   if (d->depth >= LOOM_MAX_DEPTH) return bad(d, "nested too deep");
   if (!lua_checkstack(L, 4)) return bad(d, "Lua stack overflow");
   d->depth++;
+  d->owed += need;
   lua_createtable(L, (int)narr, (int)nrec);
   addref(d);
   for (i = 1; i <= narr; i++) {
+    d->owed--;
     if (dvalue(d)) return -1;
     lua_rawseti(L, -2, (lua_Integer)i);
   }
   for (i = 0; i < nrec; i++) {
+    d->owed--;
     if (dvalue(d)) return -1;
     if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER &&
                              lua_tonumber(L, -1) != lua_tonumber(L, -1)))
       return bad(d, "bad table key");
+    d->owed--;
     if (dvalue(d)) return -1;
     lua_rawset(L, -3);
   }
@@ -656,6 +669,11 @@ static int dfunction (dec *d) {
   if ((size_t)(d->end - d->p) < len) return bad(d, "truncated function");
   if (d->depth >= LOOM_MAX_DEPTH) return bad(d, "nested too deep");
   if (!lua_checkstack(L, 4)) return bad(d, "Lua stack overflow");
+#ifdef LOOM_FUZZING
+  /* A fuzzer's blob is not loom's, and bytecode is trusted (above): only
+  ** the dumps the fuzz target made itself may reach the loader. */
+  if (!loom__fuzz_trusted(d->p, len)) return bad(d, "functions not decoded while fuzzing");
+#endif
   if (luaL_loadbufferx(L, (const char *)d->p, len, "=(cloned function)", "b") != LUA_OK) {
     lua_pop(L, 1);
     return bad(d, "bad function");
@@ -820,6 +838,7 @@ int loom__decode (lua_State *L, const unsigned char *p, size_t len,
   d.end = p + len;
   d.refs = 0;
   d.nref = 0;
+  d.owed = 0;
   d.depth = 0;
   d.err = NULL;
   luaL_checkstack(L, 4, "loom: decoding");

@@ -97,6 +97,59 @@ static void mangle (lua_State *L, const char *expr) {
   loom__buf_free(&b);
 }
 
+/* An allocator that refuses to hold more than *ud bytes. */
+static size_t held;
+static void *capped (void *ud, void *p, size_t osize, size_t nsize) {
+  size_t cap = *(size_t *)ud, was = p ? osize : 0;
+  void *np;
+  if (nsize == 0) {
+    free(p);
+    held -= was;
+    return NULL;
+  }
+  if (held - was + nsize > cap) return NULL;
+  np = realloc(p, nsize);
+  if (np) held = held - was + nsize;
+  return np;
+}
+
+static int decode_arg (lua_State *L) {
+  const unsigned char *b = (const unsigned char *)lua_touserdata(L, 1);
+  size_t n = (size_t)lua_tointeger(L, 2);
+  lua_settop(L, 0);
+  (void)loom__decode(L, b, n, NULL, 0);
+  return 1;
+}
+
+/* Nested tables that each claim every byte left: each passes the check
+** against the bytes left, but together they promise LOOM_MAX_DEPTH times
+** more entries than the blob holds.  Preallocating them all took ~3000
+** times the blob (3 GB for 1 MB) before the decoder found it truncated. */
+static void overclaim (void) {
+  size_t n = 256 * 1024, at = 0, cap = 64u << 20;
+  unsigned char *b = (unsigned char *)calloc(n, 1);
+  lua_State *L = lua_newstate(capped, &cap);
+  int i, st;
+  held = 0;
+  b[at++] = 0x10;
+  for (i = 0; i < LOOM_MAX_DEPTH - 1; i++) {
+    uint32_t narr = (uint32_t)(n - at - 9), zero = 0;
+    b[at++] = 0x06;
+    memcpy(b + at, &narr, 4);
+    memcpy(b + at + 4, &zero, 4);
+    at += 8;
+  }
+  lua_pushcfunction(L, decode_arg);
+  lua_pushlightuserdata(L, b);
+  lua_pushinteger(L, (lua_Integer)n);
+  st = lua_pcall(L, 2, 1, 0);
+  CHECK(st == LUA_OK, "over-claiming tables: status %d (%s)", st, lua_tostring(L, -1));
+  CHECK(st == LUA_OK && strcmp(lua_tostring(L, -1), "cannot decode message: truncated table") == 0,
+        "over-claiming tables: %s", lua_tostring(L, -1));
+  lua_close(L);
+  free(b);
+}
+
 int main (void) {
   lua_State *L = luaL_newstate();
   luaL_openlibs(L);
@@ -191,6 +244,7 @@ int main (void) {
     CHECK(loom__decode(L, bad1, 0, NULL, 0) != 0, "empty blob");
     lua_pop(L, 1);
   }
+  overclaim();
   CHECK(lua_gettop(L) == 0, "stack balanced at the end (%d)", lua_gettop(L));
   lua_close(L);
   printf("test_serial: %d checks, %d failed\n", checks, failures);
