@@ -291,8 +291,10 @@ lua_Integer fz_made_functions (void) { return made_fn; }
 
 /* {======================================================================
 ** Deep compare.  The encoder numbers tables, functions and by-reference
-** values in the order it first meets them (array part, then lua_next's
-** key/value pairs, then upvalues but _ENV), and the decoder makes them in
+** values in the order it first meets them (one lua_next pass over a
+** table: the values of the leading run of keys 1, 2, 3..., then key/value
+** pairs; then a function's upvalues, but for a cell met before and a value
+** that is the globals), and the decoder makes them in
 ** that order: walking the original the encoder's way pairs each of its
 ** objects with one the decoder made.  Then every pair must match: same
 ** entries (keys and values translated through the pairing: sharing and
@@ -304,6 +306,7 @@ typedef struct cmp {
   int ids;          /* stack index: original object -> id */
   int olist;        /* id -> original object */
   int clist;        /* id -> the decoder's object (the made list) */
+  int ups;          /* upvalue cells met: lua_upvalueid -> true */
   lua_Integer n;
   loom_buf b1, b2;  /* dumps */
 } cmp;
@@ -334,27 +337,38 @@ static void number (cmp *c, int idx, int depth) {
   lua_rawseti(L, c->olist, c->n);
   switch (lua_type(L, idx)) {
     case LUA_TTABLE: {
-      lua_Unsigned narr = lua_rawlen(L, idx), j;
-      for (j = 1; j <= narr; j++) {
-        lua_rawgeti(L, idx, (lua_Integer)j);
-        number(c, -1, depth + 1);
-        lua_pop(L, 1);
-      }
+      lua_Integer narr = 0;
+      int inhash = 0;
       lua_pushnil(L);
       while (lua_next(L, idx)) {
-        if (narr && lua_isinteger(L, -2)) {
-          lua_Integer k = lua_tointeger(L, -2);
-          if (k >= 1 && (lua_Unsigned)k <= narr) { lua_pop(L, 1); continue; }
+        if (!inhash && lua_isinteger(L, -2) && lua_tointeger(L, -2) == narr + 1) {
+          narr++;
+          number(c, -1, depth + 1);
         }
-        number(c, -2, depth + 1);
-        number(c, -1, depth + 1);
+        else {
+          inhash = 1;
+          number(c, -2, depth + 1);
+          number(c, -1, depth + 1);
+        }
         lua_pop(L, 1);
       }
       break;
     }
     case LUA_TFUNCTION:
       for (i = 1; (name = lua_getupvalue(L, idx, i)) != NULL; i++) {
-        if (strcmp(name, "_ENV") != 0) number(c, -1, depth + 1);
+        void *id = lua_upvalueid(L, idx, i);
+        (void)name;
+        lua_pushlightuserdata(L, id);
+        if (lua_rawget(L, c->ups) == LUA_TNIL) {
+          lua_pop(L, 1);
+          lua_pushlightuserdata(L, id);
+          lua_pushboolean(L, 1);
+          lua_rawset(L, c->ups);
+          lua_pushglobaltable(L);
+          if (!lua_rawequal(L, -1, -2)) number(c, -2, depth + 1);
+          lua_pop(L, 1);
+        }
+        else lua_pop(L, 1);
         lua_pop(L, 1);
       }
       break;
@@ -490,12 +504,15 @@ static void pair (cmp *c, lua_Integer id) {
           break;
         }
         if (strcmp(n1, n2) != 0) fz_fail("%s: upvalue %d's name differs", where, i);
-        if (strcmp(n1, "_ENV") == 0) {
-          lua_pushglobaltable(L);
-          if (!lua_rawequal(L, -1, -2)) fz_fail("%s: _ENV is not the globals", where);
+        lua_pushglobaltable(L);
+        if (lua_rawequal(L, -1, -3)) {    /* the globals: the copy's too */
+          if (!lua_rawequal(L, -1, -2)) fz_fail("%s: upvalue %d is not the globals", where, i);
           lua_pop(L, 1);
         }
-        else same(c, -2, -1, where);
+        else {
+          lua_pop(L, 1);
+          same(c, -2, -1, where);
+        }
         lua_pop(L, 2);
       }
       break;
@@ -527,6 +544,8 @@ void fz_compare (lua_State *L, int orig, int copy) {
   c.ids = lua_gettop(L);
   lua_newtable(L);
   c.olist = lua_gettop(L);
+  lua_newtable(L);
+  c.ups = lua_gettop(L);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &MADEKEY);
   c.clist = lua_gettop(L);
   if (!lua_istable(L, c.clist)) fz_fail("compare: no made list");
