@@ -178,7 +178,8 @@ void loom__loop_open(lua_State *L, loom_ctx *c);
 void loom__worker_open(lua_State *L, loom_ctx *c);
 void loom__port_open(lua_State *L, loom_ctx *c);
 void loom__testref_open(lua_State *L);   /* core.testref, for the specs */
-/* A port userdata for end 'end' of p (takes one reference to p). */
+/* A port userdata for end 'end' of p, holding a reference of its own
+** (taken once the userdata exists: raising leaves p as it was). */
 void loom__port_push(lua_State *L, loom_ctx *c, loom_pair *p, int end);
 
 /* Build a metatable: meta[] on it, meth[] as its __index (either NULL). */
