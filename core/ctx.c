@@ -26,15 +26,27 @@ loom_ctx *loom__ctx_get (lua_State *L) {
   return c;
 }
 
-void loom__ctx_install (lua_State *L, loom_ctx *c) {
-  lua_pushlightuserdata(L, c);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &CTXKEY);
+/* Protected: the error slots first, the context last.  Each rawsetp of a
+** new key may raise, and a table that cannot grow is left as it was, so
+** a failure publishes no context. */
+static int install (lua_State *L) {
   /* make the error slots now: storing an uncaught error later, outside any
   ** protected call, must not allocate */
   lua_pushboolean(L, 0);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &ERRKEY);
   lua_pushboolean(L, 0);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &TBKEY);
+  lua_pushvalue(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CTXKEY);
+  return 0;
+}
+
+int loom__ctx_install (lua_State *L, loom_ctx *c) {
+  lua_pushcfunction(L, install);
+  lua_pushlightuserdata(L, c);
+  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return 0;
+  lua_pop(L, 1);                 /* out of memory */
+  return -1;
 }
 
 loom_ctx *loom__ctx_check (lua_State *L) {

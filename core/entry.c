@@ -98,7 +98,6 @@ static loom_ctx *main_ctx (lua_State *L) {
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, c);  /* anchored for the state's life */
   lua_pop(L, 1);
-  loom__ctx_install(L, c);               /* the error slots, allocated now */
   lua_rawgetp(L, LUA_REGISTRYINDEX, &RTKEY);
   rtbox = (loom_runtime **)lua_touserdata(L, -1);
   lua_pop(L, 1);
@@ -119,6 +118,14 @@ static loom_ctx *main_ctx (lua_State *L) {
     luaL_error(L, "loom: cannot create the event loop: %s", uv_strerror(r));
   }
   if (own) loom_runtime_release(rt);   /* the context holds it now */
+  /* published last, with the error slots: a state that ran out of memory
+  ** before here has no context, and the next require makes one */
+  if (loom__ctx_install(L, c)) {
+    loom__ctx_close(c);
+    memset(c, 0, sizeof *c);
+    c->closed = 1;
+    luaL_error(L, "loom: not enough memory");
+  }
   rt->open_core = luaopen_loom_core;     /* what workers of rt run */
   rt->worker_main = loom__state_main;
   return c;

@@ -73,8 +73,9 @@ struct loom_ctx {
 int loom__ctx_init(loom_ctx *c, loom_runtime *rt, lua_State *L,
                    loom_mailbox *mb);
 /* Point the registry of L at c and make the error slots (no allocation
-** is needed later to store an uncaught error). */
-void loom__ctx_install(lua_State *L, loom_ctx *c);
+** is needed later to store an uncaught error).  Never raises: 0, or -1
+** when out of memory, and then L does not know c. */
+int loom__ctx_install(lua_State *L, loom_ctx *c);
 /* After lua_close (or in the main state's last finalizer): free the
 ** queued messages, the loop, the handles, the inbox reference. */
 void loom__ctx_close(loom_ctx *c);
@@ -192,7 +193,8 @@ void loom__loop_open(lua_State *L, loom_ctx *c);
 void loom__worker_open(lua_State *L, loom_ctx *c);
 void loom__port_open(lua_State *L, loom_ctx *c);
 void loom__testref_open(lua_State *L);   /* core.testref, for the specs */
-/* A port userdata for end 'end' of p (takes one reference to p). */
+/* A port userdata for end 'end' of p, holding a reference of its own
+** (taken once the userdata exists: raising leaves p as it was). */
 void loom__port_push(lua_State *L, loom_ctx *c, loom_pair *p, int end);
 
 /* Build a metatable: meta[] on it, meth[] as its __index (either NULL). */

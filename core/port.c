@@ -93,7 +93,8 @@ void loom__port_push (lua_State *L, loom_ctx *c, loom_pair *p, int end) {
   lp->end = end;
   lp->c = c;
   luaL_setmetatable(L, PORT);
-  lp->pair = p;                      /* owned from here on */
+  loom__pair_retain(p);              /* only once nothing can raise */
+  lp->pair = p;
 }
 
 static lport *checkport (lua_State *L, int idx) {

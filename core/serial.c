@@ -664,7 +664,7 @@ static int dtable (dec *d) {
 static int dfunction (dec *d) {
   lua_State *L = d->L;
   uint32_t len;
-  int nups, i;
+  int nups, i, st;
   if (getu32(d, &len)) return -1;
   if ((size_t)(d->end - d->p) < len) return bad(d, "truncated function");
   if (d->depth >= LOOM_MAX_DEPTH) return bad(d, "nested too deep");
@@ -674,9 +674,10 @@ static int dfunction (dec *d) {
   ** the dumps the fuzz target made itself may reach the loader. */
   if (!loom__fuzz_trusted(d->p, len)) return bad(d, "functions not decoded while fuzzing");
 #endif
-  if (luaL_loadbufferx(L, (const char *)d->p, len, "=(cloned function)", "b") != LUA_OK) {
+  st = luaL_loadbufferx(L, (const char *)d->p, len, "=(cloned function)", "b");
+  if (st != LUA_OK) {
     lua_pop(L, 1);
-    return bad(d, "bad function");
+    return bad(d, st == LUA_ERRMEM ? "not enough memory" : "bad function");
   }
   d->p += len;
   addref(d);

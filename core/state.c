@@ -499,8 +499,8 @@ void loom__state_main (void *arg) {
     c.self = w;
     c.stop = &w->stop;
     c.thread_id = w->id;
-    loom__ctx_install(L, &c);
-    if (!loom__stop_attach(&w->stop, L)) code = run(&c, &mem);
+    if (loom__ctx_install(L, &c) == 0 && !loom__stop_attach(&w->stop, L))
+      code = run(&c, &mem);
     loom__stop_detach(&w->stop);
     if (loom__ctx_stopping(&c)) code = 1;
   }

@@ -466,7 +466,6 @@ static int l_spawn (lua_State *L) {
   k->list = w;
   lua_pushvalue(L, 4);
   lua_pushinteger(L, (lua_Integer)w->id);
-  loom__pair_retain(w->pair);
   loom__port_push(L, c, w->pair, 0);
   return 3;
 }
@@ -484,7 +483,6 @@ static int l_parentport (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   loom_worker *w = self(c);
   if (w == NULL) return 0;
-  loom__pair_retain(w->pair);
   loom__port_push(L, c, w->pair, 1);
   return 1;
 }
