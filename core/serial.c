@@ -904,12 +904,14 @@ int loom__decode_msg (lua_State *L, loom_msg *m) {
 typedef struct clonebuf {
   loom_buf b;
   loom_refs refs;
+  int closed;            /* finalized: a later clone keeps no buffer */
 } clonebuf;
 
 static int clonebuf_gc (lua_State *L) {
   clonebuf *cb = (clonebuf *)lua_touserdata(L, 1);
   loom__buf_free(&cb->b);
   loom__refs_free(&cb->refs);
+  cb->closed = 1;
   return 0;
 }
 
@@ -930,16 +932,19 @@ static int l_clone (lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 1);
   cb->b.len = 0;
-  if (loom__encode(L, 1, &cb->b, &cb->refs, "value", err, sizeof err))
+  if (loom__encode(L, 1, &cb->b, &cb->refs, "value", err, sizeof err)) {
+    if (cb->closed) loom__buf_free(&cb->b);   /* nobody would free it later */
     return luaL_error(L, "loom.clone: %s", err);
+  }
   j.b = cb->b;
   j.refs = cb->refs;
-  memset(cb, 0, sizeof *cb);
+  memset(&cb->b, 0, sizeof cb->b);
+  memset(&cb->refs, 0, sizeof cb->refs);
   lua_pushcfunction(L, decodebuf);
   lua_pushlightuserdata(L, &j);
   st = lua_pcall(L, 1, 1, 0);
   loom__refs_clear(&j.refs);           /* whatever the decoder did not take */
-  if (cb->b.p == NULL && j.b.cap <= LOOM_SPARE_MAX) {   /* keep them */
+  if (cb->b.p == NULL && j.b.cap <= LOOM_SPARE_MAX && !cb->closed) {   /* keep them */
     cb->b = j.b;
     cb->refs = j.refs;
   }

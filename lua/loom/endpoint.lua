@@ -31,6 +31,7 @@ M.Endpoint = Endpoint
 function M.attach(obj, port, queue)
   local id = port:id()
   obj._port, obj._id, obj._ref, obj._queues = port, id, true, queue
+  obj._closed, obj._held = false, false   -- fields made now: _detach allocates nothing
   obj.postMessage = core.poster(port, obj)
   endpoints[id] = obj
   obj:_sync()

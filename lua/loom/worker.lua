@@ -109,9 +109,11 @@ function Worker:_control(kind, v, aux)
       error(err, 0)
     end
   elseif kind == MSG.EXIT then
+    -- the hold goes first, with no allocation before it: out of memory
+    -- below may lose the event (raised from loom.run), never the exit
     self._alive = false
-    self.exitCode = aux
     self:_detach()
+    self.exitCode = aux
     local f = self._exitf
     self._exitf = nil
     if f then future.settle(f, future.FULFILLED, aux) end
