@@ -391,9 +391,19 @@ static int deliver_batch (lua_State *L) {
       lua_insert(L, -2);
       lua_pushinteger(L, m->aux);
     }
-    c->current = NULL;
-    msgdone(c, m);
-    lua_call(L, nargs, 0);
+    if (kind == LOOM_MSG_EXIT) {
+      /* kept until its handler returns: if that raises (out of memory, in
+      ** loom's bookkeeping), the exit is delivered again on the next run,
+      ** so a worker's hold on the loop is never lost */
+      lua_call(L, nargs, 0);
+      c->current = NULL;
+      loom__msg_free(m);
+    }
+    else {
+      c->current = NULL;
+      msgdone(c, m);
+      lua_call(L, nargs, 0);
+    }
     n++;
     if (c->poll_deadline && uv_hrtime() >= c->poll_deadline) break;
     if ((n & 15) == 0 && uv_hrtime() >= until) break;   /* the loop must turn */
@@ -421,7 +431,15 @@ int loom__ctx_deliver (loom_ctx *c, int max) {
     if (n > 0) loom__ctx_expect(c);
   }
   else {
-    if (c->current != saved) loom__msg_free(c->current);
+    if (c->current != saved) {
+      loom_msg *m = c->current;
+      if (m->kind == LOOM_MSG_EXIT) {      /* again, first, on the next run */
+        m->next = c->pend_head;
+        c->pend_head = m;
+        if (c->pend_tail == NULL) c->pend_tail = m;
+      }
+      else loom__msg_free(m);
+    }
     c->current = saved;
     n = -1;
   }

@@ -253,6 +253,7 @@ describe("hostile input", function()
   end)
 
   it("#17 a worker file that is a FIFO or a device is refused at once", function()
+    if H.no_fork(pending) then return end      -- mkfifo runs in a shell
     local fifo = os.tmpname()
     os.remove(fifo)
     assert.is_true(os.execute("mkfifo " .. fifo) == true)
