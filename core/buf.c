@@ -29,6 +29,15 @@ void loom__buf_free (loom_buf *b) {
   b->len = b->cap = 0;
 }
 
+int loom__buf_writer (lua_State *L, const void *p, size_t sz, void *ud) {
+  loom_buf *b = (loom_buf *)ud;
+  (void)L;
+  if (loom__buf_reserve(b, sz)) return 1;
+  memcpy(b->p + b->len, p, sz);
+  b->len += sz;
+  return 0;
+}
+
 int loom__refs_add (loom_refs *r, const loom_refvt *vt, void *p) {
   if (r->n == r->cap) {
     uint32_t ncap = r->cap ? r->cap * 2 : 4;

@@ -148,15 +148,6 @@ static int l_setdispatch (lua_State *L) {
   return 0;
 }
 
-static int boot_writer (lua_State *L, const void *p, size_t sz, void *ud) {
-  loom_buf *b = (loom_buf *)ud;
-  (void)L;
-  if (loom__buf_reserve(b, sz)) return 1;
-  memcpy(b->p + b->len, p, sz);
-  b->len += sz;
-  return 0;
-}
-
 /* core.boot(name, chunk): keep the bytecode of one of loom's Lua modules,
 ** so that workers load it without searching or parsing.  Kept with debug
 ** information: loom's frames in worker tracebacks have line numbers. */
@@ -167,7 +158,7 @@ static int l_boot (lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   if (loom__runtime_boot_find(c->rt, name)) return 0;
-  if (lua_dump(L, boot_writer, &b, 0) != 0) {   /* dump with no lock held */
+  if (lua_dump(L, loom__buf_writer, &b, 0) != 0) {   /* dump with no lock held */
     loom__buf_free(&b);
     return luaL_error(L, "core.boot: not enough memory");
   }

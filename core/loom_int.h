@@ -39,6 +39,8 @@ typedef struct loom_buf {
 
 int loom__buf_reserve(loom_buf *b, size_t extra);   /* 0 or -1 (no memory) */
 void loom__buf_free(loom_buf *b);
+/* A lua_Writer appending to the loom_buf ud (lua_dump into a buffer). */
+int loom__buf_writer(lua_State *L, const void *p, size_t sz, void *ud);
 
 /* {======================================================================
 ** L0: owned references (buf.c).  A by-reference value inside a message

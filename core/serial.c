@@ -396,15 +396,6 @@ static int userdata (enc *e, int idx) {
   return fail(e, "userdata");
 }
 
-static int writer (lua_State *L, const void *p, size_t sz, void *ud) {
-  enc *e = (enc *)ud;
-  (void)L;
-  if (loom__buf_reserve(e->b, sz)) return 1;
-  memcpy(e->b->p + e->b->len, p, sz);
-  e->b->len += sz;
-  return 0;
-}
-
 /* The first function that holds upvalue cell 'id' (its number and index),
 ** or NULL after recording this one's: closures that shared a cell share
 ** it after the clone too (lua_upvaluejoin), as Lanes keeps them. */
@@ -464,7 +455,7 @@ static int function (enc *e, int idx) {
   if (putu32(e, 0)) return -1;
   start = e->b->len;
   lua_pushvalue(L, idx);
-  if (lua_dump(L, writer, e, 0) != 0) return nomem(e);
+  if (lua_dump(L, loom__buf_writer, e->b, 0) != 0) return nomem(e);
   lua_pop(L, 1);
   if (e->b->len - start > UINT32_MAX) return fail(e, "function too large");
   len = (uint32_t)(e->b->len - start);

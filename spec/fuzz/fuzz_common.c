@@ -143,19 +143,10 @@ static const char *const chunks[FZ_NCHUNKS] = {
 
 static loom_buf dumps[FZ_NCHUNKS];
 
-static int bufwriter (lua_State *L, const void *p, size_t sz, void *ud) {
-  loom_buf *b = (loom_buf *)ud;
-  (void)L;
-  if (loom__buf_reserve(b, sz)) return 1;
-  memcpy(b->p + b->len, p, sz);
-  b->len += sz;
-  return 0;
-}
-
 static void dump (lua_State *L, int idx, loom_buf *b) {
   b->len = 0;
   lua_pushvalue(L, idx);
-  if (lua_dump(L, bufwriter, b, 0) != 0) fz_fail("lua_dump failed");
+  if (lua_dump(L, loom__buf_writer, b, 0) != 0) fz_fail("lua_dump failed");
   lua_pop(L, 1);
 }
 
