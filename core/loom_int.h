@@ -137,6 +137,9 @@ int loom__mailbox_push(loom_mailbox *mb, loom_msg *m);
 /* Owner only: take every queued message, in order (NULL if none); the
 ** last one in *tail. */
 loom_msg *loom__mailbox_take(loom_mailbox *mb, loom_msg **tail);
+/* Owner only: take out the queued messages addressed to 'target', in
+** order (a list, NULL if none). */
+loom_msg *loom__mailbox_extract(loom_mailbox *mb, uint64_t target);
 /* Owner only: about to block in the loop.  Returns 1 if a message came
 ** in meanwhile (then it does not block); else pushes will wake it. */
 int loom__mailbox_sleep(loom_mailbox *mb);
@@ -149,6 +152,10 @@ void loom__mailbox_interrupt(loom_mailbox *mb);
 ** message is queued. */
 int loom__mailbox_wait(loom_mailbox *mb, const atomic_int *stop,
                        double timeout_ms, int for_msg);
+/* The same, returning also (0) as soon as *flag is non-zero: a waker sets
+** the flag, then calls loom__mailbox_interrupt. */
+int loom__mailbox_await(loom_mailbox *mb, const atomic_int *stop,
+                        const atomic_int *flag, double timeout_ms, int for_msg);
 
 /* {======================================================================
 ** L1: runtime (runtime.c): shared by every thread of one runtime and
@@ -230,15 +237,20 @@ void loom__stop_untrack(loom_stop *s, lua_State *prev, lua_State *L);
 /* {======================================================================
 ** L1: port pairs (port.c, above its fence): two entangled endpoints.  A
 ** pair is shared by the threads holding its ends; freed when the atomic
-** refcount drops to 0.  id[] is immutable; 'lock' guards mb[] and closed,
-** and is held while a message is pushed, so a CLOSE comes after every
-** message posted before it.
+** refcount drops to 0.  id[] is immutable; 'lock' guards mb[], wait[],
+** waitt[] and closed, and is held while a message is pushed, so a CLOSE
+** comes after every message posted before it.  An end moving to another
+** thread (a transferred MessagePort) is unbound (mb NULL): what is posted
+** to it meanwhile waits in the pair, and is pushed, in order, behind what
+** the end carried, when the receiving thread binds it.
 ** ======================================================================= */
 typedef struct loom_pair {
   atomic_int refs;
   uv_mutex_t lock;
   uint64_t id[2];              /* endpoint ids, one runtime-wide space */
-  loom_mailbox *mb[2];         /* the inbox of each end's thread (retained) */
+  loom_mailbox *mb[2];         /* the inbox of each end's thread (retained);
+                                  NULL while that end is in transit */
+  loom_msg *wait[2], *waitt[2];   /* posted to an end in transit, in order */
   int closed;
 } loom_pair;
 
@@ -256,6 +268,13 @@ int loom__pair_post(loom_pair *p, int from, loom_msg *m, int force);
 void loom__pair_close(loom_pair *p, loom_msg *m0, loom_msg *m1);
 /* Close without telling the ends (the worker end's thread has ended). */
 void loom__pair_shut(loom_pair *p);
+/* Unbind end e from its thread: posts to it wait in the pair from now on.
+** Returns the mailbox it delivered to (the pair's reference, now the
+** caller's). */
+loom_mailbox *loom__pair_unbind(loom_pair *p, int e);
+/* Bind end e to mb (retained): pushes 'carried' (a list, taken) and then
+** what waited, in order, and delivers there from now on. */
+void loom__pair_bind(loom_pair *p, int e, loom_mailbox *mb, loom_msg *carried);
 
 /* {======================================================================
 ** L1: workers (worker.c, above its fence): the Lua-free lifecycle.  A

@@ -491,6 +491,37 @@ M{ key = "loom.MessagePort.unref", f = "unref", self = port, closed = PORT_CLOSE
 M{ key = "loom.MessagePort.close", f = "close", self = port, closed = PORT_CLOSED, args = A(),
    result = isnil, where = "worker", closedonly = true }
 
+-- MessageChannel ports on the main thread: one message waiting in each
+local function chport()
+  local ch = loom.MessageChannel()
+  ch.port2:postMessage("sweep")
+  return ch.port1
+end
+local function closedchport()
+  local ch = loom.MessageChannel()
+  ch.port1:close()
+  local deadline = loom.now() + 2000
+  while not ch.port1._closed and loom.now() < deadline do loom.poll(0) end
+  return ch.port1
+end
+local function transferredport()
+  local ch, sink = loom.MessageChannel(), loom.MessageChannel()
+  sink.port1:postMessage(ch.port1, { ch.port1 })
+  return ch.port1
+end
+local CHPORT_CLOSED = { { "a closed port", closedchport }, { "a transferred port", transferredport } }
+local function received(res)
+  return res[1] == true or (res[1] == false and (res[2] == "empty" or res[2] == "timeout"
+    or res[2] == "closed")), 'expected true, v or false, "empty" | "timeout" | "closed"'
+end
+E{ key = "loom.MessageChannel", t = L, f = "MessageChannel", n = 0, args = A(),
+   result = is("loom.MessageChannel") }
+E{ key = "loom.receiveMessageOnPort", t = L, f = "receiveMessageOnPort",
+   args = function() return pack(chport()) end, result = received,
+   argnames = { { "receiveMessageOnPort" } } }
+M{ key = "loom.MessagePort.receive", f = "receive", self = chport, closed = CHPORT_CLOSED,
+   args = A(0), result = received, argnames = { { "timeout", "receive" } } }
+
 -- calls that block or end the thread: a fresh worker each ----------------
 -- expect(v, n): "error" | "return" | "block" | {exit = code}; n = #args
 local function isint(v) return math.type(v) == "integer" end

@@ -13,8 +13,12 @@ local K_MESSAGE, K_MESSAGEERROR, K_CLOSE = MSG.MESSAGE, MSG.MESSAGEERROR, MSG.CL
 
 local M = {}
 
-local endpoints = {}   -- id -> endpoint object
-local fast = {}        -- id -> its sole 'message' listener, called from C
+-- id -> endpoint object: weak, so that a port nobody holds is collected
+-- with what it queued; 'strong' keeps those that keep the loop alive
+-- (and Workers, while they run)
+local endpoints = setmetatable({}, { __mode = "v" })
+local strong = {}
+local fast = setmetatable({}, { __mode = "v" })   -- id -> its sole 'message' listener, called from C
 M.endpoints, M.fast = endpoints, fast
 
 function M.dispatch(id, kind, v, aux)
@@ -53,6 +57,7 @@ function Endpoint:_sync()
     core.hold(want and 1 or -1)
     self._held = want
   end
+  strong[self._id] = not self._closed and (want or self._strong) and self or nil
   local ls = self._ev.message
   fast[self._id] = not self._closed and not self._queue and ls and #ls == 1 and ls[1] or nil
 end
@@ -101,6 +106,7 @@ function Endpoint:_detach()
   self._queue = nil
   endpoints[self._id] = nil
   fast[self._id] = nil
+  strong[self._id] = nil
   self:_sync()
 end
 

@@ -9,6 +9,7 @@ local timers = require "loom.timers"
 local abort = require "loom.abort"
 local endpoint = require "loom.endpoint"
 local env = require "loom.env"
+local port = require "loom.port"   -- teaches the cloner MessagePorts
 
 local M = {
   _VERSION = "loom " .. core.version,
@@ -32,6 +33,9 @@ local M = {
   -- environment data
   setEnvironmentData = env.set, getEnvironmentData = env.get,
   onUnhandledRejection = future.onUnhandledRejection,
+  -- ports
+  MessagePort = port.MessagePort, MessageChannel = port.MessageChannel,
+  receiveMessageOnPort = port.receiveMessageOnPort,
   -- the loop
   run = core.run, poll = core.poll,
 }
@@ -42,7 +46,6 @@ core.setdispatch(endpoint.dispatch, timers.runimmediates, endpoint.fast)
 local LAZY = {
   Worker = { "loom.worker", "Worker" },
   WorkerClass = { "loom.worker", "WorkerClass" },
-  MessagePort = { "loom.port", "MessagePort" },
 }
 
 setmetatable(M, { __index = function(t, k)
@@ -57,7 +60,7 @@ setmetatable(M, { __index = function(t, k)
 end })
 
 if not M.isMainThread then
-  M.parentPort = require("loom.port").wrap(core.parentPort())
+  M.parentPort = port.wrap(core.parentPort())
   M.workerName = core.workerName()
 end
 
