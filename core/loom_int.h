@@ -79,6 +79,7 @@ enum {
   LOOM_MSG_ERROR,         /* worker -> parent: {err, traceback} */
   LOOM_MSG_EXIT,          /* worker -> parent: aux = exit code */
   LOOM_MSG_CLOSE,         /* a port pair was closed: after every message */
+  LOOM_MSG_READY,         /* a channel has values for a subscriber */
   LOOM_MSG_MESSAGEERROR,  /* never sent: a MESSAGE that failed to decode */
   LOOM_MSG_NKINDS
 };
@@ -158,6 +159,65 @@ int loom__mailbox_await(loom_mailbox *mb, const atomic_int *stop,
                         const atomic_int *flag, double timeout_ms, int for_msg);
 
 /* {======================================================================
+** L1: channels (channel.c, above its fence): multi-producer multi-consumer
+** queues of messages, shared by reference.  A channel is shared by every
+** thread holding it and freed when its atomic refcount drops to 0 (named
+** ones: the runtime holds one count until it is freed).  'lock' guards
+** every field below it.  A waiter lives on the stack of the thread blocked
+** in it, linked while it waits: whoever unlinks it sets *flag and
+** interrupts its mailbox.  A subscriber is a thread serving the channel
+** from its loop: a push sends it one READY (then none until it drains).
+** Lock order: a channel's lock may be held while taking a mailbox lock.
+** ======================================================================= */
+typedef struct loom_chanwait {
+  struct loom_chanwait *next;
+  loom_mailbox *mb;            /* whose wait to interrupt (borrowed) */
+  atomic_int *flag;            /* set when woken */
+} loom_chanwait;
+
+typedef struct loom_chansub {
+  struct loom_chansub *next;
+  loom_mailbox *mb;            /* retained */
+  uint64_t id;                 /* the endpoint READY is addressed to */
+  int notified;                /* a READY is on its way, not yet drained */
+} loom_chansub;
+
+typedef struct loom_chan {
+  atomic_int refs;
+  uv_mutex_t lock;
+  loom_msg *head, *tail;
+  size_t n, cap;               /* cap 0: unbounded */
+  int closed;
+  loom_chanwait *poppers, *pushers;
+  loom_chansub *subs;
+  char *name;                  /* named: in the runtime's list */
+  struct loom_chan *next;      /* the runtime's named list (its lock) */
+} loom_chan;
+
+enum { LOOM_CHAN_OK, LOOM_CHAN_EMPTY, LOOM_CHAN_FULL, LOOM_CHAN_CLOSED };
+
+loom_chan *loom__chan_new(size_t cap, const char *name);   /* NULL: no memory */
+void loom__chan_retain(loom_chan *q);
+void loom__chan_release(loom_chan *q);
+/* Queue m (taken on LOOM_CHAN_OK only).  When full (not closed), and w is
+** not NULL, w is linked among the pushers before the lock is let go. */
+int loom__chan_push(loom_chan *q, loom_msg *m, loom_chanwait *w);
+/* Take the oldest message into *m (OK), or EMPTY / CLOSED (closed and
+** drained).  When empty and w is not NULL, w is linked among the poppers.
+** 'sub' (or NULL): the subscriber draining it, told again on the next push
+** once it found the channel empty. */
+int loom__chan_pop(loom_chan *q, loom_msg **m, loom_chanwait *w, loom_chansub *sub);
+/* Unlink w if still linked (after its wait ended). */
+void loom__chan_unwait(loom_chan *q, loom_chanwait *w);
+size_t loom__chan_len(loom_chan *q);
+/* Close: pushes fail from now on; every waiter wakes, subscribers get a
+** READY.  What is queued can still be popped. */
+void loom__chan_close(loom_chan *q);
+/* Start / stop telling the thread of mb (endpoint id) of pushes. */
+loom_chansub *loom__chan_subscribe(loom_chan *q, loom_mailbox *mb, uint64_t id);
+void loom__chan_unsubscribe(loom_chan *q, loom_chansub *sub);
+
+/* {======================================================================
 ** L1: runtime (runtime.c): shared by every thread of one runtime and
 ** refcounted (atomic).  cfg, t0, spin_ns, open_core and worker_main are
 ** immutable once the first state is attached (the entry layer sets the
@@ -185,6 +245,7 @@ struct loom_runtime {
   loom_boot *boot;                  /* bytecode of loom's Lua modules */
   unsigned char *spare;             /* a large message buffer to reuse */
   size_t sparecap;
+  loom_chan *named;                 /* named channels, one count each */
 };
 
 void loom__runtime_retain(loom_runtime *rt);
@@ -195,6 +256,10 @@ int loom__runtime_boot_add(loom_runtime *rt, const char *name, char *code,
                            size_t len);
 /* The published entry for 'name', or NULL. */
 const loom_boot *loom__runtime_boot_find(loom_runtime *rt, const char *name);
+/* The channel named 'name' (made with capacity cap if new), retained for
+** the caller; NULL when out of memory.  *cap_out: its capacity. */
+loom_chan *loom__runtime_chan(loom_runtime *rt, const char *name, size_t cap,
+                              size_t *cap_out);
 /* Keep a large buffer for reuse (its pages are already faulted in). */
 void loom__runtime_give_spare(loom_runtime *rt, loom_buf *b);
 /* Give 'b' (empty) the runtime's spare buffer, if there is one. */

@@ -38,6 +38,11 @@ void loom_runtime_release (loom_runtime *rt) {
     free(b->code);
     free(b);
   }
+  while (rt->named) {
+    loom_chan *q = rt->named;
+    rt->named = q->next;
+    loom__chan_release(q);
+  }
   free(rt->spare);
   uv_mutex_destroy(&rt->lock);
   free(rt);
@@ -109,4 +114,31 @@ void loom__runtime_take_spare (loom_runtime *rt, loom_buf *b) {
     rt->sparecap = 0;
   }
   uv_mutex_unlock(&rt->lock);
+}
+
+loom_chan *loom__runtime_chan (loom_runtime *rt, const char *name, size_t cap,
+                               size_t *cap_out) {
+  loom_chan *q, *made = NULL;
+  uv_mutex_lock(&rt->lock);
+  for (q = rt->named; q; q = q->next)
+    if (strcmp(q->name, name) == 0) break;
+  if (q == NULL) {                  /* first use: make it, unlocked */
+    uv_mutex_unlock(&rt->lock);
+    made = loom__chan_new(cap, name);
+    if (made == NULL) return NULL;
+    uv_mutex_lock(&rt->lock);
+    for (q = rt->named; q; q = q->next)   /* another thread was quicker? */
+      if (strcmp(q->name, name) == 0) break;
+    if (q == NULL) {
+      q = made;
+      made = NULL;
+      q->next = rt->named;
+      rt->named = q;                /* the runtime's count */
+    }
+  }
+  loom__chan_retain(q);
+  *cap_out = q->cap;
+  uv_mutex_unlock(&rt->lock);
+  if (made) loom__chan_release(made);
+  return q;
 }

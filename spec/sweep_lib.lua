@@ -522,6 +522,47 @@ E{ key = "loom.receiveMessageOnPort", t = L, f = "receiveMessageOnPort",
 M{ key = "loom.MessagePort.receive", f = "receive", self = chport, closed = CHPORT_CLOSED,
    args = A(0), result = received, argnames = { { "timeout", "receive" } } }
 
+-- Channels on the main thread: one value waiting in each; unref'd, so a
+-- 'message' listener the sweep adds does not hold the loop
+local function chan()
+  local q = loom.Channel()
+  q:push("sweep")
+  return q:unref()
+end
+local function closedchan() local q = chan(); q:close(); return q end
+local CHAN_CLOSED = { { "a closed channel", closedchan } }
+local function popped(res)
+  return res[1] ~= nil or res[2] == "empty" or res[2] == "timeout" or res[2] == "closed",
+         'expected a value or nil, "empty" | "timeout" | "closed"'
+end
+local function pushed(res)
+  return res[1] == true or res[2] == "full" or res[2] == "timeout" or res[2] == "closed",
+         'expected true or nil, "full" | "timeout" | "closed"'
+end
+E{ key = "loom.Channel", t = L, f = "Channel", args = A(4), result = is("loom.Channel"),
+   argnames = { { "capacity" } } }
+E{ key = "loom.Channel.named", t = function() return loom.Channel end, f = "named", n = 2,
+   args = A("sweep-named"), result = is("loom.Channel"), argnames = { { "named" }, { "capacity", "named" } } }
+M{ key = "loom.Channel.push", f = "push", n = 2, self = chan, closed = CHAN_CLOSED, args = A(1),
+   result = pushed, argnames = { { "push" }, { "timeout", "push" } } }
+M{ key = "loom.Channel.pop", f = "pop", self = chan, closed = CHAN_CLOSED, args = A(0),
+   result = popped, argnames = { { "timeout", "pop" } } }
+M{ key = "loom.Channel.tryPop", f = "tryPop", self = chan, closed = CHAN_CLOSED, args = A(),
+   result = popped }
+M{ key = "loom.Channel.__len", f = "__len", self = chan, closed = CHAN_CLOSED, args = A(),
+   result = istype("number") }
+M{ key = "loom.Channel.close", f = "close", self = chan, closed = CHAN_CLOSED, args = A(),
+   result = isnil }
+M{ key = "loom.Channel.ref", f = "ref", self = chan, closed = CHAN_CLOSED, args = A(),
+   result = isself, after = function(c) if c.self and c.self.unref then pcall(c.self.unref, c.self) end end }
+M{ key = "loom.Channel.unref", f = "unref", self = chan, closed = CHAN_CLOSED, args = A(),
+   result = isself }
+emitters("loom.Channel", chan, CHAN_CLOSED, "message")
+E{ key = "loom.select", t = L, f = "select", n = 2,
+   args = function() return pack({ chan(), chport() }, 0) end,
+   result = function(res) return res[1] ~= nil or res[2] == "timeout" or res[2] == "closed" end,
+   argnames = { { "select" }, { "timeout", "select" } } }
+
 -- calls that block or end the thread: a fresh worker each ----------------
 -- expect(v, n): "error" | "return" | "block" | {exit = code}; n = #args
 local function isint(v) return math.type(v) == "integer" end
@@ -660,6 +701,8 @@ function S.surface(samples)
         into["loom." .. k] = true
       elseif type(v) == "table" and type(rawget(v, "__name")) == "string" then
         methodset(v, into, rawget(v, "__name"))     -- a class table
+        local mt = getmetatable(v)
+        if type(mt) == "table" and mt.__call then into["loom." .. k] = true end  -- callable
       elseif type(v) == "table" then
         instance(v, into, 0)                        -- parentPort
       end

@@ -19,7 +19,7 @@ local M = {}
 local endpoints = setmetatable({}, { __mode = "v" })
 local strong = {}
 local fast = setmetatable({}, { __mode = "v" })   -- id -> its sole 'message' listener, called from C
-M.endpoints, M.fast = endpoints, fast
+M.endpoints, M.fast, M.strong = endpoints, fast, strong
 
 function M.dispatch(id, kind, v, aux)
   local ep = endpoints[id]

@@ -10,6 +10,7 @@ local abort = require "loom.abort"
 local endpoint = require "loom.endpoint"
 local env = require "loom.env"
 local port = require "loom.port"   -- teaches the cloner MessagePorts
+local channel = require "loom.channel"   -- and Channels
 
 local M = {
   _VERSION = "loom " .. core.version,
@@ -36,6 +37,7 @@ local M = {
   -- ports
   MessagePort = port.MessagePort, MessageChannel = port.MessageChannel,
   receiveMessageOnPort = port.receiveMessageOnPort,
+  Channel = channel.Channel, select = channel.select,
   -- the loop
   run = core.run, poll = core.poll,
 }
