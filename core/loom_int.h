@@ -233,6 +233,19 @@ typedef struct loom_boot {
   char name[];
 } loom_boot;
 
+/* A BroadcastChannel name's members: the runtime's list (its lock). */
+typedef struct loom_bcmember {
+  struct loom_bcmember *next;
+  uint64_t id;                      /* the endpoint messages go to */
+  loom_mailbox *mb;                 /* its thread's inbox (retained) */
+} loom_bcmember;
+
+typedef struct loom_bcgroup {
+  struct loom_bcgroup *next;
+  char *name;
+  loom_bcmember *members;
+} loom_bcgroup;
+
 struct loom_runtime {
   atomic_int refs;
   atomic_uint_fast64_t next_id;     /* threads and endpoints; 0 = main */
@@ -246,6 +259,7 @@ struct loom_runtime {
   unsigned char *spare;             /* a large message buffer to reuse */
   size_t sparecap;
   loom_chan *named;                 /* named channels, one count each */
+  loom_bcgroup *bcast;              /* BroadcastChannel names in use */
 };
 
 void loom__runtime_retain(loom_runtime *rt);
@@ -260,6 +274,14 @@ const loom_boot *loom__runtime_boot_find(loom_runtime *rt, const char *name);
 ** the caller; NULL when out of memory.  *cap_out: its capacity. */
 loom_chan *loom__runtime_chan(loom_runtime *rt, const char *name, size_t cap,
                               size_t *cap_out);
+/* BroadcastChannel names: join (0, or -1 when out of memory), leave, and
+** the members of a name but 'except', each mailbox retained for the
+** caller (a malloc'd array, *out; -1 when out of memory). */
+int loom__runtime_bc_join(loom_runtime *rt, const char *name, uint64_t id,
+                          loom_mailbox *mb);
+void loom__runtime_bc_leave(loom_runtime *rt, const char *name, uint64_t id);
+int loom__runtime_bc_members(loom_runtime *rt, const char *name, uint64_t except,
+                             loom_bcmember **out, size_t *n);
 /* Keep a large buffer for reuse (its pages are already faulted in). */
 void loom__runtime_give_spare(loom_runtime *rt, loom_buf *b);
 /* Give 'b' (empty) the runtime's spare buffer, if there is one. */

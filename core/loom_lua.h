@@ -201,6 +201,7 @@ void loom__loop_open(lua_State *L, loom_ctx *c);
 void loom__worker_open(lua_State *L, loom_ctx *c);
 void loom__port_open(lua_State *L, loom_ctx *c);
 void loom__channel_open(lua_State *L, loom_ctx *c);
+void loom__broadcast_open(lua_State *L, loom_ctx *c);
 void loom__testref_open(lua_State *L);   /* core.testref, for the specs */
 /* A port userdata for end 'end' of p, holding a reference of its own
 ** (taken once the userdata exists: raising leaves p as it was). */

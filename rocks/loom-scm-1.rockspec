@@ -26,7 +26,7 @@ build = {
         "core/buf.c",
         "core/message.c", "core/mailbox.c", "core/runtime.c", "core/stop.c",
         "core/ctx.c", "core/serial.c", "core/state.c",
-        "core/loop.c", "core/port.c", "core/channel.c", "core/worker.c", "core/testref.c",
+        "core/loop.c", "core/port.c", "core/channel.c", "core/broadcast.c", "core/worker.c", "core/testref.c",
         "core/entry.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
@@ -43,6 +43,7 @@ build = {
     ["loom.endpoint"] = "lua/loom/endpoint.lua",
     ["loom.port"] = "lua/loom/port.lua",
     ["loom.channel"] = "lua/loom/channel.lua",
+    ["loom.broadcast"] = "lua/loom/broadcast.lua",
     ["loom.worker"] = "lua/loom/worker.lua",
   },
 }

@@ -563,6 +563,23 @@ E{ key = "loom.select", t = L, f = "select", n = 2,
    result = function(res) return res[1] ~= nil or res[2] == "timeout" or res[2] == "closed" end,
    argnames = { { "select" }, { "timeout", "select" } } }
 
+-- BroadcastChannels on the main thread (unref'd: listeners do not hold)
+local function bcast() return loom.BroadcastChannel("sweep"):unref() end
+local function closedbcast() local b = bcast(); b:close(); return b end
+local BCAST_CLOSED = { { "a closed channel", closedbcast } }
+E{ key = "loom.BroadcastChannel", t = L, f = "BroadcastChannel", args = A("sweep"),
+   result = is("loom.BroadcastChannel"), argnames = { { "BroadcastChannel" } },
+   after = function(c, res) if type(res) == "table" and type(res[1]) == "table" then pcall(res[1].close, res[1]) end end }
+M{ key = "loom.BroadcastChannel.postMessage", f = "postMessage", self = bcast, closed = BCAST_CLOSED,
+   args = A(1), result = posted, argnames = { { "cannot clone msg" } } }
+M{ key = "loom.BroadcastChannel.close", f = "close", self = bcast, closed = BCAST_CLOSED, args = A(),
+   result = isnil }
+M{ key = "loom.BroadcastChannel.ref", f = "ref", self = bcast, closed = BCAST_CLOSED, args = A(),
+   result = isself, after = function(c) if c.self and c.self.unref then pcall(c.self.unref, c.self) end end }
+M{ key = "loom.BroadcastChannel.unref", f = "unref", self = bcast, closed = BCAST_CLOSED, args = A(),
+   result = isself }
+emitters("loom.BroadcastChannel", bcast, BCAST_CLOSED, "message")
+
 -- calls that block or end the thread: a fresh worker each ----------------
 -- expect(v, n): "error" | "return" | "block" | {exit = code}; n = #args
 local function isint(v) return math.type(v) == "integer" end

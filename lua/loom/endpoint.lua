@@ -32,11 +32,12 @@ M.Endpoint = Endpoint
 -- Make obj (an emitter) the owner of port.  opts.queue: messages that
 -- arrive with no listener wait for the first one (ports); otherwise they
 -- are emitted to nobody (a Worker, as Node's).
-function M.attach(obj, port, queue)
-  local id = port:id()
+-- (A BroadcastChannel gives its own id and postMessage.)
+function M.attach(obj, port, queue, id, post)
+  id = id or port:id()
   obj._port, obj._id, obj._ref, obj._queues = port, id, true, queue
   obj._closed, obj._held = false, false   -- fields made now: _detach allocates nothing
-  obj.postMessage = core.poster(port, obj)
+  obj.postMessage = post or core.poster(port, obj)
   endpoints[id] = obj
   obj:_sync()
   return obj

@@ -11,6 +11,7 @@ local endpoint = require "loom.endpoint"
 local env = require "loom.env"
 local port = require "loom.port"   -- teaches the cloner MessagePorts
 local channel = require "loom.channel"   -- and Channels
+local broadcast = require "loom.broadcast"
 
 local M = {
   _VERSION = "loom " .. core.version,
@@ -38,6 +39,7 @@ local M = {
   MessagePort = port.MessagePort, MessageChannel = port.MessageChannel,
   receiveMessageOnPort = port.receiveMessageOnPort,
   Channel = channel.Channel, select = channel.select,
+  BroadcastChannel = broadcast.BroadcastChannel,
   -- the loop
   run = core.run, poll = core.poll,
 }
