@@ -3,7 +3,7 @@
 --
 --   lua5.4 bench/run.lua [--quick] [--no-node] [workload ...]
 --
--- workloads: spawn pingpong throughput bigclone (default: all four, in that
+-- workloads: spawn pingpong throughput bigclone channels (default: all, in that
 -- order).  For each workload, the loom script (bench/<name>.lua) and then the
 -- Node reference (<name>.js, from a copy of the reference directory in a temp
 -- dir) run as separate processes; each prints one JSON line.  The table shows
@@ -26,7 +26,7 @@
 local DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local cjson = require "cjson"
 
-local WORKLOADS = { "spawn", "pingpong", "throughput", "bigclone" }
+local WORKLOADS = { "spawn", "pingpong", "throughput", "bigclone", "channels" }
 local NODE_DIR = os.getenv("LOOM_BENCH_NODE_DIR") or "/work/shared/bench/node"
 local TIMEOUT = tonumber(os.getenv("LOOM_BENCH_TIMEOUT")) or 900
 local LUA = arg[-1] or "lua5.4"
@@ -185,6 +185,9 @@ local function setup_node()
   local ok = os.execute(("mkdir -p %s && cp -r %s/. %s"):format(
     shquote(nodedir), shquote(NODE_DIR), shquote(nodedir)))
   if not ok then error("cannot copy the Node reference from " .. NODE_DIR) end
+  -- loom's own Node scripts (workloads the reference has not), beside its lib/
+  ok = os.execute(("cp %s/node/*.js %s"):format(shquote(DIR), shquote(nodedir)))
+  if not ok then error("cannot copy bench/node/*.js") end
   if quick then
     for name, cuts in pairs(QUICK_NODE) do
       local path = nodedir .. "/" .. name .. ".js"
@@ -264,6 +267,18 @@ local ROWS = {
     { "16 MiB transferred, round trip, p50", "ms", "time", "string_16MiB.transfer_round_trip_ms",
       node = "arraybuffer_16MiB.transfer_round_trip_ms.p50" },
   },
+}
+
+ROWS.channels = {
+  { "port pingpong worker<->worker, p50", "us", "time", "port_pingpong.latency_us.p50", target = 10 },
+  { "port pingpong worker<->worker, mean", "us", "time", "port_pingpong.mean_us" },
+  { "port one-way worker->worker, objects", "msg/s", "rate", "port_oneway.msgs_per_s" },
+  { "Channel 2x2 vs Node's one-way port", "msg/s", "rate", "mpmc.msgs_per_s",
+    node = "port_oneway.msgs_per_s", target = 2 },
+  { "Channel 2x2 vs loom's one-way port (l)", "msg/s", "rate", "mpmc.msgs_per_s",
+    ref = "loom", refpath = "port_oneway.msgs_per_s" },
+  { "fan-out to 8 workers, 10 us tasks: efficiency", "", "rate", "fanout.efficiency",
+    ref = "loom", refpath = "fanout.ideal_ms_is_1" },
 }
 
 -- floors: run after the loom script of the workload, before Node
@@ -437,7 +452,7 @@ os.execute("rm -rf " .. shquote(tmpdir .. "/loom-snapshot"))
 if nodedir then os.execute("rm -rf " .. shquote(nodedir)) end
 
 local rows = { { "metric", "unit", "loom", "node", "ratio", "target", "met?" } }
-local footnote, floornote = false, false
+local footnote, floornote, loomnote = false, false, false
 for _, name in ipairs(todo) do
   local L, N, F = res["loom." .. name], res["node." .. name], res["floor." .. name]
   rows[#rows + 1] = { "[" .. name .. "]", "", "", "", "", "", "" }
@@ -459,6 +474,11 @@ for _, name in ipairs(todo) do
         footnote = true
         nv = get(L, row.refpath)
         ncell = L and fmt(nv, unit) .. " *" or "FAILED"
+      elseif row.ref == "loom" then
+        loomnote = true
+        nv = get(L, row.refpath)
+        ncell = L and (nv and fmt(nv, unit) .. " l" or "1 (ideal) l") or "FAILED"
+        if nv == nil then nv = 1 end
       else
         nv = get(N, row.node or lpath)
         ncell = not nodedir and "skipped" or N and fmt(nv, unit) or "FAILED"
@@ -496,6 +516,10 @@ end
 print("ratio = how many times better loom is (node/loom for times and sizes, loom/node for rates)")
 print()
 print(render(rows))
+if loomnote then
+  print("(l) reference column = another loom figure of the same run (Channel against loom's "
+        .. "own one-way port; fan-out against the ideal, 1), not Node")
+end
 if footnote then
   print("(*) reference column = lua-cjson encode+decode of the same array in the loom "
         .. "process (p50), not Node")
