@@ -7,9 +7,10 @@
 ** The per-state layers (context, cloner, worker states) and the bindings
 ** are declared in loom_lua.h.  core/README.md draws the map.
 ** Names: loom_ public (loom.h), loom__ internal, static helpers unprefixed.
-** Lock order: a port pair's lock may be held while taking a mailbox lock;
-** no other two of loom's locks (runtime, mailbox, pair, stop) are ever held
-** together, and none is held while Lua code runs or an error is raised.
+** Lock order: a port pair's or a channel's lock may be held while taking a
+** mailbox lock; no other two of loom's locks (runtime, mailbox, pair,
+** channel, stop) are ever held together, and none is held while Lua code
+** runs or an error is raised.
 */
 #ifndef LOOM_INT_H
 #define LOOM_INT_H
