@@ -274,7 +274,7 @@ static double checktimeout (lua_State *L, int idx, const char *fname, int n) {
   if (!(t >= 0))
     luaL_error(L, "bad argument #%d to '%s' (timeout must be >= 0 ms, nil or math.huge)",
                n, fname);
-  return t >= HUGE_VAL ? -1 : (double)t;
+  return t > 1e12 ? -1 : (double)t;     /* ~31 years, or math.huge: no limit */
 }
 
 /* ms left until deadline (ns), never negative; -1 stays -1 */
