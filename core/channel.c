@@ -8,7 +8,7 @@
 ** A blocked thread waits on its own mailbox (loom__mailbox_await), with a
 ** waiter linked into the channel: whoever frees it (a pop for a pusher, a
 ** push for a popper, a close for all) unlinks it, sets its flag and
-** interrupts that mailbox.  terminate() interrupts the same mailbox, so
+** signals that mailbox.  terminate() interrupts the same mailbox, so
 ** every wait here is woken by it.
 */
 #include <math.h>
@@ -53,7 +53,7 @@ static void wake (loom_chanwait **list, int all) {
     *list = w->next;
     w->next = NULL;
     atomic_store(w->flag, 1);
-    loom__mailbox_interrupt(w->mb);
+    loom__mailbox_signal(w->mb);   /* it waits in loom__mailbox_await */
     if (!all) break;
   }
 }

@@ -149,13 +149,15 @@ int loom__mailbox_sleep(loom_mailbox *mb);
 void loom__mailbox_awake(loom_mailbox *mb);
 /* Any thread: wake the owner's loop and its blocking waits. */
 void loom__mailbox_interrupt(loom_mailbox *mb);
+/* Any thread: wake the owner's blocking waits only (not its loop). */
+void loom__mailbox_signal(loom_mailbox *mb);
 /* Owner only: wait until 'stop' becomes non-zero, timeout_ms passes
 ** (< 0: no limit) or, if for_msg, a message is queued.  Returns 1 if a
 ** message is queued. */
 int loom__mailbox_wait(loom_mailbox *mb, const atomic_int *stop,
                        double timeout_ms, int for_msg);
 /* The same, returning also (0) as soon as *flag is non-zero: a waker sets
-** the flag, then calls loom__mailbox_interrupt. */
+** the flag, then calls loom__mailbox_signal (or _interrupt). */
 int loom__mailbox_await(loom_mailbox *mb, const atomic_int *stop,
                         const atomic_int *flag, double timeout_ms, int for_msg);
 
@@ -166,7 +168,7 @@ int loom__mailbox_await(loom_mailbox *mb, const atomic_int *stop,
 ** ones: the runtime holds one count until it is freed).  'lock' guards
 ** every field below it.  A waiter lives on the stack of the thread blocked
 ** in it, linked while it waits: whoever unlinks it sets *flag and
-** interrupts its mailbox.  A subscriber is a thread serving the channel
+** signals its mailbox (loom__mailbox_signal).  A subscriber is a thread serving the channel
 ** from its loop: a push sends it one READY (then none until it drains).
 ** Lock order: a channel's lock may be held while taking a mailbox lock.
 ** ======================================================================= */

@@ -151,6 +151,12 @@ loom_msg *loom__mailbox_extract (loom_mailbox *mb, uint64_t target) {
   return out;
 }
 
+void loom__mailbox_signal (loom_mailbox *mb) {
+  uv_mutex_lock(&mb->lock);
+  if (mb->waiters) uv_cond_broadcast(&mb->cond);
+  uv_mutex_unlock(&mb->lock);
+}
+
 int loom__mailbox_wait (loom_mailbox *mb, const atomic_int *stop,
                         double timeout_ms, int for_msg) {
   return loom__mailbox_await(mb, stop, NULL, timeout_ms, for_msg);
