@@ -93,6 +93,7 @@ int loom__chan_push (loom_chan *q, loom_msg *m, loom_chanwait *w) {
     else q->head = m;
     q->tail = m;
     q->n++;
+    atomic_store_explicit(&q->ready, 1, memory_order_release);
     if (q->poppers) wake(&q->poppers, 0);
     else if (q->subs) notify(q);
   }
@@ -106,7 +107,10 @@ int loom__chan_pop (loom_chan *q, loom_msg **m, loom_chanwait *w, loom_chansub *
   uv_mutex_lock(&q->lock);
   if ((*m = q->head) != NULL) {
     q->head = (*m)->next;
-    if (q->head == NULL) q->tail = NULL;
+    if (q->head == NULL) {
+      q->tail = NULL;
+      atomic_store_explicit(&q->ready, q->closed, memory_order_relaxed);
+    }
     (*m)->next = NULL;
     q->n--;
     if (q->pushers) wake(&q->pushers, 0);
@@ -145,6 +149,7 @@ void loom__chan_close (loom_chan *q) {
   uv_mutex_lock(&q->lock);
   if (!q->closed) {
     q->closed = 1;
+    atomic_store(&q->ready, 1);
     wake(&q->poppers, 1);
     wake(&q->pushers, 1);
     for (s = q->subs; s; s = s->next) {    /* each drains, then sees it */
@@ -380,9 +385,35 @@ static int pushvalue (lua_State *L, loom_msg *m, const char *who) {
   return 1;
 }
 
+static void cpu_relax (void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* Before blocking: spin up to the runtime's spin window for a value (a
+** sleeping thread costs a futex wake-up per value to the pusher).  1 if
+** one may be there. */
+static int spin (loom_ctx *c, loom_chan *q) {
+  const atomic_int *stop = c->stop ? &c->stop->flag : NULL;
+  uint64_t until = uv_hrtime() + c->rt->spin_ns;
+  do {
+    int i;
+    for (i = 0; i < 64; i++) {
+      if (atomic_load_explicit(&q->ready, memory_order_acquire)) return 1;
+      if (stop && atomic_load_explicit(stop, memory_order_relaxed)) return 0;
+      cpu_relax();
+    }
+  } while (uv_hrtime() < until);
+  return 0;
+}
+
 static int pop (lua_State *L, lchan *lq, double t, const char *who) {
   loom_ctx *c = loom__ctx_check(L);
   uint64_t deadline = t > 0 ? uv_hrtime() + (uint64_t)(t * 1e6) : 0;
+  int spun = 0;
   for (;;) {
     atomic_int flag;
     loom_chanwait w;
@@ -391,7 +422,15 @@ static int pop (lua_State *L, lchan *lq, double t, const char *who) {
     atomic_init(&flag, 0);
     w.mb = c->mb;
     w.flag = &flag;
-    r = loom__chan_pop(lq->q, &m, t == 0 ? NULL : &w, lq->sub);
+    if (t != 0 && !spun && c->rt->spin_ns) {   /* first without a waiter, then spin */
+      r = loom__chan_pop(lq->q, &m, NULL, lq->sub);
+      if (r == LOOM_CHAN_EMPTY) {
+        spun = 1;
+        spin(c, lq->q);
+        continue;
+      }
+    }
+    else r = loom__chan_pop(lq->q, &m, t == 0 ? NULL : &w, lq->sub);
     if (r == LOOM_CHAN_OK) {
       lua_settop(L, 0);
       return pushvalue(L, m, who);

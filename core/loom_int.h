@@ -193,6 +193,7 @@ typedef struct loom_chan {
   int closed;
   loom_chanwait *poppers, *pushers;
   loom_chansub *subs;
+  atomic_int ready;            /* head != NULL or closed: for a lock-free spin */
   char *name;                  /* named: in the runtime's list */
   struct loom_chan *next;      /* the runtime's named list (its lock) */
 } loom_chan;
