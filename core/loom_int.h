@@ -395,7 +395,7 @@ typedef struct loom_worker_opts {
 ** its start: wdata, argv, env (decoded there, which takes their
 ** references) and exitmsg (sent as its last act; freed with the worker if
 ** the thread never ran).  'stop' has its own rules (above).  Parent thread only: thread, started, joined,
-** next.  Worker thread only: everything it reaches through its context. */
+** held, exited, next.  Worker thread only: everything it reaches through its context. */
 struct loom_worker {
   atomic_int refs;
   loom_runtime *rt;
@@ -415,6 +415,7 @@ struct loom_worker {
   loom_stop stop;
   uv_thread_t thread;
   int started, joined;
+  int held, exited;            /* its handle holds the parent's loop; EXIT came */
   loom_worker *next;           /* in the parent's children list */
 };
 
