@@ -519,6 +519,24 @@ loom_msg *loom__ctx_pull (loom_ctx *c, uint64_t target, double timeout_ms, int *
   }
 }
 
+static int msgbox_gc (lua_State *L) {
+  loom_msg **box = (loom_msg **)lua_touserdata(L, 1);
+  loom__msg_free(*box);
+  *box = NULL;
+  return 0;
+}
+
+loom_msg **loom__ctx_msgbox (lua_State *L) {
+  loom_msg **box = (loom_msg **)lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  if (luaL_newmetatable(L, "loom.MsgBox")) {
+    lua_pushcfunction(L, msgbox_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return box;
+}
+
 loom_msg *loom__ctx_pack (lua_State *L, loom_ctx *c, int idx,
                           const char *who, const char *root, int kind) {
   char err[512];

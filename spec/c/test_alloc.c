@@ -435,6 +435,33 @@ static const char TIMER_OP[] =
 
 
 
+/* Channels, ports and a transfer, all on this thread */
+static const char CHANNEL_OP[] =
+  "local q = loom.Channel(4)\n"
+  "assert(q:push({ 1, 'x' }))\n"
+  "local v = q:pop(0)\n"
+  "assert(v[2] == 'x' and #q == 0)\n"
+  "local a, b = loom.Channel(), loom.Channel()\n"
+  "b:push('sel')\n"
+  "local src, sv = loom.select({ a, b }, 0)\n"
+  "assert(src == b and sv == 'sel')\n"
+  "q:close()\n";
+
+static const char PORT_OP[] =
+  "local ch = loom.MessageChannel()\n"
+  "assert(ch.port1:postMessage({ 'hi' }))\n"
+  "local ok, m = loom.receiveMessageOnPort(ch.port2)\n"
+  "assert(ok and m[1] == 'hi')\n"
+  "ch.port1:postMessage('queued')\n"
+  "local sink = loom.MessageChannel()\n"
+  "assert(sink.port1:postMessage({ p = ch.port2 }, { ch.port2 }))\n"
+  "local ok2, t = loom.receiveMessageOnPort(sink.port2)\n"
+  "assert(ok2 and select(2, t.p:receive(0)) == 'queued')\n"
+  "local bc = loom.BroadcastChannel('n')\n"
+  "local bc2 = loom.BroadcastChannel('n')\n"
+  "assert(bc:postMessage(1))\n"
+  "bc:close(); bc2:close(); ch.port1:close(); sink.port1:close()\n";
+
 /* Strides.  'require' parses loom's Lua modules (1712 sites): every N up
 ** to the end of loom.core's own opening (about 300), then every 5th.
 ** Under ThreadSanitizer, several times slower again, the long sweeps
@@ -460,6 +487,8 @@ static const opspec ops[] = {
   {"spawn", LOOM_SETUP, SPAWN_OP, LOOP_GUARD, ALL, 1},
   {"post+echo", ECHO_SETUP, ECHO_OP, ECHO_RECHECK, ALL, 1},
   {"timer", LOOM_SETUP, TIMER_OP, LOOP_GUARD, ALL, 1},
+  {"channel", LOOM_SETUP, CHANNEL_OP, "", ALL, 1},
+  {"port+transfer", LOOM_SETUP, PORT_OP, "", ALL, 1},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 
