@@ -149,6 +149,14 @@ void loom__mailbox_interrupt(loom_mailbox *mb);
 ** message is queued. */
 int loom__mailbox_wait(loom_mailbox *mb, const atomic_int *stop,
                        double timeout_ms, int for_msg);
+/* Any thread: set *flag and wake the owner's loom__mailbox_waitflag. */
+void loom__mailbox_setflag(loom_mailbox *mb, atomic_int *flag);
+/* Owner only: wait until *flag (set with loom__mailbox_setflag) or 'stop'
+** becomes non-zero, or timeout_ms passes (< 0: no limit).  Returns 1 if
+** *flag is set.  A wake-up of the inbox (a push, an interrupt) does not
+** end it; a terminate does, through 'stop'. */
+int loom__mailbox_waitflag(loom_mailbox *mb, const atomic_int *stop,
+                           const atomic_int *flag, double timeout_ms);
 
 /* {======================================================================
 ** L1: runtime (runtime.c): shared by every thread of one runtime and
