@@ -204,6 +204,7 @@ int luaopen_loom_core (lua_State *L) {
   loom__loop_open(L, c);
   loom__port_open(L, c);
   loom__worker_open(L, c);
+  loom__shared_open(L, c);
   loom__testref_open(L);
   return 1;
 }

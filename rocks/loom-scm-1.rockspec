@@ -26,7 +26,8 @@ build = {
         "core/buf.c",
         "core/message.c", "core/mailbox.c", "core/runtime.c", "core/stop.c",
         "core/ctx.c", "core/serial.c", "core/state.c",
-        "core/loop.c", "core/port.c", "core/worker.c", "core/testref.c",
+        "core/loop.c", "core/port.c", "core/worker.c", "core/shared.c",
+        "core/testref.c",
         "core/entry.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
@@ -43,5 +44,6 @@ build = {
     ["loom.endpoint"] = "lua/loom/endpoint.lua",
     ["loom.port"] = "lua/loom/port.lua",
     ["loom.worker"] = "lua/loom/worker.lua",
+    ["loom.shared"] = "lua/loom/shared.lua",
   },
 }

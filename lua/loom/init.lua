@@ -9,6 +9,7 @@ local timers = require "loom.timers"
 local abort = require "loom.abort"
 local endpoint = require "loom.endpoint"
 local env = require "loom.env"
+require "loom.shared"   -- waitAsync's Future: views can arrive in any message
 
 local M = {
   _VERSION = "loom " .. core.version,
@@ -32,6 +33,8 @@ local M = {
   -- environment data
   setEnvironmentData = env.set, getEnvironmentData = env.get,
   onUnhandledRejection = future.onUnhandledRejection,
+  -- shared memory
+  SharedBuffer = core.SharedBuffer,
   -- the loop
   run = core.run, poll = core.poll,
 }
