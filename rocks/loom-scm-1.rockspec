@@ -27,7 +27,7 @@ build = {
         "core/message.c", "core/mailbox.c", "core/runtime.c", "core/stop.c",
         "core/ctx.c", "core/serial.c", "core/state.c",
         "core/loop.c", "core/port.c", "core/worker.c", "core/shared.c",
-        "core/testref.c",
+        "core/frozen.c", "core/testref.c",
         "core/entry.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },

@@ -584,3 +584,162 @@ describe("waitAsync", function()
     assert.are.equal(2, core.sharedcount(b))
   end)
 end)
+
+describe("loom.freeze", function()
+  before_each(H.before_each)
+  after_each(H.after_each)
+
+  local function sample()
+    local t = { 10, 20.5, "three", { x = 1 }, name = "frozen", flag = false, [true] = "yes",
+                [1.5] = "float key", [-3] = "negative", [100] = "sparse", bin = "a\0b\255",
+                nested = { deeper = { deepest = math.mininteger } } }
+    t.self = t
+    t.alias = t.nested
+    return t
+  end
+
+  it("reads every kind of key and value, decoding only what is read", function()
+    local ft = loom.freeze(sample())
+    assert.matches("^loom.Frozen %(4 array", tostring(ft))
+    assert.are.equal(4, #ft)
+    assert.are.same({ 10, 20.5, "three" }, { ft[1], ft[2], ft[3] })
+    assert.are.equal("integer", math.type(ft[1]))
+    assert.are.equal("float", math.type(ft[2]))
+    assert.are.equal(1, ft[4].x)
+    assert.are.equal("frozen", ft.name)
+    assert.is_false(ft.flag)
+    assert.are.equal("yes", ft[true])
+    assert.are.equal("float key", ft[1.5])
+    assert.are.equal("negative", ft[-3])
+    assert.are.equal("sparse", ft[100])
+    assert.are.equal("a\0b\255", ft.bin)
+    assert.are.equal(math.mininteger, ft.nested.deeper.deepest)
+    assert.are.equal(10, ft[1.0])
+    assert.is_nil(ft.missing)
+    assert.is_nil(ft[5])
+    assert.is_nil(ft[0 / 0])
+    assert.is_nil(ft[{}])
+    assert.is_nil(ft[false])
+  end)
+
+  it("keeps cycles and shared tables, and a table read twice is one value", function()
+    local ft = loom.freeze(sample())
+    assert.are.equal(ft, ft.self)
+    assert.are.equal(ft.nested, ft.alias)
+    assert.are.equal(ft.nested.deeper, ft.self.alias.deeper)
+    assert.are.equal(ft[4], ft[4])
+  end)
+
+  it("iterates with pairs and ipairs, as the table would", function()
+    local t = sample()
+    t[{}] = "a table key"
+    local ft = loom.freeze(t)
+    local n, tablekeys = 0, 0
+    for k, v in pairs(ft) do
+      n = n + 1
+      if type(k) == "userdata" then
+        tablekeys = tablekeys + 1
+        assert.are.equal("a table key", v)
+      elseif type(t[k]) ~= "table" then
+        assert.are.equal(t[k], v)
+      else
+        assert.matches("^loom.Frozen", tostring(v))
+      end
+    end
+    local want = 0
+    for _ in pairs(t) do want = want + 1 end
+    assert.are.equal(want, n)
+    assert.are.equal(1, tablekeys)
+    local seen = {}
+    for i, v in ipairs(ft) do seen[i] = type(v) == "userdata" and "table" or v end
+    assert.are.same({ 10, 20.5, "three", "table" }, seen)
+    for _ in pairs(loom.freeze({})) do error("an empty table has no entries") end
+    assert.are.equal(0, #loom.freeze({}))
+  end)
+
+  it("refuses writes; its metatable's functions check what they get", function()
+    local ft = loom.freeze({ a = 1 })
+    assert.matches("attempt to modify a frozen table", errof(function() ft.a = 2 end))
+    assert.matches("attempt to modify a frozen table", errof(function() ft.new = 2 end))
+    assert.matches("attempt to modify a frozen table", errof(function() ft[1] = 2 end))
+    assert.are.equal(1, ft.a)
+    local mt = getmetatable(ft)
+    assert.matches("loom.Frozen expected", errof(mt.__index, {}, 1))
+    assert.matches("the key is not in this frozen table", errof(pairs(ft), ft, "nope"))
+    mt.__gc(ft)
+    assert.matches("was released", errof(function() return ft.a end))
+    assert.matches("was released", errof(function() return #ft end))
+    assert.matches("released", tostring(ft))
+  end)
+
+  it("ignores metatables (reads are raw) and returns a frozen table as it is", function()
+    local t = setmetatable({ x = 1 }, { __index = function() return "meta" end })
+    local ft = loom.freeze(t)
+    assert.are.equal(1, ft.x)
+    assert.is_nil(ft.y)
+    assert.are.equal(ft, loom.freeze(ft))
+  end)
+
+  it("says what cannot be frozen, with the path of the bad value", function()
+    assert.matches("bad argument #1 to '[%w.]*freeze' %(table expected, got number%)", errof(loom.freeze, 1))
+    assert.matches("table expected, got no value", errof(loom.freeze))
+    assert.are.equal("loom.freeze: cannot freeze value.f: function", errof(loom.freeze, { f = print }))
+    assert.are.equal("loom.freeze: cannot freeze value.a[3][1]: userdata",
+                     errof(loom.freeze, { a = { [3] = { io.stdout } } }))
+    assert.are.equal("loom.freeze: cannot freeze value[<key>]: function", errof(loom.freeze, { [print] = 1 }))
+    assert.are.equal("loom.freeze: cannot freeze value.co: thread",
+                     errof(loom.freeze, { co = coroutine.create(print) }))
+    assert.matches("cannot freeze value.b: userdata",
+                   errof(loom.freeze, { b = loom.SharedBuffer(1) }))
+    assert.matches("cannot freeze value.x: a frozen table",
+                   errof(loom.freeze, { x = loom.freeze({}) }))
+    local deep = {}
+    local t = deep
+    for _ = 1, 250 do t.next = {}; t = t.next end
+    assert.matches("nested deeper than 200 levels", errof(loom.freeze, deep))
+    collectgarbage()
+  end)
+
+  it("is sent by reference, and a dropped message releases it", function()
+    local ft = loom.freeze(sample())
+    assert.are.equal(1, core.frozencount(ft))
+    local c = loom.clone({ ft, ft.nested })
+    assert.are.equal("frozen", c[1].name)
+    assert.are.equal(math.mininteger, c[2].deeper.deepest)
+    c = nil
+    settle()
+    local w = H.spawn(function() end)
+    H.join(w)
+    assert.is_false(w:postMessage(ft))
+    settle()
+    assert.are.equal(1, core.frozencount(ft))
+  end)
+
+  it("is read by 4 workers at once, from one copy", function()
+    local N = H.instrumented and 2000 or 100000
+    local t = { items = {} }
+    for i = 1, N do t.items[i] = { id = i, name = "item" .. i } end
+    local ft = loom.freeze(t)
+    local sums = {}
+    local ws = {}
+    for w = 1, 4 do
+      ws[w] = H.spawn(function()
+        local loom = require "loom"
+        local items = loom.workerData.items
+        local sum, names = 0, 0
+        for i = 1, #items do
+          local it = items[i]
+          sum = sum + it.id
+          if it.name == "item" .. i then names = names + 1 end
+        end
+        loom.parentPort:postMessage({ sum, names })
+      end, { workerData = ft })
+      ws[w]:on("message", function(m) sums[#sums + 1] = m end)
+    end
+    H.run(60000)
+    local want = N * (N + 1) // 2
+    assert.are.same({ { want, N }, { want, N }, { want, N }, { want, N } }, sums)
+    settle()
+    assert.are.equal(1, core.frozencount(ft))
+  end)
+end)

@@ -540,6 +540,24 @@ for f, check in pairs({ __len = isinteger, __tostring = istype("string"), __gc =
      result = check }
 end
 
+-- frozen tables: reads, and writes that always raise
+local function frozen() return loom.freeze({ 1, 2, a = { b = 1 } }) end
+local function releasedfrozen() local f = frozen(); getmetatable(f).__gc(f); return f end
+local FROZEN_CLOSED = { { "a released frozen table", releasedfrozen } }
+local FROZEN_ERRORS = { "was released", "attempt to modify a frozen table", "not in this frozen table" }
+E{ key = "loom.freeze", t = L, f = "freeze", args = function() return pack({ 1, x = { 2 } }) end,
+   result = is("loom.Frozen") }
+M{ runtime = FROZEN_ERRORS, key = "loom.Frozen.__index", f = "__index", n = 1, self = frozen,
+   closed = FROZEN_CLOSED, args = A("a"), shift = afterself }
+M{ runtime = FROZEN_ERRORS, key = "loom.Frozen.__newindex", f = "__newindex", n = 2, self = frozen,
+   closed = FROZEN_CLOSED, args = A("a", 1), shift = afterself }
+M{ runtime = FROZEN_ERRORS, key = "loom.Frozen.__pairs", f = "__pairs", self = frozen,
+   closed = FROZEN_CLOSED, args = A(), result = istype("function") }
+for f, check in pairs({ __len = isinteger, __tostring = istype("string"), __gc = isnil }) do
+  M{ runtime = FROZEN_ERRORS, key = "loom.Frozen." .. f, f = f, self = frozen, closed = FROZEN_CLOSED,
+     args = A(), result = check }
+end
+
 -- calls that block or end the thread: a fresh worker each ----------------
 -- expect(v, n): "error" | "return" | "block" | {exit = code}; n = #args
 local function isint(v) return math.type(v) == "integer" end

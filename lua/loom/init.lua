@@ -34,7 +34,7 @@ local M = {
   setEnvironmentData = env.set, getEnvironmentData = env.get,
   onUnhandledRejection = future.onUnhandledRejection,
   -- shared memory
-  SharedBuffer = core.SharedBuffer,
+  SharedBuffer = core.SharedBuffer, freeze = core.freeze,
   -- the loop
   run = core.run, poll = core.poll,
 }
