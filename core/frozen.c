@@ -17,8 +17,8 @@
 ** Tables met twice are encoded once (cycles and sharing survive);
 ** metatables are not frozen (reads are raw, as rawget).  Keys may be
 ** strings, numbers, booleans or tables (a table key is found by pairs
-** only).  A nested table reads as a proxy of its node, kept in a cache
-** its whole tree shares, so ft.a == ft.a and a cycle comes back round.
+** only).  A nested table reads as a proxy of its node (a "part"), made
+** on each read; __eq makes ft.a == ft.a, and a cycle comes back round.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,26 +134,59 @@ static const fslot *lookup (lua_State *L, const loom_shared *s, const fnode *n, 
   return NULL;
 }
 
-/* registry: the metatable of the caches, {__mode = "v"}: the proxies of
-** one tree share a cache, node -> proxy, so a table read twice is one
-** value while anything holds it */
-static const char WEAKKEY = 'f';
-
+/* A proxy.  A root (loom.freeze's result, or one decoded from a message)
+** holds one count of the block and has a __gc; a part (a nested table
+** read from it) holds none and no __gc: its user value keeps its root
+** alive, and it is valid while its root's block is (root->s).  So reading
+** never touches the block's refcount, which the threads reading one table
+** at once would otherwise fight over.  Parts are made afresh on each read;
+** __eq makes two proxies of one table equal (ft.a == ft.a). */
 typedef struct fproxy {
-  loom_shared *s;              /* one reference; NULL only while being made */
+  const char *tag;             /* &frozentag: see toproxy */
+  loom_shared *s;              /* root: one count, NULL once released */
   size_t node;                 /* offset of its table's node */
+  struct fproxy *root;         /* itself, for a root */
 } fproxy;
 
-static void pushproxy (lua_State *L, loom_shared *s, size_t node) {   /* takes s's count */
-  fproxy *p = (fproxy *)lua_newuserdatauv(L, sizeof *p, 1);
-  p->s = NULL;
-  luaL_setmetatable(L, FROZEN);
-  p->s = s;
-  p->node = node;
+static const char frozentag = 'z';
+static const char PARTKEY = 'p';   /* registry: the parts' metatable */
+
+/* A proxy at idx, or NULL: a full userdata of a proxy's size whose first
+** field is this file's 'frozentag' (no Lua code can write a pointer into
+** a userdata, so no other one holds it) is a proxy. */
+static fproxy *toproxy (lua_State *L, int idx) {
+  fproxy *p = (fproxy *)lua_touserdata(L, idx);
+  if (lua_type(L, idx) != LUA_TUSERDATA || lua_rawlen(L, idx) != sizeof(fproxy) ||
+      p->tag != &frozentag) return NULL;
+  return p;
 }
 
-/* Push the value of slot k; a table is a proxy, cached in the user value
-** of the proxy at pidx. */
+static void pushroot (lua_State *L, loom_shared *s, size_t node) {   /* takes s's count */
+  fproxy *p = (fproxy *)lua_newuserdatauv(L, sizeof *p, 0);
+  p->tag = &frozentag;
+  p->s = NULL;
+  p->node = node;
+  p->root = p;
+  luaL_setmetatable(L, FROZEN);
+  p->s = s;
+}
+
+/* A part for 'node' of the tree of the proxy at pidx. */
+static void pushpart (lua_State *L, int pidx, size_t node) {
+  fproxy *parent = (fproxy *)lua_touserdata(L, pidx);
+  fproxy *p = (fproxy *)lua_newuserdatauv(L, sizeof *p, 1);
+  p->tag = &frozentag;
+  p->s = parent->s;
+  p->node = node;
+  p->root = parent->root;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &PARTKEY);
+  lua_setmetatable(L, -2);
+  if (parent->root == parent) lua_pushvalue(L, pidx);   /* the root itself */
+  else lua_getiuservalue(L, pidx, 1);                   /* the parent's root */
+  lua_setiuservalue(L, -2, 1);
+}
+
+/* Push the value of slot k; a table is a part of the proxy at pidx. */
 static void pushslot (lua_State *L, const fproxy *p, int pidx, const fslot *k) {
   const loom_shared *s = p->s;
   switch (k->tag) {
@@ -167,38 +200,15 @@ static void pushslot (lua_State *L, const fproxy *p, int pidx, const fslot *k) {
       break;
     }
     case F_STR: lua_pushlstring(L, (const char *)s->data + k->val, k->len); break;
-    case F_TAB: {
-      pidx = lua_absindex(L, pidx);
-      if (lua_getiuservalue(L, pidx, 1) != LUA_TTABLE) {   /* the first read */
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &WEAKKEY);
-        lua_setmetatable(L, -2);
-        lua_pushvalue(L, pidx);
-        lua_rawseti(L, -2, (lua_Integer)p->node);
-        lua_pushvalue(L, -1);
-        lua_setiuservalue(L, pidx, 1);
-      }
-      if (lua_rawgeti(L, -1, (lua_Integer)k->val) != LUA_TUSERDATA) {
-        lua_pop(L, 1);
-        pushproxy(L, NULL, (size_t)k->val);
-        loom__shared_retain(p->s);
-        ((fproxy *)lua_touserdata(L, -1))->s = p->s;
-        lua_pushvalue(L, -2);
-        lua_setiuservalue(L, -2, 1);          /* one cache for the tree */
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, -3, (lua_Integer)k->val);
-      }
-      lua_remove(L, -2);
-      break;
-    }
+    case F_TAB: pushpart(L, lua_absindex(L, pidx), (size_t)k->val); break;
     default: lua_pushnil(L); break;
   }
 }
 
 static fproxy *checkproxy (lua_State *L, int arg) {
-  fproxy *p = (fproxy *)luaL_checkudata(L, arg, FROZEN);
-  if (p->s == NULL) {
+  fproxy *p = toproxy(L, arg);
+  if (p == NULL) luaL_typeerror(L, arg, FROZEN);
+  if (p->root->s == NULL) {
     lua_Debug ar;
     const char *name = "?";
     if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name) name = ar.name;
@@ -238,7 +248,7 @@ static int f_next (lua_State *L) {
   lua_settop(L, 2);
   if (!lua_isnil(L, 2)) {
     const fslot *k = lookup(L, p->s, n, 2);
-    const fproxy *kp = (const fproxy *)luaL_testudata(L, 2, FROZEN);
+    const fproxy *kp = toproxy(L, 2);
     if (k == NULL && kp && kp->s == p->s) {   /* a table key: by its node */
       for (j = 0; j < n->hcap && k == NULL; j++)
         if (hpair(n, j)->tag == F_TAB && hpair(n, j)->val == kp->node) k = hpair(n, j) + 1;
@@ -273,23 +283,35 @@ static int f_pairs (lua_State *L) {
 
 static int f_newindex (lua_State *L) {
   lua_Debug ar;
-  luaL_checkudata(L, 1, FROZEN);
+  if (toproxy(L, 1) == NULL) luaL_typeerror(L, 1, FROZEN);
   if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name &&
       strcmp(ar.name, "newindex") != 0)   /* called by name, not by t[k] = v */
     return luaL_error(L, "%s: attempt to modify a frozen table", ar.name);
   return luaL_error(L, "attempt to modify a frozen table");
 }
 
+/* roots only (a part has no __gc) */
 static int f_gc (lua_State *L) {
-  fproxy *p = (fproxy *)luaL_checkudata(L, 1, FROZEN);
-  loom__shared_release(p->s);
-  p->s = NULL;
+  fproxy *p = toproxy(L, 1);
+  if (p == NULL) return luaL_typeerror(L, 1, FROZEN);
+  if (p->root == p) {
+    loom__shared_release(p->s);
+    p->s = NULL;
+  }
   return 0;
 }
 
+/* two proxies of one table (of one block) are equal */
+static int f_eq (lua_State *L) {
+  fproxy *p = checkproxy(L, 1), *q = toproxy(L, 2);
+  lua_pushboolean(L, q != NULL && q->root->s == p->root->s && q->node == p->node);
+  return 1;
+}
+
 static int f_tostring (lua_State *L) {
-  fproxy *p = (fproxy *)luaL_checkudata(L, 1, FROZEN);
-  if (p->s == NULL) lua_pushliteral(L, FROZEN " (released)");
+  fproxy *p = toproxy(L, 1);
+  if (p == NULL) return luaL_typeerror(L, 1, FROZEN);
+  if (p->root->s == NULL) lua_pushliteral(L, FROZEN " (released)");
   else {
     const fnode *n = nodeat(p->s, p->node);
     lua_pushfstring(L, FROZEN " (%I array, %I hash): %p", (lua_Integer)n->narr,
@@ -408,7 +430,7 @@ static void freeze_value (lua_State *L, builder *bl, int idx, size_t at) {
       val = freeze_table(L, bl, idx);
       break;
     case LUA_TUSERDATA:
-      if (luaL_testudata(L, idx, FROZEN))
+      if (toproxy(L, idx))
         bad(L, bl, "a frozen table (freeze the plain table it was made from)");
       /* fall through */
     default:
@@ -503,7 +525,7 @@ static size_t freeze_table (lua_State *L, builder *bl, int idx) {
 static int l_freeze (lua_State *L) {
   builder *bl;
   loom_shared *s;
-  if (luaL_testudata(L, 1, FROZEN)) {
+  if (toproxy(L, 1)) {
     checkproxy(L, 1);
     lua_settop(L, 1);
     return 1;
@@ -517,7 +539,7 @@ static int l_freeze (lua_State *L) {
   lua_newtable(L);                                          /* 3: seen */
   bl->seen = 3;
   freeze_table(L, bl, 1);
-  pushproxy(L, NULL, 0);                                    /* 4 */
+  pushroot(L, NULL, 0);                                     /* 4 */
   s = loom__shared_new(bl->b.len);
   if (s == NULL) return luaL_error(L, "loom.freeze: not enough memory");
   memcpy(s->data, bl->b.p, bl->b.len);
@@ -546,9 +568,9 @@ static void rel_frozen (void *p) {
 static const loom_refvt frozen_vt = {FROZEN, rel_frozen};
 
 static int enc_frozen (lua_State *L, int idx, void **p, char *err, size_t errsz) {
-  fproxy *f = (fproxy *)lua_touserdata(L, idx);
+  fproxy *f = (fproxy *)lua_touserdata(L, idx);   /* a root or a part */
   fref *r;
-  if (f->s == NULL) {
+  if (f->root->s == NULL) {
     snprintf(err, errsz, FROZEN " (released by its __gc)");
     return -1;
   }
@@ -566,7 +588,7 @@ static int enc_frozen (lua_State *L, int idx, void **p, char *err, size_t errsz)
 
 static int dec_frozen (lua_State *L, void *p) {
   fref *r = (fref *)p;
-  pushproxy(L, r->s, r->node);    /* took r->s's count */
+  pushroot(L, r->s, r->node);     /* took r->s's count */
   free(r);
   return 0;
 }
@@ -584,6 +606,7 @@ static const luaL_Reg frozen_meta[] = {
   {"__newindex", f_newindex},
   {"__len", f_len},
   {"__pairs", f_pairs},
+  {"__eq", f_eq},
   {"__gc", f_gc},
   {"__tostring", f_tostring},
   {NULL, NULL}
@@ -592,11 +615,21 @@ static const luaL_Reg frozen_meta[] = {
 void loom__frozen_open (lua_State *L) {
   loom__createmeta(L, FROZEN, frozen_meta, NULL, 0);
   loom__serial_addhook(L, -1, &frozen_hook);
+  /* the parts': the same, without __gc */
+  lua_createtable(L, 0, 8);
+  lua_pushnil(L);
+  while (lua_next(L, -3)) {
+    if (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "__gc") == 0)
+      lua_pop(L, 1);
+    else {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
+    }
+  }
+  loom__serial_addhook(L, -1, &frozen_hook);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &PARTKEY);
   lua_pop(L, 1);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "v");
-  lua_setfield(L, -2, "__mode");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &WEAKKEY);
   luaL_newmetatable(L, BUILDER);
   lua_pushcfunction(L, bl_gc);
   lua_setfield(L, -2, "__gc");

@@ -622,12 +622,28 @@ describe("loom.freeze", function()
     assert.is_nil(ft[false])
   end)
 
-  it("keeps cycles and shared tables, and a table read twice is one value", function()
+  it("keeps cycles and shared tables: two reads of one table are equal (==)", function()
     local ft = loom.freeze(sample())
-    assert.are.equal(ft, ft.self)
-    assert.are.equal(ft.nested, ft.alias)
-    assert.are.equal(ft.nested.deeper, ft.self.alias.deeper)
-    assert.are.equal(ft[4], ft[4])
+    assert.is_true(ft == ft.self)
+    assert.is_true(ft.nested == ft.alias)
+    assert.is_true(ft.nested.deeper == ft.self.alias.deeper)
+    assert.is_true(ft[4] == ft[4])
+    assert.is_false(ft[4] == ft.nested)
+    assert.is_false(ft == loom.freeze(sample()))          -- another block
+    assert.is_true(loom.clone(ft.nested) == ft.nested)    -- the same block, sent
+    assert.is_false(ft == {})
+  end)
+
+  it("a part read from it keeps its block alive after the root is gone", function()
+    local ft = loom.freeze(sample())
+    local deeper = ft.nested.deeper
+    ft = nil
+    settle()
+    assert.are.equal(math.mininteger, deeper.deepest)
+    assert.are.equal(1, core.frozencount(deeper))
+    local sent = loom.clone(deeper)                       -- a root of its own
+    assert.are.equal(2, core.frozencount(sent))
+    assert.are.equal(math.mininteger, sent.deepest)
   end)
 
   it("iterates with pairs and ipairs, as the table would", function()
@@ -666,10 +682,13 @@ describe("loom.freeze", function()
     local mt = getmetatable(ft)
     assert.matches("loom.Frozen expected", errof(mt.__index, {}, 1))
     assert.matches("the key is not in this frozen table", errof(pairs(ft), ft, "nope"))
+    local part = loom.freeze({ p = { 1 } }).p
     mt.__gc(ft)
     assert.matches("was released", errof(function() return ft.a end))
     assert.matches("was released", errof(function() return #ft end))
     assert.matches("released", tostring(ft))
+    assert.is_nil(getmetatable(part).__gc)                -- a part owns no count
+    assert.are.equal(1, part[1])
   end)
 
   it("ignores metatables (reads are raw) and returns a frozen table as it is", function()

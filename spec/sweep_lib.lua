@@ -551,6 +551,9 @@ M{ runtime = FROZEN_ERRORS, key = "loom.Frozen.__index", f = "__index", n = 1, s
    closed = FROZEN_CLOSED, args = A("a"), shift = afterself }
 M{ runtime = FROZEN_ERRORS, key = "loom.Frozen.__newindex", f = "__newindex", n = 2, self = frozen,
    closed = FROZEN_CLOSED, args = A("a", 1), shift = afterself }
+M{ runtime = FROZEN_ERRORS, key = "loom.Frozen.__eq", f = "__eq", n = 1, self = frozen,
+   closed = FROZEN_CLOSED, args = function() return pack(frozen()) end, result = istype("boolean"),
+   shift = afterself }
 M{ runtime = FROZEN_ERRORS, key = "loom.Frozen.__pairs", f = "__pairs", self = frozen,
    closed = FROZEN_CLOSED, args = A(), result = istype("function") }
 for f, check in pairs({ __len = isinteger, __tostring = istype("string"), __gc = isnil }) do
