@@ -104,15 +104,46 @@ int loom__shared_dequeue (loom_shared *s, loom_waiter *w) {
   return was;
 }
 
+static void cpu_relax (void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* A notify that comes while the waiter spins costs the notifier one store
+** and no system call (setflag broadcasts only to threads blocked on the
+** mailbox), and the waiter no wake-up through the kernel. */
 int loom__shared_wait (loom_shared *s, size_t off, int64_t expected, int width,
-                       loom_mailbox *mb, const atomic_int *stop, double timeout_ms) {
+                       loom_mailbox *mb, const atomic_int *stop, double timeout_ms,
+                       uint64_t spin_ns) {
   loom_waiter w;
+  uint64_t start = uv_hrtime();
   memset(&w, 0, sizeof w);
   atomic_init(&w.woken, 0);
   w.mb = mb;
   if (loom__shared_enqueue(s, &w, off, expected, width) != LOOM_WAIT_OK)
     return LOOM_WAIT_NOTEQUAL;
-  if (timeout_ms != 0) loom__mailbox_waitflag(mb, stop, &w.woken, timeout_ms);
+  if (timeout_ms != 0) {
+    if (spin_ns) {
+      uint64_t until = start + spin_ns;
+      int i;
+      if (timeout_ms > 0 && timeout_ms * 1e6 < (double)spin_ns)
+        until = start + (uint64_t)(timeout_ms * 1e6);
+      while (!atomic_load(&w.woken) && !(stop && atomic_load(stop)) && uv_hrtime() < until)
+        for (i = 0; i < 64 && !atomic_load_explicit(&w.woken, memory_order_relaxed); i++)
+          cpu_relax();
+    }
+    if (!atomic_load(&w.woken)) {
+      double left = timeout_ms;
+      if (timeout_ms > 0) {
+        left = timeout_ms - (double)(uv_hrtime() - start) / 1e6;
+        if (left < 0) left = 0;
+      }
+      if (left != 0) loom__mailbox_waitflag(mb, stop, &w.woken, left);
+    }
+  }
   /* taking the lock here also waits out a notifier still waking us */
   if (!loom__shared_dequeue(s, &w)) return LOOM_WAIT_OK;
   return stop && atomic_load(stop) ? LOOM_WAIT_STOPPED : LOOM_WAIT_TIMEDOUT;
@@ -177,6 +208,7 @@ typedef struct sbuf {
 } sbuf;
 
 typedef struct sview {
+  const char *tag;             /* &viewtag: see selfview */
   loom_shared *s;              /* one reference; NULL only while being made */
   unsigned char *p;            /* s->data + off */
   size_t off, len;             /* byte offset, length in elements */
@@ -198,8 +230,11 @@ static void pushbuf (lua_State *L, loom_shared *s) {   /* takes s's count */
 }
 
 /* Pushes a view; raises (out of memory) only before it takes s's count. */
+static const char viewtag = 'v';
+
 static void pushview (lua_State *L, loom_shared *s, int kind, size_t off, size_t len) {
   sview *v = (sview *)lua_newuserdatauv(L, sizeof *v, 0);
+  v->tag = &viewtag;
   v->s = NULL;
   luaL_setmetatable(L, SVIEW);
   v->s = s;
@@ -335,8 +370,22 @@ static double checktimeout (lua_State *L, int arg) {
   return ms == HUGE_VAL ? -1 : (double)ms;
 }
 
+/* The self of a view method, on the path of every atomic: a full
+** userdata of a view's size whose first field is the address of this
+** file's 'viewtag' (which no other userdata holds: no Lua code can write
+** a pointer into one) is a view, without luaL_checkudata's registry
+** lookup; anything else goes through luaL_checkudata for its error. */
+static sview *selfview (lua_State *L) {
+  sview *v = (sview *)lua_touserdata(L, 1);
+  if (lua_type(L, 1) != LUA_TUSERDATA || lua_rawlen(L, 1) != sizeof(sview) ||
+      v->tag != &viewtag)
+    return checkview(L, 1);
+  if (v->s == NULL) released(L, "view");
+  return v;
+}
+
 static sview *checkint (lua_State *L) {
-  sview *v = checkview(L, 1);
+  sview *v = selfview(L);
   if (!kinds[v->kind].isint)
     luaL_argerror(L, 1, lua_pushfstring(L, "%s views have no atomic methods",
                                         kinds[v->kind].name));
@@ -344,7 +393,7 @@ static sview *checkint (lua_State *L) {
 }
 
 static sview *checkwaitable (lua_State *L) {
-  sview *v = checkview(L, 1);
+  sview *v = selfview(L);
   if (v->kind != K_I32 && v->kind != K_I64)
     luaL_argerror(L, 1, lua_pushfstring(L, "an int32 or int64 view expected, got %s",
                                         kinds[v->kind].name));
@@ -525,7 +574,7 @@ static int v_wait (lua_State *L) {
   lua_Integer e = checkoperand(L, 3, v->kind);
   double ms = checktimeout(L, 4);
   int r = loom__shared_wait(v->s, v->off + at, (int64_t)e, kinds[v->kind].size,
-                            c->mb, c->stop ? &c->stop->flag : NULL, ms);
+                            c->mb, c->stop ? &c->stop->flag : NULL, ms, c->rt->spin_ns);
   if (r == LOOM_WAIT_STOPPED) loom__ctx_checkstop(L, c);   /* raises */
   lua_pushstring(L, waitres[r == LOOM_WAIT_STOPPED ? LOOM_WAIT_TIMEDOUT : r]);
   return 1;
@@ -882,7 +931,7 @@ void loom__shared_open (lua_State *L, loom_ctx *c) {
   loom__createmeta(L, SVIEW, view_meta, NULL, 0);
   lua_createtable(L, 0, 16);
   lua_pushlightuserdata(L, c);
-  luaL_setfuncs(L, view_meth, 1);
+  luaL_setfuncs(L, view_meth, 1);        /* every method: ctx */
   lua_pushvalue(L, -1);
   lua_setfield(L, -4, "SharedView");     /* core.SharedView: the methods */
   lua_pushvalue(L, -1);
