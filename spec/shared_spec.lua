@@ -563,6 +563,38 @@ describe("waitAsync", function()
     assert.are.equal(2, core.sharedcount(b))
   end)
 
+  it("a worker that exits with waits pending (and one with a timer) frees them", function()
+    local b = loom.SharedBuffer(8)
+    local v = b:view("int32")
+    local w = H.spawn(function(buf)
+      local loom = require "loom"
+      local a = buf:view("int32")
+      a:waitAsync(1, 0)
+      a:waitAsync(1, 0, 60000)
+      loom.exit(3)
+    end, { argv = { b } })
+    assert.are.equal(3, H.join(w))
+    assert.are.equal(0, core.sharedwaiters(v, 1))
+    settle()
+    assert.are.equal(2, core.sharedcount(b))
+  end)
+
+  it("a process that ends with waits pending on its main thread frees them", function()
+    if H.no_fork(pending) then return end
+    local out = H.run_script([[
+      local loom = require "loom"
+      local v = loom.SharedBuffer(8):view("int64")
+      v:waitAsync(1, 0)
+      v:waitAsync(1, 0, 1e9)
+      loom.Worker(function(buf)
+        buf:view("int64"):waitAsync(1, 0)
+        require("loom").sleep(math.huge)
+      end, { argv = { v } })
+      print("pending")
+    ]])
+    assert.matches("pending\nrc=0", out, 1, true)
+  end)
+
   it("a worker that ends with a wait pending and a notify in flight frees both", function()
     local b = loom.SharedBuffer(8)
     local v = b:view("int32")
