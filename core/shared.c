@@ -375,11 +375,15 @@ static double checktimeout (lua_State *L, int arg) {
 ** file's 'viewtag' (which no other userdata holds: no Lua code can write
 ** a pointer into one) is a view, without luaL_checkudata's registry
 ** lookup; anything else goes through luaL_checkudata for its error. */
+static int istagged (lua_State *L) {
+  return lua_type(L, 1) == LUA_TUSERDATA && lua_rawlen(L, 1) == sizeof(sview) &&
+         ((sview *)lua_touserdata(L, 1))->tag == &viewtag;
+}
+
 static sview *selfview (lua_State *L) {
-  sview *v = (sview *)lua_touserdata(L, 1);
-  if (lua_type(L, 1) != LUA_TUSERDATA || lua_rawlen(L, 1) != sizeof(sview) ||
-      v->tag != &viewtag)
-    return checkview(L, 1);
+  sview *v;
+  if (!istagged(L)) return checkview(L, 1);
+  v = (sview *)lua_touserdata(L, 1);
   if (v->s == NULL) released(L, "view");
   return v;
 }
@@ -798,12 +802,13 @@ static int v_len (lua_State *L) {
 /* v[i]: the element (nil outside 1..#v, as a table or Node's typed array
 ** gives); any other key: a method. */
 static int v_index (lua_State *L) {
-  sview *v = (sview *)luaL_checkudata(L, 1, SVIEW);
+  sview *v = istagged(L) ? (sview *)lua_touserdata(L, 1)
+                         : (sview *)luaL_checkudata(L, 1, SVIEW);
   int isint = 0;
   lua_Integer i = 0;
   if (lua_type(L, 2) == LUA_TNUMBER) i = lua_tointegerx(L, 2, &isint);
   if (isint) {
-    checkview(L, 1);
+    if (v->s == NULL) released(L, "view");
     if (i >= 1 && (lua_Unsigned)i <= v->len)
       pushelem(L, v, (size_t)(i - 1) * kinds[v->kind].size);
     else lua_pushnil(L);
@@ -820,7 +825,7 @@ static int v_index (lua_State *L) {
 
 /* v[i] = x: i in 1..#v, x a value of the view's kind */
 static int v_newindex (lua_State *L) {
-  sview *v = checkview(L, 1);
+  sview *v = selfview(L);
   int isint = 0;
   lua_Integer i = 0;
   if (lua_type(L, 2) == LUA_TNUMBER) i = lua_tointegerx(L, 2, &isint);

@@ -53,6 +53,15 @@ describe("loom.SharedBuffer", function()
     assert.matches("size out of range", errof(loom.SharedBuffer, -1))
   end)
 
+  it("a size the machine cannot give raises 'not enough memory'", function()
+    -- (not under a sanitizer or valgrind: their allocators abort or warn)
+    if H.instrumented then return end
+    local ok, err = pcall(loom.SharedBuffer, 1 << 39)   -- 512 GiB, the largest allowed
+    if not ok then
+      assert.matches("SharedBuffer: cannot allocate 549755813888 bytes: not enough memory", err)
+    end
+  end)
+
   it("reads and writes raw bytes at 1-based positions, as string.sub counts", function()
     local b = loom.SharedBuffer(8)
     assert.is_true(b:write(1, "ab\0c"))
