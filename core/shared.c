@@ -890,7 +890,8 @@ static const luaL_Reg buf_meta[] = {
   {NULL, NULL}
 };
 
-static const luaL_Reg view_meth[] = {
+/* light C functions (no upvalue): the cheapest call Lua makes */
+static const luaL_Reg atomic_meth[] = {
   {"add", v_add},
   {"sub", v_sub},
   {"band", v_band},
@@ -900,8 +901,12 @@ static const luaL_Reg view_meth[] = {
   {"compareExchange", v_cas},
   {"load", v_load},
   {"store", v_store},
-  {"wait", v_wait},
   {"notify", v_notify},
+  {NULL, NULL}
+};
+
+static const luaL_Reg view_meth[] = {   /* these need the context */
+  {"wait", v_wait},
   {"waitAsync", v_waitasync},
   {NULL, NULL}
 };
@@ -935,8 +940,9 @@ void loom__shared_open (lua_State *L, loom_ctx *c) {
   /* the view: __index is a function (elements, then methods) */
   loom__createmeta(L, SVIEW, view_meta, NULL, 0);
   lua_createtable(L, 0, 16);
+  luaL_setfuncs(L, atomic_meth, 0);
   lua_pushlightuserdata(L, c);
-  luaL_setfuncs(L, view_meth, 1);        /* every method: ctx */
+  luaL_setfuncs(L, view_meth, 1);        /* wait, waitAsync: ctx */
   lua_pushvalue(L, -1);
   lua_setfield(L, -4, "SharedView");     /* core.SharedView: the methods */
   lua_pushvalue(L, -1);
