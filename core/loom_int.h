@@ -344,6 +344,9 @@ int loom__worker_join(loom_worker *w, uint64_t deadline);
 ** while it is listed its links, 'msg' and 'listed' are guarded by the
 ** block's lock, and a notifier wakes it while holding that lock, so a
 ** waiter that has taken the lock after waking is never touched again.
+** frozen.c keeps a frozen table's image in a block too: written once by
+** the thread that froze it, before any other holder exists; read-only
+** from then on, so its readers take no lock.
 ** ======================================================================= */
 #define LOOM_WBUCKETS 16       /* waiter lists per block, by address */
 

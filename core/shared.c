@@ -189,27 +189,28 @@ enum { K_I8, K_U8, K_I16, K_U16, K_I32, K_U32, K_I64, K_F32, K_F64, K_N };
 
 static const struct kindinfo {
   const char *name;
-  unsigned char size, isint, issigned;
+  unsigned char size, isint;
   lua_Integer min, max;
 } kinds[K_N] = {
-  {"int8", 1, 1, 1, INT8_MIN, INT8_MAX},
-  {"uint8", 1, 1, 0, 0, UINT8_MAX},
-  {"int16", 2, 1, 1, INT16_MIN, INT16_MAX},
-  {"uint16", 2, 1, 0, 0, UINT16_MAX},
-  {"int32", 4, 1, 1, INT32_MIN, INT32_MAX},
-  {"uint32", 4, 1, 0, 0, UINT32_MAX},
-  {"int64", 8, 1, 1, LUA_MININTEGER, LUA_MAXINTEGER},
-  {"float32", 4, 0, 0, 0, 0},
-  {"float64", 8, 0, 0, 0, 0},
+  {"int8", 1, 1, INT8_MIN, INT8_MAX},
+  {"uint8", 1, 1, 0, UINT8_MAX},
+  {"int16", 2, 1, INT16_MIN, INT16_MAX},
+  {"uint16", 2, 1, 0, UINT16_MAX},
+  {"int32", 4, 1, INT32_MIN, INT32_MAX},
+  {"uint32", 4, 1, 0, UINT32_MAX},
+  {"int64", 8, 1, LUA_MININTEGER, LUA_MAXINTEGER},
+  {"float32", 4, 0, 0, 0},
+  {"float64", 8, 0, 0, 0},
 };
 
 typedef struct sbuf {
-  loom_shared *s;              /* NULL only while being made */
+  loom_shared *s;              /* one reference; NULL while being made, or
+                               ** after a direct call of its __gc */
 } sbuf;
 
 typedef struct sview {
   const char *tag;             /* &viewtag: see selfview */
-  loom_shared *s;              /* one reference; NULL only while being made */
+  loom_shared *s;              /* one reference; NULL as sbuf's */
   unsigned char *p;            /* s->data + off */
   size_t off, len;             /* byte offset, length in elements */
   int kind;
@@ -229,9 +230,9 @@ static void pushbuf (lua_State *L, loom_shared *s) {   /* takes s's count */
   b->s = s;
 }
 
-/* Pushes a view; raises (out of memory) only before it takes s's count. */
 static const char viewtag = 'v';
 
+/* Pushes a view; raises (out of memory) only before it takes s's count. */
 static void pushview (lua_State *L, loom_shared *s, int kind, size_t off, size_t len) {
   sview *v = (sview *)lua_newuserdatauv(L, sizeof *v, 0);
   v->tag = &viewtag;
