@@ -604,6 +604,44 @@ describe("waitAsync", function()
     assert.matches("pending\nrc=0", out, 1, true)
   end)
 
+  it("timeouts racing notifies: every wait ends ok or timed-out, none is lost", function()
+    local N = H.instrumented and 200 or 2000
+    local b = loom.SharedBuffer(16)
+    local v = b:view("int32")
+    local waiter = H.spawn(function(buf, n)
+      local loom = require "loom"
+      local a = buf:view("int32")
+      local ok, out = 0, 0
+      for _ = 1, n do
+        local r = a:wait(1, 0, 0.05)
+        if r == "ok" then ok = ok + 1 elseif r == "timed-out" then out = out + 1 end
+      end
+      a:store(2, 1)                                -- done
+      loom.parentPort:postMessage({ ok, out })
+    end, { argv = { b, N } })
+    local notifier = H.spawn(function(buf)
+      local a = buf:view("int32")
+      local woke = 0
+      while a:load(2) == 0 do woke = woke + a:notify(1) end
+      require("loom").parentPort:postMessage(woke)
+    end, { argv = { b } })
+    local counts, woke
+    waiter:on("message", function(m) counts = m end)
+    notifier:on("message", function(m) woke = m end)
+    local async_ok, async_out = 0, 0
+    loom.async(function()
+      while v:load(2) == 0 do
+        local r = v:waitAsync(1, 0, 0.05):await()
+        if r == "ok" then async_ok = async_ok + 1 else async_out = async_out + 1 end
+      end
+    end)
+    H.run(120000)
+    assert.are.equal(N, counts[1] + counts[2])
+    assert.are.equal(counts[1] + async_ok, woke)      -- each ok was one wake, each wake one ok
+    assert.are.equal(0, core.sharedwaiters(v, 1))
+    assert.are.equal(0, require("loom.shared").pending())
+  end)
+
   it("a worker that ends with a wait pending and a notify in flight frees both", function()
     local b = loom.SharedBuffer(8)
     local v = b:view("int32")
@@ -685,6 +723,30 @@ describe("loom.freeze", function()
     local sent = loom.clone(deeper)                       -- a root of its own
     assert.are.equal(2, core.frozencount(sent))
     assert.are.equal(math.mininteger, sent.deepest)
+  end)
+
+  it("finds every key of a large hash part (strings, floats, negative integers)", function()
+    local t, n = {}, H.instrumented and 2000 or 20000
+    for i = 1, n do
+      t["k" .. i] = i
+      t[i + 0.5] = -i
+      t[-i] = ("x"):rep(i % 7)
+    end
+    local ft = loom.freeze(t)
+    for i = 1, n do
+      if ft["k" .. i] ~= i or ft[i + 0.5] ~= -i or ft[-i] ~= ("x"):rep(i % 7) then
+        error("key " .. i .. " lost")
+      end
+    end
+    assert.is_nil(ft["k0"])
+    assert.is_nil(ft[0.5])
+    local count = 0
+    for k, v in pairs(ft) do
+      count = count + 1
+      assert.are.equal(t[k], v)
+    end
+    assert.are.equal(3 * n, count)
+    assert.are.equal(0, #ft)
   end)
 
   it("iterates with pairs and ipairs, as the table would", function()
