@@ -383,10 +383,12 @@ int loom__shared_enqueue(loom_shared *s, loom_waiter *w, size_t off,
 /* Take 'w' off its list: 1 if it was still listed, 0 if a notify took it. */
 int loom__shared_dequeue(loom_shared *s, loom_waiter *w);
 /* Owner thread of mb: block until notified, 'stop' is set or timeout_ms
-** passes (< 0: no limit), spinning up to spin_ns first.  LOOM_WAIT_*. */
+** passes (< 0: no limit), spinning first for *spin ns (kept between 2 us
+** and spin_max, 0: never spin), which the outcome adapts: the caller
+** keeps one per thread.  LOOM_WAIT_*. */
 int loom__shared_wait(loom_shared *s, size_t off, int64_t expected, int width,
                       loom_mailbox *mb, const atomic_int *stop, double timeout_ms,
-                      uint64_t spin_ns);
+                      uint64_t *spin, uint64_t spin_max);
 /* Wake up to 'count' waiters of 'off', first come first woken: blocking
 ** ones through their flag, async ones by pushing their WAKE.  Returns how
 ** many were woken. */

@@ -114,10 +114,17 @@ static void cpu_relax (void) {
 
 /* A notify that comes while the waiter spins costs the notifier one store
 ** and no system call (setflag broadcasts only to threads blocked on the
-** mailbox), and the waiter no wake-up through the kernel. */
+** mailbox), and the waiter no wake-up through the kernel.  But a spin only
+** pays while the notifier runs on another CPU: when both threads share one
+** (the machine is busy), each spin burns its whole window while the other
+** cannot run.  So the window adapts, as an adaptive mutex's does: a spin
+** that ended in a wake-up doubles it (up to spin_max), one that ran out
+** halves it (down to SPIN_MIN, which keeps probing). */
+#define SPIN_MIN 2000u   /* ns */
+
 int loom__shared_wait (loom_shared *s, size_t off, int64_t expected, int width,
                        loom_mailbox *mb, const atomic_int *stop, double timeout_ms,
-                       uint64_t spin_ns) {
+                       uint64_t *spin, uint64_t spin_max) {
   loom_waiter w;
   uint64_t start = uv_hrtime();
   memset(&w, 0, sizeof w);
@@ -126,14 +133,19 @@ int loom__shared_wait (loom_shared *s, size_t off, int64_t expected, int width,
   if (loom__shared_enqueue(s, &w, off, expected, width) != LOOM_WAIT_OK)
     return LOOM_WAIT_NOTEQUAL;
   if (timeout_ms != 0) {
-    if (spin_ns) {
-      uint64_t until = start + spin_ns;
-      int i;
-      if (timeout_ms > 0 && timeout_ms * 1e6 < (double)spin_ns)
+    if (spin && spin_max) {
+      uint64_t win = *spin < SPIN_MIN ? SPIN_MIN : *spin > spin_max ? spin_max : *spin;
+      uint64_t until = start + win;
+      int i, bytimeout = 0;
+      if (timeout_ms > 0 && timeout_ms * 1e6 < (double)win) {
         until = start + (uint64_t)(timeout_ms * 1e6);
+        bytimeout = 1;
+      }
       while (!atomic_load(&w.woken) && !(stop && atomic_load(stop)) && uv_hrtime() < until)
         for (i = 0; i < 64 && !atomic_load_explicit(&w.woken, memory_order_relaxed); i++)
           cpu_relax();
+      if (atomic_load(&w.woken)) *spin = win * 2 > spin_max ? spin_max : win * 2;
+      else if (!bytimeout && !(stop && atomic_load(stop))) *spin = win / 2;
     }
     if (!atomic_load(&w.woken)) {
       double left = timeout_ms;
@@ -572,14 +584,17 @@ static int v_store (lua_State *L) {
 
 static const char *const waitres[] = {"ok", "not-equal", "timed-out"};
 
+/* upvalue 2 of wait: this thread's spin window, adapted by every wait */
 static int v_wait (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   sview *v = checkwaitable(L);
   size_t at = checkindex(L, v, 2);
   lua_Integer e = checkoperand(L, 3, v->kind);
   double ms = checktimeout(L, 4);
+  uint64_t *spin = (uint64_t *)lua_touserdata(L, lua_upvalueindex(2));
   int r = loom__shared_wait(v->s, v->off + at, (int64_t)e, kinds[v->kind].size,
-                            c->mb, c->stop ? &c->stop->flag : NULL, ms, c->rt->spin_ns);
+                            c->mb, c->stop ? &c->stop->flag : NULL, ms, spin,
+                            c->rt->spin_ns);
   if (r == LOOM_WAIT_STOPPED) loom__ctx_checkstop(L, c);   /* raises */
   lua_pushstring(L, waitres[r == LOOM_WAIT_STOPPED ? LOOM_WAIT_TIMEDOUT : r]);
   return 1;
@@ -943,7 +958,8 @@ void loom__shared_open (lua_State *L, loom_ctx *c) {
   lua_createtable(L, 0, 16);
   luaL_setfuncs(L, atomic_meth, 0);
   lua_pushlightuserdata(L, c);
-  luaL_setfuncs(L, view_meth, 1);        /* wait, waitAsync: ctx */
+  *(uint64_t *)lua_newuserdatauv(L, sizeof(uint64_t), 0) = c->rt->spin_ns;
+  luaL_setfuncs(L, view_meth, 2);        /* wait, waitAsync: ctx, the spin */
   lua_pushvalue(L, -1);
   lua_setfield(L, -4, "SharedView");     /* core.SharedView: the methods */
   lua_pushvalue(L, -1);
