@@ -613,12 +613,16 @@ static int v_notify (lua_State *L) {
 }
 
 /* An async waiter: a userdata of the waiting thread, holding one
-** reference of its block while it may be listed.  Made closed, then
-** listed; closed by the Lua half once settled, or by __gc (a state that
-** closes with waits pending). */
+** reference of its block, and, while it is listed, one hold on the
+** thread's loop.  Made closed, then listed; closed by the Lua half once
+** settled, by cancel (its timeout), or by __gc (a state that closes with
+** waits pending).  The hold is released here, in C, so that no failure of
+** the Lua half (out of memory) can leave the loop held forever. */
 typedef struct swait {
   loom_waiter w;
   loom_shared *s;              /* NULL once closed */
+  loom_ctx *c;
+  int held;                    /* holds the loop (c->holds) */
 } swait;
 
 static void wait_close (swait *a) {
@@ -628,6 +632,10 @@ static void wait_close (swait *a) {
   a->w.msg = NULL;
   loom__shared_release(a->s);
   a->s = NULL;
+  if (a->held) {
+    a->held = 0;
+    if (!a->c->closed) loom__ctx_ref(a->c, -1);
+  }
 }
 
 static int w_close (lua_State *L) {
@@ -635,16 +643,18 @@ static int w_close (lua_State *L) {
   return 0;
 }
 
-/* h:cancel() -> true if the wait was still listed (then it timed out),
-** false if a notify came first (its WAKE is on the way). */
+/* h:cancel() -> true if the wait was still listed (then it timed out, and
+** is closed), false if a notify came first (its WAKE is on the way). */
 static int w_cancel (lua_State *L) {
   swait *a = (swait *)luaL_checkudata(L, 1, SWAIT);
-  lua_pushboolean(L, a->s != NULL && loom__shared_dequeue(a->s, &a->w));
+  int was = a->s != NULL && loom__shared_dequeue(a->s, &a->w);
+  if (was) wait_close(a);
+  lua_pushboolean(L, was);
   return 1;
 }
 
 static const char MAKEKEY = 'm';   /* registry: shared.lua's make(h, id|result, ms) */
-static const char WAKEKEY = 'w';   /* registry: shared.lua's onwake(id) */
+static const char WAKEKEY = 'w';   /* registry: shared.lua's onwake(id [, result]) */
 
 /* v:waitAsync(i, expected [, timeout_ms]) -> Future of "ok" | "not-equal"
 ** | "timed-out".  Bad arguments raise here, at once. */
@@ -674,24 +684,35 @@ static int v_waitasync (lua_State *L) {
   a->w.msg = loom__msg_new(LOOM_MSG_WAKE, id, NULL, NULL);
   if (a->w.msg == NULL) return luaL_error(L, "waitAsync: not enough memory");
   a->w.mb = c->mb;
+  a->c = c;
   loom__shared_retain(v->s);
   a->s = v->s;
-  if (loom__shared_enqueue(a->s, &a->w, v->off + at, (int64_t)e, width) != LOOM_WAIT_OK) {
-    wait_close(a);             /* changed meanwhile */
-    lua_pop(L, 1);
-    lua_pushnil(L);
-    lua_pushstring(L, waitres[LOOM_WAIT_NOTEQUAL]);
-    lua_call(L, 2, 1);
-    return 1;
-  }
+  /* the Lua half first (its Future, its timer): if it fails, nothing is
+  ** listed yet and the userdata is merely collected */
+  lua_pushvalue(L, -1);
+  lua_insert(L, -3);                         /* a, make, a */
   lua_pushinteger(L, (lua_Integer)id);
   if (ms < 0) lua_pushnil(L);
   else lua_pushnumber(L, (lua_Number)ms);
-  lua_call(L, 3, 1);
+  lua_call(L, 3, 1);                         /* a, future */
+  if (loom__shared_enqueue(a->s, &a->w, v->off + at, (int64_t)e, width) == LOOM_WAIT_OK) {
+    loom__ctx_ref(c, 1);                     /* (cannot fail) */
+    a->held = 1;
+  }
+  else {                                     /* changed meanwhile */
+    wait_close(a);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &WAKEKEY);
+    lua_pushinteger(L, (lua_Integer)id);
+    lua_pushstring(L, waitres[LOOM_WAIT_NOTEQUAL]);
+    lua_call(L, 2, 0);
+  }
   return 1;
 }
 
-/* WAKE kind: a notify took the waiter 'target' of this thread. */
+/* WAKE kind: a notify took the waiter 'target' of this thread.  If the
+** Lua half fails (out of memory), the wake is not lost: it is queued
+** again for the next turn (as an EXIT is), then the error is raised as
+** this thread's uncaught error.  onwake(id [, result]) is idempotent. */
 static void on_wake (loom_ctx *c, loom_msg *m, void *ud) {
   lua_State *L = c->L;
   (void)ud;
@@ -700,7 +721,11 @@ static void on_wake (loom_ctx *c, loom_msg *m, void *ud) {
     return;
   }
   lua_pushinteger(L, (lua_Integer)m->target);
-  lua_call(L, 1, 0);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    loom_msg *again = loom__msg_new(LOOM_MSG_WAKE, m->target, NULL, NULL);
+    if (again) loom__mailbox_push(c->mb, again);
+    lua_error(L);
+  }
 }
 
 /* core.sharedwaits(make, onwake): the Lua half of waitAsync. */
