@@ -46,7 +46,7 @@ VALGRIND_SPECS ?= spec
 VALGRIND_EXCLUDE ?= --exclude-pattern=sweep_spec
 test-valgrind: build
 	@.ci/deps valgrind
-	$(LUA_ENV) valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+	$(LUA_ENV) valgrind -q --fair-sched=yes --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
 	  $(LUA) $(BUSTED) -o plainTerminal $(VALGRIND_EXCLUDE) $(VALGRIND_SPECS)
 test-valgrind-all:
 	@$(MAKE) --no-print-directory test-valgrind VALGRIND_EXCLUDE=

@@ -3,8 +3,8 @@
 --
 --   lua5.4 bench/run.lua [--quick] [--no-node] [workload ...]
 --
--- workloads: spawn pingpong throughput bigclone atomics (default: all five,
--- in that order).  For each workload, the loom script (bench/<name>.lua) and then the
+-- workloads: spawn pingpong throughput bigclone channels atomics (default:
+-- all, in that order).  For each workload, the loom script (bench/<name>.lua) and then the
 -- Node reference (<name>.js, from a copy of the reference directory in a temp
 -- dir) run as separate processes; each prints one JSON line.  The table shows
 -- both and the ratio "how many times better loom is" (node/loom for times and
@@ -26,7 +26,7 @@
 local DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local cjson = require "cjson"
 
-local WORKLOADS = { "spawn", "pingpong", "throughput", "bigclone", "atomics" }
+local WORKLOADS = { "spawn", "pingpong", "throughput", "bigclone", "channels", "atomics" }
 local NODE_DIR = os.getenv("LOOM_BENCH_NODE_DIR") or "/work/shared/bench/node"
 local TIMEOUT = tonumber(os.getenv("LOOM_BENCH_TIMEOUT")) or 900
 local LUA = arg[-1] or "lua5.4"
@@ -192,6 +192,9 @@ local function setup_node()
   local ok = os.execute(("mkdir -p %s && cp -r %s/. %s"):format(
     shquote(nodedir), shquote(NODE_DIR), shquote(nodedir)))
   if not ok then error("cannot copy the Node reference from " .. NODE_DIR) end
+  -- loom's own Node scripts (workloads the reference has not), beside its lib/
+  ok = os.execute(("cp %s/node/*.js %s"):format(shquote(DIR), shquote(nodedir)))
+  if not ok then error("cannot copy bench/node/*.js") end
   if quick then
     for name, cuts in pairs(QUICK_NODE) do
       local path = nodedir .. "/" .. name .. ".js"
@@ -286,6 +289,18 @@ local ROWS = {
     { "main waitAsync <-> worker wait, mean", "us", "time", "waitasync_pingpong.mean_us" },
     { "main waitAsync <-> worker wait, p50", "us", "time", "waitasync_pingpong.latency_us.p50" },
   },
+}
+
+ROWS.channels = {
+  { "port pingpong worker<->worker, p50", "us", "time", "port_pingpong.latency_us.p50", target = 10 },
+  { "port pingpong worker<->worker, mean", "us", "time", "port_pingpong.mean_us" },
+  { "port one-way worker->worker, objects", "msg/s", "rate", "port_oneway.msgs_per_s" },
+  { "Channel 2x2 vs Node's one-way port", "msg/s", "rate", "mpmc.msgs_per_s",
+    node = "port_oneway.msgs_per_s", target = 2 },
+  { "Channel 2x2 vs loom's one-way port (l)", "msg/s", "rate", "mpmc.msgs_per_s",
+    ref = "loom", refpath = "port_oneway.msgs_per_s" },
+  { "fan-out to 8 workers, 10 us tasks: efficiency", "", "rate", "fanout.efficiency",
+    ref = "loom", refpath = "fanout.ideal_ms_is_1" },
 }
 
 -- floors: run after the loom script of the workload, before Node
@@ -485,7 +500,8 @@ for _, name in ipairs(todo) do
       elseif row.ref == "loom" then
         loomnote = true
         nv = get(L, row.refpath)
-        ncell = L and fmt(nv, unit) .. " l" or "FAILED"
+        ncell = L and (nv and fmt(nv, unit) .. " l" or "1 (ideal) l") or "FAILED"
+        if nv == nil then nv = 1 end
       elseif row.ref == "none" then
         nv, ncell = nil, ""
       else
@@ -525,13 +541,14 @@ end
 print("ratio = how many times better loom is (node/loom for times and sizes, loom/node for rates)")
 print()
 print(render(rows))
+if loomnote then
+  print("(l) reference column = another loom figure of the same run (Channel against loom's "
+        .. "own one-way port; fan-out against the ideal, 1; a frozen table against loom's "
+        .. "copying path: the plain array posted, read, or echoed), not Node")
+end
 if footnote then
   print("(*) reference column = lua-cjson encode+decode of the same array in the loom "
         .. "process (p50), not Node")
-end
-if loomnote then
-  print("(l) reference column = loom's copying path in the same loom process (the plain "
-        .. "array posted, read, or echoed), not Node")
 end
 if floornote then
   print("(f) reference column = the floor in this run (bench/floor_pingpong.lua: the same "

@@ -447,6 +447,78 @@ int loom__ctx_deliver (loom_ctx *c, int max) {
   return n;
 }
 
+/* the inbox's messages, behind those already taken */
+static void takeall (loom_ctx *c) {
+  loom_msg *tail, *list = loom__mailbox_take(c->mb, &tail);
+  if (list) {
+    if (c->pend_tail) c->pend_tail->next = list;
+    else c->pend_head = list;
+    c->pend_tail = tail;
+    uv_async_send(c->async);          /* the loop delivers the rest */
+  }
+}
+
+loom_msg *loom__ctx_extract (loom_ctx *c, uint64_t target) {
+  loom_msg *out = NULL, **o = &out, **pp, *last = NULL;
+  takeall(c);
+  for (pp = &c->pend_head; *pp; ) {
+    loom_msg *m = *pp;
+    if (m->target == target) {
+      *pp = m->next;
+      m->next = NULL;
+      *o = m;
+      o = &m->next;
+    }
+    else {
+      last = m;
+      pp = &m->next;
+    }
+  }
+  c->pend_tail = last;
+  return out;
+}
+
+/* the first MESSAGE or CLOSE for target after *from, or NULL */
+static loom_msg **findfor (loom_msg **from, uint64_t target) {
+  for (; *from; from = &(*from)->next)
+    if ((*from)->target == target &&
+        ((*from)->kind == LOOM_MSG_MESSAGE || (*from)->kind == LOOM_MSG_CLOSE))
+      return from;
+  return NULL;
+}
+
+loom_msg *loom__ctx_pull (loom_ctx *c, uint64_t target, double timeout_ms, int *closed) {
+  uint64_t deadline = timeout_ms > 0 ? uv_hrtime() + (uint64_t)(timeout_ms * 1e6) : 0;
+  *closed = 0;
+  for (;;) {
+    loom_msg **pp, *m;
+    takeall(c);
+    if ((pp = findfor(&c->pend_head, target)) != NULL) {
+      m = *pp;
+      if (m->kind == LOOM_MSG_CLOSE) {
+        *closed = 1;
+        return NULL;
+      }
+      *pp = m->next;
+      if (c->pend_tail == m) {      /* find the new tail */
+        loom_msg *t = c->pend_head;
+        while (t && t->next) t = t->next;
+        c->pend_tail = t;
+      }
+      m->next = NULL;
+      return m;
+    }
+    if (timeout_ms == 0 || loom__ctx_stopping(c)) return NULL;
+    if (timeout_ms > 0) {
+      uint64_t now = uv_hrtime();
+      if (now >= deadline) return NULL;
+      loom__mailbox_wait(c->mb, c->stop ? &c->stop->flag : NULL,
+                         (double)(deadline - now) / 1e6, 1);
+    }
+    else loom__mailbox_wait(c->mb, c->stop ? &c->stop->flag : NULL, -1, 1);
+  }
+}
+
 loom_msg *loom__ctx_pack (lua_State *L, loom_ctx *c, int idx,
                           const char *who, const char *root, int kind) {
   char err[512];

@@ -178,6 +178,7 @@ static void setkinds (lua_State *L) {
     {"MESSAGE", LOOM_MSG_MESSAGE}, {"ONLINE", LOOM_MSG_ONLINE},
     {"ERROR", LOOM_MSG_ERROR}, {"EXIT", LOOM_MSG_EXIT},
     {"CLOSE", LOOM_MSG_CLOSE}, {"MESSAGEERROR", LOOM_MSG_MESSAGEERROR},
+    {"READY", LOOM_MSG_READY},
   };
   size_t i;
   lua_createtable(L, 0, (int)(sizeof kinds / sizeof kinds[0]));
@@ -203,6 +204,8 @@ int luaopen_loom_core (lua_State *L) {
   loom__serial_open(L);
   loom__loop_open(L, c);
   loom__port_open(L, c);
+  loom__channel_open(L, c);
+  loom__broadcast_open(L, c);
   loom__worker_open(L, c);
   loom__shared_open(L, c);
   loom__frozen_open(L);

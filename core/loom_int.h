@@ -7,9 +7,10 @@
 ** The per-state layers (context, cloner, worker states) and the bindings
 ** are declared in loom_lua.h.  core/README.md draws the map.
 ** Names: loom_ public (loom.h), loom__ internal, static helpers unprefixed.
-** Lock order: a port pair's lock, or a shared block's lock, may be held
-** while taking a mailbox lock; no other two of loom's locks (runtime,
-** mailbox, pair, stop, shared block) are ever held together, and none is held while Lua code runs or an error is raised.
+** Lock order: a port pair's, a channel's or a shared block's lock may be
+** held while taking a mailbox lock; no other two of loom's locks (runtime,
+** mailbox, pair, channel, shared block, stop) are ever held together, and
+** none is held while Lua code runs or an error is raised.
 */
 #ifndef LOOM_INT_H
 #define LOOM_INT_H
@@ -79,6 +80,7 @@ enum {
   LOOM_MSG_ERROR,         /* worker -> parent: {err, traceback} */
   LOOM_MSG_EXIT,          /* worker -> parent: aux = exit code */
   LOOM_MSG_CLOSE,         /* a port pair was closed: after every message */
+  LOOM_MSG_READY,         /* a channel has values for a subscriber */
   LOOM_MSG_MESSAGEERROR,  /* never sent: a MESSAGE that failed to decode */
   LOOM_MSG_WAKE,          /* notify -> a waitAsync's thread: target = its id */
   LOOM_MSG_NKINDS
@@ -138,6 +140,9 @@ int loom__mailbox_push(loom_mailbox *mb, loom_msg *m);
 /* Owner only: take every queued message, in order (NULL if none); the
 ** last one in *tail. */
 loom_msg *loom__mailbox_take(loom_mailbox *mb, loom_msg **tail);
+/* Owner only: take out the queued messages addressed to 'target', in
+** order (a list, NULL if none). */
+loom_msg *loom__mailbox_extract(loom_mailbox *mb, uint64_t target);
 /* Owner only: about to block in the loop.  Returns 1 if a message came
 ** in meanwhile (then it does not block); else pushes will wake it. */
 int loom__mailbox_sleep(loom_mailbox *mb);
@@ -145,19 +150,77 @@ int loom__mailbox_sleep(loom_mailbox *mb);
 void loom__mailbox_awake(loom_mailbox *mb);
 /* Any thread: wake the owner's loop and its blocking waits. */
 void loom__mailbox_interrupt(loom_mailbox *mb);
+/* Any thread: wake the owner's blocking waits only (not its loop). */
+void loom__mailbox_signal(loom_mailbox *mb);
 /* Owner only: wait until 'stop' becomes non-zero, timeout_ms passes
 ** (< 0: no limit) or, if for_msg, a message is queued.  Returns 1 if a
 ** message is queued. */
 int loom__mailbox_wait(loom_mailbox *mb, const atomic_int *stop,
                        double timeout_ms, int for_msg);
-/* Any thread: set *flag and wake the owner's loom__mailbox_waitflag. */
-void loom__mailbox_setflag(loom_mailbox *mb, atomic_int *flag);
-/* Owner only: wait until *flag (set with loom__mailbox_setflag) or 'stop'
-** becomes non-zero, or timeout_ms passes (< 0: no limit).  Returns 1 if
-** *flag is set.  A wake-up of the inbox (a push, an interrupt) does not
-** end it; a terminate does, through 'stop'. */
-int loom__mailbox_waitflag(loom_mailbox *mb, const atomic_int *stop,
-                           const atomic_int *flag, double timeout_ms);
+/* The same, returning also (0) as soon as *flag is non-zero: a waker sets
+** the flag, then calls loom__mailbox_signal (or _interrupt). */
+int loom__mailbox_await(loom_mailbox *mb, const atomic_int *stop,
+                        const atomic_int *flag, double timeout_ms, int for_msg);
+
+/* {======================================================================
+** L1: channels (channel.c, above its fence): multi-producer multi-consumer
+** queues of messages, shared by reference.  A channel is shared by every
+** thread holding it and freed when its atomic refcount drops to 0 (named
+** ones: the runtime holds one count until it is freed).  'lock' guards
+** every field below it.  A waiter lives on the stack of the thread blocked
+** in it, linked while it waits: whoever unlinks it sets *flag and
+** signals its mailbox (loom__mailbox_signal).  A subscriber is a thread serving the channel
+** from its loop: a push sends it one READY (then none until it drains).
+** Lock order: a channel's lock may be held while taking a mailbox lock.
+** ======================================================================= */
+typedef struct loom_chanwait {
+  struct loom_chanwait *next;
+  loom_mailbox *mb;            /* whose wait to interrupt (borrowed) */
+  atomic_int *flag;            /* set when woken */
+} loom_chanwait;
+
+typedef struct loom_chansub {
+  struct loom_chansub *next;
+  loom_mailbox *mb;            /* retained */
+  uint64_t id;                 /* the endpoint READY is addressed to */
+  int notified;                /* a READY is on its way, not yet drained */
+} loom_chansub;
+
+typedef struct loom_chan {
+  atomic_int refs;
+  uv_mutex_t lock;
+  loom_msg *head, *tail;
+  size_t n, cap;               /* cap 0: unbounded */
+  int closed;
+  loom_chanwait *poppers, *pushers;
+  loom_chansub *subs;
+  atomic_int ready;            /* head != NULL or closed: for a lock-free spin */
+  char *name;                  /* named: in the runtime's list */
+  struct loom_chan *next;      /* the runtime's named list (its lock) */
+} loom_chan;
+
+enum { LOOM_CHAN_OK, LOOM_CHAN_EMPTY, LOOM_CHAN_FULL, LOOM_CHAN_CLOSED };
+
+loom_chan *loom__chan_new(size_t cap, const char *name);   /* NULL: no memory */
+void loom__chan_retain(loom_chan *q);
+void loom__chan_release(loom_chan *q);
+/* Queue m (taken on LOOM_CHAN_OK only).  When full (not closed), and w is
+** not NULL, w is linked among the pushers before the lock is let go. */
+int loom__chan_push(loom_chan *q, loom_msg *m, loom_chanwait *w);
+/* Take the oldest message into *m (OK), or EMPTY / CLOSED (closed and
+** drained).  When empty and w is not NULL, w is linked among the poppers.
+** 'sub' (or NULL): the subscriber draining it, told again on the next push
+** once it found the channel empty. */
+int loom__chan_pop(loom_chan *q, loom_msg **m, loom_chanwait *w, loom_chansub *sub);
+/* Unlink w if still linked (after its wait ended). */
+void loom__chan_unwait(loom_chan *q, loom_chanwait *w);
+size_t loom__chan_len(loom_chan *q);
+/* Close: pushes fail from now on; every waiter wakes, subscribers get a
+** READY.  What is queued can still be popped. */
+void loom__chan_close(loom_chan *q);
+/* Start / stop telling the thread of mb (endpoint id) of pushes. */
+loom_chansub *loom__chan_subscribe(loom_chan *q, loom_mailbox *mb, uint64_t id);
+void loom__chan_unsubscribe(loom_chan *q, loom_chansub *sub);
 
 /* {======================================================================
 ** L1: runtime (runtime.c): shared by every thread of one runtime and
@@ -175,6 +238,19 @@ typedef struct loom_boot {
   char name[];
 } loom_boot;
 
+/* A BroadcastChannel name's members: the runtime's list (its lock). */
+typedef struct loom_bcmember {
+  struct loom_bcmember *next;
+  uint64_t id;                      /* the endpoint messages go to */
+  loom_mailbox *mb;                 /* its thread's inbox (retained) */
+} loom_bcmember;
+
+typedef struct loom_bcgroup {
+  struct loom_bcgroup *next;
+  char *name;
+  loom_bcmember *members;
+} loom_bcgroup;
+
 struct loom_runtime {
   atomic_int refs;
   atomic_uint_fast64_t next_id;     /* threads and endpoints; 0 = main */
@@ -187,6 +263,8 @@ struct loom_runtime {
   loom_boot *boot;                  /* bytecode of loom's Lua modules */
   unsigned char *spare;             /* a large message buffer to reuse */
   size_t sparecap;
+  loom_chan *named;                 /* named channels, one count each */
+  loom_bcgroup *bcast;              /* BroadcastChannel names in use */
 };
 
 void loom__runtime_retain(loom_runtime *rt);
@@ -197,6 +275,18 @@ int loom__runtime_boot_add(loom_runtime *rt, const char *name, char *code,
                            size_t len);
 /* The published entry for 'name', or NULL. */
 const loom_boot *loom__runtime_boot_find(loom_runtime *rt, const char *name);
+/* The channel named 'name' (made with capacity cap if new), retained for
+** the caller; NULL when out of memory.  *cap_out: its capacity. */
+loom_chan *loom__runtime_chan(loom_runtime *rt, const char *name, size_t cap,
+                              size_t *cap_out);
+/* BroadcastChannel names: join (0, or -1 when out of memory), leave, and
+** the members of a name but 'except', each mailbox retained for the
+** caller (a malloc'd array, *out; -1 when out of memory). */
+int loom__runtime_bc_join(loom_runtime *rt, const char *name, uint64_t id,
+                          loom_mailbox *mb);
+void loom__runtime_bc_leave(loom_runtime *rt, const char *name, uint64_t id);
+int loom__runtime_bc_members(loom_runtime *rt, const char *name, uint64_t except,
+                             loom_bcmember **out, size_t *n);
 /* Keep a large buffer for reuse (its pages are already faulted in). */
 void loom__runtime_give_spare(loom_runtime *rt, loom_buf *b);
 /* Give 'b' (empty) the runtime's spare buffer, if there is one. */
@@ -239,15 +329,20 @@ void loom__stop_untrack(loom_stop *s, lua_State *prev, lua_State *L);
 /* {======================================================================
 ** L1: port pairs (port.c, above its fence): two entangled endpoints.  A
 ** pair is shared by the threads holding its ends; freed when the atomic
-** refcount drops to 0.  id[] is immutable; 'lock' guards mb[] and closed,
-** and is held while a message is pushed, so a CLOSE comes after every
-** message posted before it.
+** refcount drops to 0.  id[] is immutable; 'lock' guards mb[], wait[],
+** waitt[] and closed, and is held while a message is pushed, so a CLOSE
+** comes after every message posted before it.  An end moving to another
+** thread (a transferred MessagePort) is unbound (mb NULL): what is posted
+** to it meanwhile waits in the pair, and is pushed, in order, behind what
+** the end carried, when the receiving thread binds it.
 ** ======================================================================= */
 typedef struct loom_pair {
   atomic_int refs;
   uv_mutex_t lock;
   uint64_t id[2];              /* endpoint ids, one runtime-wide space */
-  loom_mailbox *mb[2];         /* the inbox of each end's thread (retained) */
+  loom_mailbox *mb[2];         /* the inbox of each end's thread (retained);
+                                  NULL while that end is in transit */
+  loom_msg *wait[2], *waitt[2];   /* posted to an end in transit, in order */
   int closed;
 } loom_pair;
 
@@ -265,6 +360,13 @@ int loom__pair_post(loom_pair *p, int from, loom_msg *m, int force);
 void loom__pair_close(loom_pair *p, loom_msg *m0, loom_msg *m1);
 /* Close without telling the ends (the worker end's thread has ended). */
 void loom__pair_shut(loom_pair *p);
+/* Unbind end e from its thread: posts to it wait in the pair from now on.
+** Returns the mailbox it delivered to (the pair's reference, now the
+** caller's). */
+loom_mailbox *loom__pair_unbind(loom_pair *p, int e);
+/* Bind end e to mb (retained): pushes 'carried' (a list, taken) and then
+** what waited, in order, and delivers there from now on. */
+void loom__pair_bind(loom_pair *p, int e, loom_mailbox *mb, loom_msg *carried);
 
 /* {======================================================================
 ** L1: workers (worker.c, above its fence): the Lua-free lifecycle.  A
@@ -355,7 +457,7 @@ typedef struct loom_waiter {
   size_t off;                  /* byte offset of the waited element */
   loom_mailbox *mb;            /* the waiting thread's inbox */
   loom_msg *msg;               /* async: the WAKE to push; NULL: blocking */
-  atomic_int woken;            /* blocking: set by notify (setflag) */
+  atomic_int woken;            /* blocking: set by notify, then its mailbox signalled */
   int listed;
 } loom_waiter;
 

@@ -130,6 +130,14 @@ loom_msg *loom__ctx_pack(lua_State *L, loom_ctx *c, int idx,
                          const char *who, const char *root, int kind);
 /* Raise the pending uncaught error, if any. */
 void loom__ctx_raise(lua_State *L, loom_ctx *c);
+/* Take out every undelivered message for endpoint 'target' (taken from
+** the inbox or still in it), in order: a list, NULL if none. */
+loom_msg *loom__ctx_extract(loom_ctx *c, uint64_t target);
+/* The first undelivered MESSAGE for 'target', unlinked, waiting for one
+** up to timeout_ms (< 0: no limit; 0: do not wait).  NULL when there is
+** none by then, when the thread is being stopped, or when a CLOSE for
+** 'target' comes first (*closed = 1; the CLOSE stays queued). */
+loom_msg *loom__ctx_pull(loom_ctx *c, uint64_t target, double timeout_ms, int *closed);
 
 /* {======================================================================
 ** L2: the cloner (serial.c).  Knows no context: a lua_State, a buffer and
@@ -192,6 +200,8 @@ void loom__state_main(void *w);
 void loom__loop_open(lua_State *L, loom_ctx *c);
 void loom__worker_open(lua_State *L, loom_ctx *c);
 void loom__port_open(lua_State *L, loom_ctx *c);
+void loom__channel_open(lua_State *L, loom_ctx *c);
+void loom__broadcast_open(lua_State *L, loom_ctx *c);
 void loom__testref_open(lua_State *L);   /* core.testref, for the specs */
 /* SharedBuffer and its views (shared.c, below its fence); core.SharedView
 ** is the views' method table, core.sharedwaits the hook of shared.lua. */
@@ -200,6 +210,11 @@ void loom__frozen_open(lua_State *L);   /* loom.freeze (frozen.c) */
 /* A port userdata for end 'end' of p, holding a reference of its own
 ** (taken once the userdata exists: raising leaves p as it was). */
 void loom__port_push(lua_State *L, loom_ctx *c, loom_pair *p, int end);
+/* Encode the value at idx into a MESSAGE whose transfer list is at tidx
+** (nil: none): listed MessagePorts move into it.  Raises like
+** loom__ctx_pack, and on a bad transfer list. */
+loom_msg *loom__port_packx(lua_State *L, loom_ctx *c, int idx, int tidx,
+                           const char *who, const char *root);
 
 /* Build a metatable: meta[] on it, meth[] as its __index (either NULL). */
 void loom__createmeta(lua_State *L, const char *tname, const luaL_Reg *meta,

@@ -128,8 +128,42 @@ void loom__mailbox_interrupt (loom_mailbox *mb) {
   uv_mutex_unlock(&mb->lock);
 }
 
+loom_msg *loom__mailbox_extract (loom_mailbox *mb, uint64_t target) {
+  loom_msg *out = NULL, **o = &out, **pp, *last = NULL;
+  uv_mutex_lock(&mb->lock);
+  for (pp = &mb->head; *pp; ) {
+    loom_msg *m = *pp;
+    if (m->target == target) {
+      *pp = m->next;
+      m->next = NULL;
+      *o = m;
+      o = &m->next;
+    }
+    else {
+      last = m;
+      pp = &m->next;
+    }
+  }
+  mb->tail = last;
+  if (mb->head == NULL)
+    atomic_store_explicit(&mb->nonempty, 0, memory_order_relaxed);
+  uv_mutex_unlock(&mb->lock);
+  return out;
+}
+
+void loom__mailbox_signal (loom_mailbox *mb) {
+  uv_mutex_lock(&mb->lock);
+  if (mb->waiters) uv_cond_broadcast(&mb->cond);
+  uv_mutex_unlock(&mb->lock);
+}
+
 int loom__mailbox_wait (loom_mailbox *mb, const atomic_int *stop,
                         double timeout_ms, int for_msg) {
+  return loom__mailbox_await(mb, stop, NULL, timeout_ms, for_msg);
+}
+
+int loom__mailbox_await (loom_mailbox *mb, const atomic_int *stop,
+                         const atomic_int *flag, double timeout_ms, int for_msg) {
   uint64_t deadline = 0;
   int got;
   if (timeout_ms > 1e12) timeout_ms = -1;   /* ~31 years: no limit */
@@ -137,7 +171,8 @@ int loom__mailbox_wait (loom_mailbox *mb, const atomic_int *stop,
     deadline = uv_hrtime() + (uint64_t)(timeout_ms * 1e6);
   uv_mutex_lock(&mb->lock);
   mb->waiters++;
-  while (!(for_msg && mb->head) && !(stop && atomic_load(stop))) {
+  while (!(for_msg && mb->head) && !(stop && atomic_load(stop)) &&
+         !(flag && atomic_load(flag))) {
     if (timeout_ms < 0) uv_cond_wait(&mb->cond, &mb->lock);
     else {
       uint64_t now = uv_hrtime();
@@ -149,37 +184,4 @@ int loom__mailbox_wait (loom_mailbox *mb, const atomic_int *stop,
   got = mb->head != NULL;
   uv_mutex_unlock(&mb->lock);
   return got;
-}
-
-/* A flag wait: the flag is read under the mailbox lock and its setter
-** takes that lock after storing it, so either the waiter sees the flag
-** before it blocks or it is blocked on 'cond' when the broadcast comes. */
-void loom__mailbox_setflag (loom_mailbox *mb, atomic_int *flag) {
-  atomic_store(flag, 1);
-  uv_mutex_lock(&mb->lock);
-  if (mb->waiters) uv_cond_broadcast(&mb->cond);
-  uv_mutex_unlock(&mb->lock);
-}
-
-int loom__mailbox_waitflag (loom_mailbox *mb, const atomic_int *stop,
-                            const atomic_int *flag, double timeout_ms) {
-  uint64_t deadline = 0;
-  int set;
-  if (timeout_ms > 1e12) timeout_ms = -1;   /* ~31 years: no limit */
-  if (timeout_ms >= 0)
-    deadline = uv_hrtime() + (uint64_t)(timeout_ms * 1e6);
-  uv_mutex_lock(&mb->lock);
-  mb->waiters++;
-  while (!atomic_load(flag) && !(stop && atomic_load(stop))) {
-    if (timeout_ms < 0) uv_cond_wait(&mb->cond, &mb->lock);
-    else {
-      uint64_t now = uv_hrtime();
-      if (now >= deadline) break;
-      uv_cond_timedwait(&mb->cond, &mb->lock, deadline - now);
-    }
-  }
-  mb->waiters--;
-  set = atomic_load(flag);
-  uv_mutex_unlock(&mb->lock);
-  return set;
 }

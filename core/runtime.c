@@ -38,6 +38,23 @@ void loom_runtime_release (loom_runtime *rt) {
     free(b->code);
     free(b);
   }
+  while (rt->named) {
+    loom_chan *q = rt->named;
+    rt->named = q->next;
+    loom__chan_release(q);
+  }
+  while (rt->bcast) {               /* none once every state has closed */
+    loom_bcgroup *g = rt->bcast;
+    rt->bcast = g->next;
+    while (g->members) {
+      loom_bcmember *m = g->members;
+      g->members = m->next;
+      loom__mailbox_release(m->mb);
+      free(m);
+    }
+    free(g->name);
+    free(g);
+  }
   free(rt->spare);
   uv_mutex_destroy(&rt->lock);
   free(rt);
@@ -109,4 +126,121 @@ void loom__runtime_take_spare (loom_runtime *rt, loom_buf *b) {
     rt->sparecap = 0;
   }
   uv_mutex_unlock(&rt->lock);
+}
+
+loom_chan *loom__runtime_chan (loom_runtime *rt, const char *name, size_t cap,
+                               size_t *cap_out) {
+  loom_chan *q, *made = NULL;
+  uv_mutex_lock(&rt->lock);
+  for (q = rt->named; q; q = q->next)
+    if (strcmp(q->name, name) == 0) break;
+  if (q == NULL) {                  /* first use: make it, unlocked */
+    uv_mutex_unlock(&rt->lock);
+    made = loom__chan_new(cap, name);
+    if (made == NULL) return NULL;
+    uv_mutex_lock(&rt->lock);
+    for (q = rt->named; q; q = q->next)   /* another thread was quicker? */
+      if (strcmp(q->name, name) == 0) break;
+    if (q == NULL) {
+      q = made;
+      made = NULL;
+      q->next = rt->named;
+      rt->named = q;                /* the runtime's count */
+    }
+  }
+  loom__chan_retain(q);
+  *cap_out = q->cap;
+  uv_mutex_unlock(&rt->lock);
+  if (made) loom__chan_release(made);
+  return q;
+}
+
+/* under rt->lock */
+static loom_bcgroup **bcfind (loom_runtime *rt, const char *name) {
+  loom_bcgroup **pp;
+  for (pp = &rt->bcast; *pp; pp = &(*pp)->next)
+    if (strcmp((*pp)->name, name) == 0) break;
+  return pp;
+}
+
+int loom__runtime_bc_join (loom_runtime *rt, const char *name, uint64_t id,
+                           loom_mailbox *mb) {
+  loom_bcmember *m = (loom_bcmember *)malloc(sizeof *m);
+  loom_bcgroup *g = (loom_bcgroup *)calloc(1, sizeof *g), **pp;
+  char *nm = strdup(name);
+  if (m == NULL || g == NULL || nm == NULL) {
+    free(m); free(g); free(nm);
+    return -1;
+  }
+  loom__mailbox_retain(mb);
+  m->id = id;
+  m->mb = mb;
+  uv_mutex_lock(&rt->lock);
+  pp = bcfind(rt, name);
+  if (*pp == NULL) {              /* a new name: the group we made */
+    g->name = nm;
+    *pp = g;
+    g = NULL;
+    nm = NULL;
+  }
+  m->next = (*pp)->members;
+  (*pp)->members = m;
+  uv_mutex_unlock(&rt->lock);
+  free(g);
+  free(nm);
+  return 0;
+}
+
+void loom__runtime_bc_leave (loom_runtime *rt, const char *name, uint64_t id) {
+  loom_bcgroup **pp, *g = NULL;
+  loom_bcmember **mp, *m = NULL;
+  uv_mutex_lock(&rt->lock);
+  pp = bcfind(rt, name);
+  if (*pp) {
+    for (mp = &(*pp)->members; *mp; mp = &(*mp)->next)
+      if ((*mp)->id == id) {
+        m = *mp;
+        *mp = m->next;
+        break;
+      }
+    if ((*pp)->members == NULL) {  /* the last one out frees the name */
+      g = *pp;
+      *pp = g->next;
+    }
+  }
+  uv_mutex_unlock(&rt->lock);
+  if (m) {
+    loom__mailbox_release(m->mb);
+    free(m);
+  }
+  if (g) {
+    free(g->name);
+    free(g);
+  }
+}
+
+int loom__runtime_bc_members (loom_runtime *rt, const char *name, uint64_t except,
+                              loom_bcmember **out, size_t *n) {
+  loom_bcgroup **pp;
+  loom_bcmember *m, *v = NULL;
+  size_t k = 0, cap = 0;
+  uv_mutex_lock(&rt->lock);
+  pp = bcfind(rt, name);
+  if (*pp)
+    for (m = (*pp)->members; m; m = m->next) cap += m->id != except;
+  if (cap && (v = (loom_bcmember *)malloc(cap * sizeof *v)) == NULL) {
+    uv_mutex_unlock(&rt->lock);
+    return -1;
+  }
+  if (*pp)
+    for (m = (*pp)->members; m; m = m->next)
+      if (m->id != except) {
+        v[k] = *m;
+        loom__mailbox_retain(m->mb);
+        k++;
+      }
+  uv_mutex_unlock(&rt->lock);
+  *out = v;
+  *n = k;
+  return 0;
 }

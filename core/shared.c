@@ -113,8 +113,8 @@ static void cpu_relax (void) {
 }
 
 /* A notify that comes while the waiter spins costs the notifier one store
-** and no system call (setflag broadcasts only to threads blocked on the
-** mailbox), and the waiter no wake-up through the kernel.  But a spin only
+** and no system call (loom__mailbox_signal broadcasts only to threads
+** blocked on the mailbox), and the waiter no wake-up through the kernel.  But a spin only
 ** pays while the notifier runs on another CPU: when both threads share one
 ** (the machine is busy), each spin burns its whole window while the other
 ** cannot run.  So the window adapts, as an adaptive mutex's does: a spin
@@ -153,7 +153,7 @@ int loom__shared_wait (loom_shared *s, size_t off, int64_t expected, int width,
         left = timeout_ms - (double)(uv_hrtime() - start) / 1e6;
         if (left < 0) left = 0;
       }
-      if (left != 0) loom__mailbox_waitflag(mb, stop, &w.woken, left);
+      if (left != 0) loom__mailbox_await(mb, stop, &w.woken, left, 0);
     }
   }
   /* taking the lock here also waits out a notifier still waking us */
@@ -179,7 +179,10 @@ size_t loom__shared_notify (loom_shared *s, size_t off, size_t count) {
       w->msg = NULL;          /* inbox cannot reach back into this block */
       loom__mailbox_push(w->mb, m);
     }
-    else loom__mailbox_setflag(w->mb, &w->woken);
+    else {
+      atomic_store(&w->woken, 1);   /* read under the mailbox's lock by */
+      loom__mailbox_signal(w->mb);  /* loom__mailbox_await: never lost */
+    }
     n++;
   }
   uv_mutex_unlock(&s->lock);

@@ -442,7 +442,16 @@ static int l_spawn (lua_State *L) {
     o.kind = LOOM_SRC_CODE;
   }
   o.name = strfield(L, 3, "name", "name");
-  j->wdata = cloneopt(L, c, 3, "workerData");
+  if (lua_getfield(L, 3, "transfer") != LUA_TNIL) {   /* ports in workerData */
+    int tidx = lua_gettop(L);
+    lua_getfield(L, 3, "workerData");
+    j->wdata = loom__port_packx(L, c, tidx + 1, tidx, "loom.Worker", "workerData");
+    lua_pop(L, 2);
+  }
+  else {
+    lua_pop(L, 1);
+    j->wdata = cloneopt(L, c, 3, "workerData");
+  }
   j->argv = cloneopt(L, c, 3, "argv");
   j->env = cloneopt(L, c, 3, "env");
   if (lua_getfield(L, 3, "maxMemoryMb") != LUA_TNIL) {

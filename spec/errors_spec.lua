@@ -62,7 +62,7 @@ describe("misuse and failures", function()
       { "transfer = 'x'", function() loom.Worker(noop, { transfer = "x" }) end,
         { "transfer", "table", "string" } },
       { "transfer = { {} }", function() loom.Worker(noop, { transfer = { {} } }) end,
-        { "transfer", "can be transferred" } },
+        { "transfer[1]", "MessagePort expected" } },
       { "setTimeout('f')", function() loom.setTimeout("f", 1) end, { "setTimeout", "function" } },
       { "setTimeout()", function() loom.setTimeout() end, { "setTimeout", "function" } },
       { "setInterval(nil)", function() loom.setInterval(nil, 1) end, { "setInterval", "function" } },
@@ -116,8 +116,8 @@ describe("misuse and failures", function()
     end)
 
     it("w:postMessage with a non-table transfer list", function()
-      raises({ "transfer", "list", "string" }, w.postMessage, w, 1, "x")
-      raises({ "transfer", "can be transferred" }, w.postMessage, w, 1, { {} })
+      raises({ "transfer", "table", "string" }, w.postMessage, w, 1, "x")
+      raises({ "transfer[1]", "MessagePort expected" }, w.postMessage, w, 1, { {} })
     end)
 
     it("postMessage called on something that is not a worker", function()

@@ -560,6 +560,94 @@ for f, check in pairs({ __len = isinteger, __tostring = istype("string"), __gc =
   M{ runtime = FROZEN_ERRORS, key = "loom.Frozen." .. f, f = f, self = frozen, closed = FROZEN_CLOSED,
      args = A(), result = check }
 end
+-- MessageChannel ports on the main thread: one message waiting in each
+local function chport()
+  local ch = loom.MessageChannel()
+  ch.port2:postMessage("sweep")
+  return ch.port1
+end
+local function closedchport()
+  local ch = loom.MessageChannel()
+  ch.port1:close()
+  local deadline = loom.now() + 2000
+  while not ch.port1._closed and loom.now() < deadline do loom.poll(0) end
+  return ch.port1
+end
+local function transferredport()
+  local ch, sink = loom.MessageChannel(), loom.MessageChannel()
+  sink.port1:postMessage(ch.port1, { ch.port1 })
+  return ch.port1
+end
+local CHPORT_CLOSED = { { "a closed port", closedchport }, { "a transferred port", transferredport } }
+local function received(res)
+  return res[1] == true or (res[1] == false and (res[2] == "empty" or res[2] == "timeout"
+    or res[2] == "closed")), 'expected true, v or false, "empty" | "timeout" | "closed"'
+end
+E{ key = "loom.MessageChannel", t = L, f = "MessageChannel", n = 0, args = A(),
+   result = is("loom.MessageChannel") }
+E{ key = "loom.receiveMessageOnPort", t = L, f = "receiveMessageOnPort",
+   args = function() return pack(chport()) end, result = received,
+   argnames = { { "receiveMessageOnPort" } } }
+M{ key = "loom.MessagePort.receive", f = "receive", self = chport, closed = CHPORT_CLOSED,
+   args = A(0), result = received, argnames = { { "timeout", "receive" } } }
+
+-- Channels on the main thread: one value waiting in each; unref'd, so a
+-- 'message' listener the sweep adds does not hold the loop
+local function chan()
+  local q = loom.Channel()
+  q:push("sweep")
+  return q:unref()
+end
+local function closedchan() local q = chan(); q:close(); return q end
+local CHAN_CLOSED = { { "a closed channel", closedchan } }
+local function popped(res)
+  return res[1] ~= nil or res[2] == "empty" or res[2] == "timeout" or res[2] == "closed",
+         'expected a value or nil, "empty" | "timeout" | "closed"'
+end
+local function pushed(res)
+  return res[1] == true or res[2] == "full" or res[2] == "timeout" or res[2] == "closed",
+         'expected true or nil, "full" | "timeout" | "closed"'
+end
+E{ key = "loom.Channel", t = L, f = "Channel", args = A(4), result = is("loom.Channel"),
+   argnames = { { "capacity" } } }
+E{ key = "loom.Channel.named", t = function() return loom.Channel end, f = "named", n = 2,
+   args = A("sweep-named"), result = is("loom.Channel"), argnames = { { "named" }, { "capacity", "named" } } }
+M{ key = "loom.Channel.push", f = "push", n = 2, self = chan, closed = CHAN_CLOSED, args = A(1),
+   result = pushed, argnames = { { "push" }, { "timeout", "push" } } }
+M{ key = "loom.Channel.pop", f = "pop", self = chan, closed = CHAN_CLOSED, args = A(0),
+   result = popped, argnames = { { "timeout", "pop" } } }
+M{ key = "loom.Channel.tryPop", f = "tryPop", self = chan, closed = CHAN_CLOSED, args = A(),
+   result = popped }
+M{ key = "loom.Channel.__len", f = "__len", self = chan, closed = CHAN_CLOSED, args = A(),
+   result = istype("number") }
+M{ key = "loom.Channel.close", f = "close", self = chan, closed = CHAN_CLOSED, args = A(),
+   result = isnil }
+M{ key = "loom.Channel.ref", f = "ref", self = chan, closed = CHAN_CLOSED, args = A(),
+   result = isself, after = function(c) if c.self and c.self.unref then pcall(c.self.unref, c.self) end end }
+M{ key = "loom.Channel.unref", f = "unref", self = chan, closed = CHAN_CLOSED, args = A(),
+   result = isself }
+emitters("loom.Channel", chan, CHAN_CLOSED, "message")
+E{ key = "loom.select", t = L, f = "select", n = 2,
+   args = function() return pack({ chan(), chport() }, 0) end,
+   result = function(res) return res[1] ~= nil or res[2] == "timeout" or res[2] == "closed" end,
+   argnames = { { "select" }, { "timeout", "select" } } }
+
+-- BroadcastChannels on the main thread (unref'd: listeners do not hold)
+local function bcast() return loom.BroadcastChannel("sweep"):unref() end
+local function closedbcast() local b = bcast(); b:close(); return b end
+local BCAST_CLOSED = { { "a closed channel", closedbcast } }
+E{ key = "loom.BroadcastChannel", t = L, f = "BroadcastChannel", args = A("sweep"),
+   result = is("loom.BroadcastChannel"), argnames = { { "BroadcastChannel" } },
+   after = function(c, res) if type(res) == "table" and type(res[1]) == "table" then pcall(res[1].close, res[1]) end end }
+M{ key = "loom.BroadcastChannel.postMessage", f = "postMessage", self = bcast, closed = BCAST_CLOSED,
+   args = A(1), result = posted, argnames = { { "cannot clone msg" } } }
+M{ key = "loom.BroadcastChannel.close", f = "close", self = bcast, closed = BCAST_CLOSED, args = A(),
+   result = isnil }
+M{ key = "loom.BroadcastChannel.ref", f = "ref", self = bcast, closed = BCAST_CLOSED, args = A(),
+   result = isself, after = function(c) if c.self and c.self.unref then pcall(c.self.unref, c.self) end end }
+M{ key = "loom.BroadcastChannel.unref", f = "unref", self = bcast, closed = BCAST_CLOSED, args = A(),
+   result = isself }
+emitters("loom.BroadcastChannel", bcast, BCAST_CLOSED, "message")
 
 -- calls that block or end the thread: a fresh worker each ----------------
 -- expect(v, n): "error" | "return" | "block" | {exit = code}; n = #args
@@ -700,6 +788,8 @@ function S.surface(samples)
         into["loom." .. k] = true
       elseif type(v) == "table" and type(rawget(v, "__name")) == "string" then
         methodset(v, into, rawget(v, "__name"))     -- a class table
+        local mt = getmetatable(v)
+        if type(mt) == "table" and mt.__call then into["loom." .. k] = true end  -- callable
       elseif type(v) == "table" then
         instance(v, into, 0)                        -- parentPort
       end

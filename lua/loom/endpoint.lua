@@ -13,9 +13,13 @@ local K_MESSAGE, K_MESSAGEERROR, K_CLOSE = MSG.MESSAGE, MSG.MESSAGEERROR, MSG.CL
 
 local M = {}
 
-local endpoints = {}   -- id -> endpoint object
-local fast = {}        -- id -> its sole 'message' listener, called from C
-M.endpoints, M.fast = endpoints, fast
+-- id -> endpoint object: weak, so that a port nobody holds is collected
+-- with what it queued; 'strong' keeps those that keep the loop alive
+-- (and Workers, while they run)
+local endpoints = setmetatable({}, { __mode = "v" })
+local strong = {}
+local fast = setmetatable({}, { __mode = "v" })   -- id -> its sole 'message' listener, called from C
+M.endpoints, M.fast, M.strong = endpoints, fast, strong
 
 function M.dispatch(id, kind, v, aux)
   local ep = endpoints[id]
@@ -28,11 +32,12 @@ M.Endpoint = Endpoint
 -- Make obj (an emitter) the owner of port.  opts.queue: messages that
 -- arrive with no listener wait for the first one (ports); otherwise they
 -- are emitted to nobody (a Worker, as Node's).
-function M.attach(obj, port, queue)
-  local id = port:id()
+-- (A BroadcastChannel gives its own id and postMessage.)
+function M.attach(obj, port, queue, id, post)
+  id = id or port:id()
   obj._port, obj._id, obj._ref, obj._queues = port, id, true, queue
   obj._closed, obj._held = false, false   -- fields made now: _detach allocates nothing
-  obj.postMessage = core.poster(port, obj)
+  obj.postMessage = post or core.poster(port, obj)
   endpoints[id] = obj
   obj:_sync()
   return obj
@@ -53,6 +58,7 @@ function Endpoint:_sync()
     core.hold(want and 1 or -1)
     self._held = want
   end
+  strong[self._id] = not self._closed and (want or self._strong) and self or nil
   local ls = self._ev.message
   fast[self._id] = not self._closed and not self._queue and ls and #ls == 1 and ls[1] or nil
 end
@@ -101,6 +107,7 @@ function Endpoint:_detach()
   self._queue = nil
   endpoints[self._id] = nil
   fast[self._id] = nil
+  strong[self._id] = nil
   self:_sync()
 end
 

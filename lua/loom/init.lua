@@ -9,6 +9,9 @@ local timers = require "loom.timers"
 local abort = require "loom.abort"
 local endpoint = require "loom.endpoint"
 local env = require "loom.env"
+local port = require "loom.port"   -- teaches the cloner MessagePorts
+local channel = require "loom.channel"   -- and Channels
+local broadcast = require "loom.broadcast"
 require "loom.shared"   -- waitAsync's Future: views can arrive in any message
 
 local M = {
@@ -33,6 +36,11 @@ local M = {
   -- environment data
   setEnvironmentData = env.set, getEnvironmentData = env.get,
   onUnhandledRejection = future.onUnhandledRejection,
+  -- ports
+  MessagePort = port.MessagePort, MessageChannel = port.MessageChannel,
+  receiveMessageOnPort = port.receiveMessageOnPort,
+  Channel = channel.Channel, select = channel.select,
+  BroadcastChannel = broadcast.BroadcastChannel,
   -- shared memory
   SharedBuffer = core.SharedBuffer, freeze = core.freeze,
   -- the loop
@@ -45,7 +53,6 @@ core.setdispatch(endpoint.dispatch, timers.runimmediates, endpoint.fast)
 local LAZY = {
   Worker = { "loom.worker", "Worker" },
   WorkerClass = { "loom.worker", "WorkerClass" },
-  MessagePort = { "loom.port", "MessagePort" },
 }
 
 setmetatable(M, { __index = function(t, k)
@@ -60,7 +67,7 @@ setmetatable(M, { __index = function(t, k)
 end })
 
 if not M.isMainThread then
-  M.parentPort = require("loom.port").wrap(core.parentPort())
+  M.parentPort = port.wrap(core.parentPort())
   M.workerName = core.workerName()
 end
 

@@ -55,9 +55,6 @@ function M.Worker(source, opts)
     end
   end
   local transfer = optcheck(opts, "transfer", "table")
-  if transfer and next(transfer) ~= nil then
-    error("loom.Worker: transfer: nothing in this list can be transferred", 2)
-  end
   local env = opts.env
   if env ~= nil and env ~= "share" and env ~= "clone" then
     error("loom.Worker: option 'env' must be \"clone\" or \"share\"", 2)
@@ -72,13 +69,13 @@ function M.Worker(source, opts)
           .. " (got " .. type(source) .. ")", 2)
   end
   local ok, h, id, port = pcall(spawn, kind, source, {
-    name = opts.name, workerData = opts.workerData, argv = opts.argv,
+    name = opts.name, workerData = opts.workerData, argv = opts.argv, transfer = transfer,
     stackSizeKb = limits.stackSizeKb, maxMemoryMb = limits.maxMemoryMb,
     env = next(envmod.table()) ~= nil and envmod.table() or nil,
   })
   if not ok then error(h, 2) end
   local w = events.emitter(setmetatable({ threadId = id, name = opts.name, _h = h,
-                                          _alive = true }, Worker))
+                                          _alive = true, _strong = true }, Worker))
   return endpoint.attach(w, port, false)
 end
 

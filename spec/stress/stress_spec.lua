@@ -69,6 +69,19 @@ local function body(kind)
       while true do port:postMessage(1) end
     end)
     kid:on("message", function() end)
+  elseif kind == "pop" then           -- blocked in a Channel's pop
+    loom.Channel():pop()
+  elseif kind == "full push" then     -- blocked in a push to a full Channel
+    local q = loom.Channel(1)
+    q:push(1)
+    q:push(2)
+  elseif kind == "receive" then       -- blocked in a port's receive
+    loom.MessageChannel().port1:receive()
+  elseif kind == "select" then        -- blocked in select over both kinds
+    loom.select({ loom.Channel(), loom.MessageChannel().port2 })
+  elseif kind == "channel flood" then -- pushing and popping its own channel
+    local q = loom.Channel(64)
+    while true do q:push({ 1, "x" }); q:tryPop() end
   elseif kind == "brief" then         -- ends by itself, racing terminate()
     local s = 0
     for i = 1, 10000 do s = s + i end
@@ -139,7 +152,8 @@ describe("stress", function()
   it("terminate() at random moments stops flooding, blocked, spinning and nesting workers with code 1", function()
     local n = size(200, 2000)
     local kinds = { "flood", "sleep", "pcall", "xpcall", "coroutine", "async sleep", "handler sleep",
-                    "listen", "nested", "brief" }
+                    "listen", "nested", "brief", "pop", "full push", "receive", "select",
+                    "channel flood" }
     math.randomseed(seed)
     local bound = H.ms(2000)
     local started, done, bad, worst = 0, 0, {}, 0
