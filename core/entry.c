@@ -207,6 +207,8 @@ int luaopen_loom_core (lua_State *L) {
   loom__channel_open(L, c);
   loom__broadcast_open(L, c);
   loom__worker_open(L, c);
+  loom__shared_open(L, c);
+  loom__frozen_open(L);
   loom__testref_open(L);
   return 1;
 }

@@ -7,10 +7,10 @@
 ** The per-state layers (context, cloner, worker states) and the bindings
 ** are declared in loom_lua.h.  core/README.md draws the map.
 ** Names: loom_ public (loom.h), loom__ internal, static helpers unprefixed.
-** Lock order: a port pair's or a channel's lock may be held while taking a
-** mailbox lock; no other two of loom's locks (runtime, mailbox, pair,
-** channel, stop) are ever held together, and none is held while Lua code
-** runs or an error is raised.
+** Lock order: a port pair's, a channel's or a shared block's lock may be
+** held while taking a mailbox lock; no other two of loom's locks (runtime,
+** mailbox, pair, channel, shared block, stop) are ever held together, and
+** none is held while Lua code runs or an error is raised.
 */
 #ifndef LOOM_INT_H
 #define LOOM_INT_H
@@ -82,6 +82,7 @@ enum {
   LOOM_MSG_CLOSE,         /* a port pair was closed: after every message */
   LOOM_MSG_READY,         /* a channel has values for a subscriber */
   LOOM_MSG_MESSAGEERROR,  /* never sent: a MESSAGE that failed to decode */
+  LOOM_MSG_WAKE,          /* notify -> a waitAsync's thread: target = its id */
   LOOM_MSG_NKINDS
 };
 
@@ -435,5 +436,65 @@ void loom__worker_terminate(loom_worker *w);
 ** frees what it owns when it ends.  Returns 0, or -1 when detached. */
 int loom__worker_join(loom_worker *w, uint64_t deadline);
 #define LOOM_JOIN_GRACE_NS (5 * (uint64_t)1000000000)
+
+/* {======================================================================
+** L1: shared memory (shared.c, above its fence).  A block is shared by
+** every thread holding it (buffers, views, messages, waiters) and freed
+** when its atomic refcount drops to 0.  size and data are immutable; the
+** bytes are read and written by anyone (atomics where the API says so);
+** 'lock' guards the waiter lists.  A waiter is owned by the thread that
+** waits (on its stack for a blocking wait, in a userdata for waitAsync);
+** while it is listed its links, 'msg' and 'listed' are guarded by the
+** block's lock, and a notifier wakes it while holding that lock, so a
+** waiter that has taken the lock after waking is never touched again.
+** frozen.c keeps a frozen table's image in a block too: written once by
+** the thread that froze it, before any other holder exists; read-only
+** from then on, so its readers take no lock.
+** ======================================================================= */
+#define LOOM_WBUCKETS 16       /* waiter lists per block, by address */
+
+typedef struct loom_waiter {
+  struct loom_waiter *next, *prev;
+  size_t off;                  /* byte offset of the waited element */
+  loom_mailbox *mb;            /* the waiting thread's inbox */
+  loom_msg *msg;               /* async: the WAKE to push; NULL: blocking */
+  atomic_int woken;            /* blocking: set by notify, then its mailbox signalled */
+  int listed;
+} loom_waiter;
+
+typedef struct loom_shared {
+  atomic_int refs;
+  uv_mutex_t lock;
+  size_t size;
+  unsigned char *data;         /* 16-byte aligned, zero-filled */
+  loom_waiter *head[LOOM_WBUCKETS], *tail[LOOM_WBUCKETS];
+} loom_shared;
+
+#define LOOM_SHARED_MAX ((size_t)1 << 39)   /* 512 GiB */
+
+enum { LOOM_WAIT_OK, LOOM_WAIT_NOTEQUAL, LOOM_WAIT_TIMEDOUT, LOOM_WAIT_STOPPED };
+
+/* A zero-filled block of 'size' bytes (one reference), or NULL. */
+loom_shared *loom__shared_new(size_t size);
+void loom__shared_retain(loom_shared *s);
+void loom__shared_release(loom_shared *s);
+/* Under the lock: if the 'width'-byte (4 or 8) element at 'off' holds
+** 'expected', list 'w' (its mb and msg set by the caller) and return
+** LOOM_WAIT_OK; else LOOM_WAIT_NOTEQUAL. */
+int loom__shared_enqueue(loom_shared *s, loom_waiter *w, size_t off,
+                         int64_t expected, int width);
+/* Take 'w' off its list: 1 if it was still listed, 0 if a notify took it. */
+int loom__shared_dequeue(loom_shared *s, loom_waiter *w);
+/* Owner thread of mb: block until notified, 'stop' is set or timeout_ms
+** passes (< 0: no limit), spinning first for *spin ns (kept between 2 us
+** and spin_max, 0: never spin), which the outcome adapts: the caller
+** keeps one per thread.  LOOM_WAIT_*. */
+int loom__shared_wait(loom_shared *s, size_t off, int64_t expected, int width,
+                      loom_mailbox *mb, const atomic_int *stop, double timeout_ms,
+                      uint64_t *spin, uint64_t spin_max);
+/* Wake up to 'count' waiters of 'off', first come first woken: blocking
+** ones through their flag, async ones by pushing their WAKE.  Returns how
+** many were woken. */
+size_t loom__shared_notify(loom_shared *s, size_t off, size_t count);
 
 #endif

@@ -207,6 +207,10 @@ void loom__port_open(lua_State *L, loom_ctx *c);
 void loom__channel_open(lua_State *L, loom_ctx *c);
 void loom__broadcast_open(lua_State *L, loom_ctx *c);
 void loom__testref_open(lua_State *L);   /* core.testref, for the specs */
+/* SharedBuffer and its views (shared.c, below its fence); core.SharedView
+** is the views' method table, core.sharedwaits the hook of shared.lua. */
+void loom__shared_open(lua_State *L, loom_ctx *c);
+void loom__frozen_open(lua_State *L);   /* loom.freeze (frozen.c) */
 /* A port userdata for end 'end' of p, holding a reference of its own
 ** (taken once the userdata exists: raising leaves p as it was). */
 void loom__port_push(lua_State *L, loom_ctx *c, loom_pair *p, int end);

@@ -26,4 +26,12 @@ describe("examples", function()
     assert.matches("\nok\n", out, 1, true)
     assert.matches("rc=0", out, 1, true)
   end)
+
+  it("progress.lua draws a bar from a shared counter and counts right", function()
+    if H.no_fork(pending) then return end
+    local out = run_example("progress.lua", "1000000")
+    assert.matches("] 100%", out, 1, true)
+    assert.matches("78498 primes below 1000000, counted by", out, 1, true)
+    assert.matches("rc=0", out, 1, true)
+  end)
 end)

@@ -50,7 +50,8 @@ describe("bad-input sweep", function()
     local w = S.liveworker()
     local samples = { w, loom.AbortController(), loom.setTimeout(S.noop, 60000),
                       loom.setImmediate(S.noop), loom.Future.new(), loom.AbortSignal.timeout(60000),
-                      loom.Channel(), loom.BroadcastChannel("sweep-surface"):unref() }
+                      loom.Channel(), loom.BroadcastChannel("sweep-surface"):unref(),
+                      loom.SharedBuffer(4), loom.SharedBuffer(4):view("int32"), loom.freeze({}) }
     local found = S.surface(samples)
     for i = 3, 4 do samples[i]:close() end
     w:postMessage("sweep:end")

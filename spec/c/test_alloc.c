@@ -433,8 +433,6 @@ static const char TIMER_OP[] =
   "loom.run()\n"
   "assert(fired == 'yes')\n";
 
-
-
 /* Channels, ports and a transfer, all on this thread */
 static const char CHANNEL_OP[] =
   "local q = loom.Channel(4)\n"
@@ -461,6 +459,33 @@ static const char PORT_OP[] =
   "local bc2 = loom.BroadcastChannel('n')\n"
   "assert(bc:postMessage(1))\n"
   "bc:close(); bc2:close(); ch.port1:close(); sink.port1:close()\n";
+
+/* shared memory: buffers, views, atomics, a clone of both, a frozen
+** table read back, and two waitAsyncs settled from the loop (a timeout
+** and a notify; a wait left pending by a failed run is woken too) */
+static const char SHARED_SETUP[] =
+  LOOM_SETUP
+  "B = loom.SharedBuffer(64)\n"
+  "T = { 1, 'two', { x = 3 }, k = 'v' }\n";
+
+static const char SHARED_OP[] =
+  "local v = B:view('int32', 4, 4)\n"
+  "v[1] = 5\n"
+  "assert(v:add(1, 2) == 5 and v[1] == 7)\n"
+  "assert(B:write(1, 'abc') and B:read(1, 3) == 'abc')\n"
+  "local c = loom.clone({ B, v })\n"
+  "assert(c[2][1] == 7 and #c[1] == 64)\n"
+  "local ft = loom.freeze(T)\n"
+  "assert(ft[2] == 'two' and ft[3].x == 3 and ft.k == 'v' and #ft == 3)\n"
+  "local seen = 0\n"
+  "for _ in pairs(ft) do seen = seen + 1 end\n"
+  "assert(seen == 4)\n"
+  "local f = v:waitAsync(2, 0, 1)\n"
+  "local g = v:waitAsync(3, 0)\n"
+  "assert(v:notify(3) >= 1)\n"
+  "loom.run()\n"
+  "assert(f:await() == 'timed-out' and g:await() == 'ok')\n";
+
 
 /* Strides.  'require' parses loom's Lua modules (1712 sites): every N up
 ** to the end of loom.core's own opening (about 300), then every 5th.
@@ -489,6 +514,7 @@ static const opspec ops[] = {
   {"timer", LOOM_SETUP, TIMER_OP, LOOP_GUARD, ALL, 1},
   {"channel", LOOM_SETUP, CHANNEL_OP, "", ALL, 1},
   {"port+transfer", LOOM_SETUP, PORT_OP, "", ALL, 1},
+  {"shared", SHARED_SETUP, SHARED_OP, LOOP_GUARD, ALL, 1},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 
