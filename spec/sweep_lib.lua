@@ -875,6 +875,14 @@ local function one(e, c, fn, ...)
     io.stderr:write(("%s, %s: %s %s%s\n"):format(label(e), c.where or "?", ok and "ok" or "error",
       short(out[1]), problems[1] and ("  <- " .. problems[1]) or ""))
   end
+  -- a worker the call made may fail at once (a source that does not
+  -- compile): its error event has a listener before the loop turns, as a
+  -- careful caller's would
+  if ok then
+    for i = 1, out.n do
+      if mtname(out[i]) == "loom.Worker" and out[i] ~= S.shared then pcall(out[i].on, out[i], "error", noop) end
+    end
+  end
   for _, p in ipairs(drive(2) or {}) do problems[#problems + 1] = p end
   if e.after then pcall(e.after, c) end
   for _, p in ipairs(ok and S.cleanup(out, S.bound_ms, true) or {}) do problems[#problems + 1] = p end
