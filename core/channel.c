@@ -391,14 +391,6 @@ static int pushvalue (lua_State *L, lchan *lq, loom_msg *m, const char *who) {
   return 1;
 }
 
-static void cpu_relax (void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 /* Before blocking: spin up to the runtime's spin window for a value (a
 ** sleeping thread costs a futex wake-up per value to the pusher).  1 if
 ** one may be there. */
@@ -410,7 +402,7 @@ static int spin (loom_ctx *c, loom_chan *q) {
     for (i = 0; i < 64; i++) {
       if (atomic_load_explicit(&q->ready, memory_order_acquire)) return 1;
       if (stop && atomic_load_explicit(stop, memory_order_relaxed)) return 0;
-      cpu_relax();
+      loom__cpu_relax();
     }
   } while (uv_hrtime() < until);
   return 0;

@@ -23,6 +23,15 @@
 
 #define LOOM_MAX_DEPTH 200     /* nesting bound of the cloner, both ways */
 
+/* A spinning thread's pause between two looks at a flag. */
+static inline void loom__cpu_relax (void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 #ifdef LOOM_DEBUG
 #include <assert.h>
 #define LOOM_ASSERT(c) assert(c)
@@ -137,12 +146,14 @@ void loom__mailbox_close(loom_mailbox *mb);
 /* Any thread: queue 'm' (taking ownership) and wake the owner.  Returns 0,
 ** or -1 when the mailbox is closed (then 'm' is freed). */
 int loom__mailbox_push(loom_mailbox *mb, loom_msg *m);
+/* Unlink from the list at *head every message addressed to 'target', in
+** order (a list, NULL if none); *tail is set to the list's new last
+** message (NULL when emptied). */
+loom_msg *loom__msg_extract(loom_msg **head, loom_msg **tail, uint64_t target);
+
 /* Owner only: take every queued message, in order (NULL if none); the
 ** last one in *tail. */
 loom_msg *loom__mailbox_take(loom_mailbox *mb, loom_msg **tail);
-/* Owner only: take out the queued messages addressed to 'target', in
-** order (a list, NULL if none). */
-loom_msg *loom__mailbox_extract(loom_mailbox *mb, uint64_t target);
 /* Owner only: about to block in the loop.  Returns 1 if a message came
 ** in meanwhile (then it does not block); else pushes will wake it. */
 int loom__mailbox_sleep(loom_mailbox *mb);

@@ -104,14 +104,6 @@ int loom__shared_dequeue (loom_shared *s, loom_waiter *w) {
   return was;
 }
 
-static void cpu_relax (void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 /* A notify that comes while the waiter spins costs the notifier one store
 ** and no system call (loom__mailbox_signal broadcasts only to threads
 ** blocked on the mailbox), and the waiter no wake-up through the kernel.  But a spin only
@@ -143,7 +135,7 @@ int loom__shared_wait (loom_shared *s, size_t off, int64_t expected, int width,
       }
       while (!atomic_load(&w.woken) && !(stop && atomic_load(stop)) && uv_hrtime() < until)
         for (i = 0; i < 64 && !atomic_load_explicit(&w.woken, memory_order_relaxed); i++)
-          cpu_relax();
+          loom__cpu_relax();
       if (atomic_load(&w.woken)) *spin = win * 2 > spin_max ? spin_max : win * 2;
       else if (!bytimeout && !(stop && atomic_load(stop))) *spin = win / 2;
     }
