@@ -276,7 +276,16 @@ struct loom_runtime {
   size_t sparecap;
   loom_chan *named;                 /* named channels, one count each */
   loom_bcgroup *bcast;              /* BroadcastChannel names in use */
+  struct loom_kept *kept;           /* blocks kept for the runtime's life */
 };
+
+/* A block kept as long as the runtime, one per key (a host type's
+** wrappers): the runtime's list, under its lock. */
+typedef struct loom_kept {
+  struct loom_kept *next;
+  const void *key;
+  union { max_align_t align; unsigned char data[1]; } u;
+} loom_kept;
 
 void loom__runtime_retain(loom_runtime *rt);
 uint64_t loom__runtime_newid(loom_runtime *rt);
@@ -286,6 +295,11 @@ int loom__runtime_boot_add(loom_runtime *rt, const char *name, char *code,
                            size_t len);
 /* The published entry for 'name', or NULL. */
 const loom_boot *loom__runtime_boot_find(loom_runtime *rt, const char *name);
+/* The block kept for 'key' (size bytes, made and passed to init(block,
+** key) under the runtime's lock the first time), or NULL when out of
+** memory.  Freed with the runtime. */
+void *loom__runtime_keep(loom_runtime *rt, const void *key, size_t size,
+                         void (*init)(void *block, const void *key));
 /* The channel named 'name' (made with capacity cap if new), retained for
 ** the caller; NULL when out of memory.  *cap_out: its capacity. */
 loom_chan *loom__runtime_chan(loom_runtime *rt, const char *name, size_t cap,
