@@ -89,9 +89,22 @@ void loom__ctx_setkind (loom_ctx *c, int kind, loom_kindfn fn, void *ud) {
 
 static void onclose (uv_handle_t *h) { free(h); }
 
+#define SPIN_MIN_NS 2000u        /* the window never shrinks below this */
+
+/* A message that woke the thread soon after its window closed: the
+** window was too short for this conversation. */
+static void grow (loom_ctx *c) {
+  c->spin_win *= 2;
+  if (c->spin_win > c->rt->spin_ns) c->spin_win = c->rt->spin_ns;
+}
+
 static void on_async (uv_async_t *a) {
   loom_ctx *c = (loom_ctx *)a->data;
   loom__mailbox_awake(c->mb);
+  if (c->missed_at) {
+    if (uv_hrtime() - c->missed_at < c->rt->spin_ns) grow(c);
+    c->missed_at = 0;
+  }
   if (loom__ctx_stopping(c)) {
     loom__ctx_stop(c);
     return;
@@ -100,12 +113,16 @@ static void on_async (uv_async_t *a) {
 }
 
 void loom__ctx_expect (loom_ctx *c) {
-  if (c->rt->spin_ns) c->spin_until = uv_hrtime() + c->rt->spin_ns;
+  if (c->rt->spin_ns) c->spin_until = uv_hrtime() + c->spin_win;
 }
 
 /* A sleeping thread costs a few us or ~60 us to wake on these VMs; a
-** bounded spin costs only this thread's time.  No sched_yield: it is a
-** syscall, and hands the core to any runnable task for a whole slice. */
+** bounded spin costs only this thread's time, unless the other side of
+** the conversation waits for this very CPU.  So the window adapts, as
+** TCP's does: halved by a window that closed with nothing (down to 2 us),
+** doubled by one that caught a message or by a message that came soon
+** after a window closed (up to the runtime's spin_us).  No sched_yield:
+** it is a syscall, and hands the core to any runnable task for a slice. */
 int loom__ctx_spin (loom_ctx *c) {
   const atomic_int *stop = c->stop ? &c->stop->flag : NULL;
   uint64_t now;
@@ -114,7 +131,10 @@ int loom__ctx_spin (loom_ctx *c) {
   for (now = uv_hrtime(); now < c->spin_until; now = uv_hrtime()) {
     int i;
     for (i = 0; i < 64; i++) {
-      if (atomic_load_explicit(&c->mb->nonempty, memory_order_acquire)) return 1;
+      if (atomic_load_explicit(&c->mb->nonempty, memory_order_acquire)) {
+        grow(c);
+        return 1;
+      }
       if (stop && atomic_load_explicit(stop, memory_order_relaxed)) {
         c->spin_until = 0;
         return 0;
@@ -123,6 +143,9 @@ int loom__ctx_spin (loom_ctx *c) {
     }
   }
   c->spin_until = 0;            /* the window closed with nothing */
+  c->spin_win /= 2;
+  if (c->spin_win < SPIN_MIN_NS) c->spin_win = SPIN_MIN_NS;
+  c->missed_at = now;
   return 0;
 }
 
@@ -210,6 +233,7 @@ int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
   int r;
   memset(c, 0, sizeof *c);
   c->dispatch_ref = c->immediate_ref = c->fast_ref = LUA_NOREF;
+  c->spin_win = rt->spin_ns;
   if ((r = uv_loop_init(&c->loop)) != 0) return r;
   c->async = (uv_async_t *)malloc(sizeof *c->async);
   c->check = (uv_check_t *)malloc(sizeof *c->check);

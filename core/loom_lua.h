@@ -47,6 +47,8 @@ struct loom_ctx {
   void *self;                 /* the loom_worker running here, or NULL */
   uint64_t thread_id;
   uint64_t spin_until;        /* uv_hrtime() until which to spin */
+  uint64_t spin_win;          /* the window now: adapts (see loom__ctx_spin) */
+  uint64_t missed_at;         /* when a window last closed with nothing */
   uint64_t last_turn;         /* uv_hrtime() of await's last real turn */
   int fast_turns;             /* await's direct deliveries since then */
   int holds;                  /* things keeping the loop alive via async */
