@@ -191,6 +191,74 @@ static void test_hosttypes (lua_State *L) {
 static void on_start (void *ud, uint64_t id) { (void)id; ((hoststats *)ud)->starts++; }
 static void on_stop (void *ud, uint64_t id) { (void)id; ((hoststats *)ud)->stops++; }
 
+/* Two runtimes in one process: named channels and BroadcastChannels of
+** the same name, workers of each, never meet. */
+static lua_State *newhost (loom_runtime **rt) {
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  *rt = loom_runtime_new(NULL);
+  CHECK(*rt != NULL && loom_open(L, *rt) == 0, "runtime and attach");
+  loom_runtime_release(*rt);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_loom_core);
+  lua_setfield(L, -2, "loom.core");
+  lua_pop(L, 1);
+  return L;
+}
+
+static int run (lua_State *L, const char *code) {
+  int rc = luaL_dostring(L, code);
+  CHECK(rc == LUA_OK, "script: %s", rc ? lua_tostring(L, -1) : "");
+  if (rc) lua_pop(L, 1);
+  return rc;
+}
+
+static void test_two_runtimes (void) {
+  loom_runtime *ra, *rb;
+  lua_State *A = newhost(&ra), *B = newhost(&rb);
+  int i, done = 0;
+  run(A, "package.path = 'lua/?.lua;lua/?/init.lua;' .. package.path\n"
+         "loom = require 'loom'\n"
+         "q = loom.Channel.named('shared-name')\n"
+         "bc = loom.BroadcastChannel('shared-name')\n"
+         "heard = 0\n"
+         "bc:on('message', function() heard = heard + 1 end)\n"
+         "q:push('from A')\n");
+  run(B, "package.path = 'lua/?.lua;lua/?/init.lua;' .. package.path\n"
+         "loom = require 'loom'\n"
+         "q = loom.Channel.named('shared-name')\n"
+         "assert(#q == 0, 'B sees A\\'s named channel')\n"
+         "assert(q:tryPop() == nil)\n"
+         "bcb = loom.BroadcastChannel('shared-name')\n"
+         "assert(bcb:postMessage('from B'))\n"
+         "w = loom.Worker(function()\n"
+         "  local loom = require 'loom'\n"
+         "  local q = loom.Channel.named('shared-name')\n"
+         "  q:push(#q)\n"
+         "  local bc = loom.BroadcastChannel('shared-name')\n"
+         "  bc:postMessage('from B worker'); bc:close()\n"
+         "end)\n"
+         "wexit = nil\n"
+         "w:on('exit', function(c) wexit = c end)\n");
+  for (i = 0; i < 20000 && !done; i++) {
+    CHECK(loom_poll(A, 1000, 0) >= 0, "poll A");
+    CHECK(loom_poll(B, 1000, 0) >= 0, "poll B");
+    lua_getglobal(B, "wexit");
+    done = !lua_isnil(B, -1);
+    lua_pop(B, 1);
+    nap();
+  }
+  CHECK(done, "B's worker exited");
+  for (i = 0; i < 50; i++) { loom_poll(A, 1000, 0); nap(); }
+  run(A, "assert(heard == 0, 'A heard B\\'s broadcasts')\n"
+         "assert(q:pop(0) == 'from A' and #q == 0, 'A\\'s channel kept its own value')\n");
+  run(B, "assert(q:pop(0) == 0, 'B\\'s worker found B\\'s channel empty')\n"
+         "bcb:close()\n");
+  run(A, "bc:close()\n");
+  lua_close(A);
+  lua_close(B);
+}
+
 int main (void) {
   hoststats st = {0, 0, 0};
   loom_config cfg;
@@ -296,6 +364,7 @@ int main (void) {
   lua_close(L);
   CHECK(st.states >= 5, "on_state ran for each worker that ran (%d)", (int)st.states);
   CHECK(st.starts == 6 && st.stops == 6, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
+  test_two_runtimes();
   printf("test_embed: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
 }
