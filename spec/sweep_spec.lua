@@ -50,9 +50,10 @@ describe("bad-input sweep", function()
     local w = S.liveworker()
     local samples = { w, loom.AbortController(), loom.setTimeout(S.noop, 60000),
                       loom.setImmediate(S.noop), loom.Future.new(), loom.AbortSignal.timeout(60000),
-                      loom.Channel(), loom.BroadcastChannel("sweep-surface"):unref() }
+                      loom.Channel(), loom.BroadcastChannel("sweep-surface"):unref(), S.newpool() }
     local found = S.surface(samples)
     for i = 3, 4 do samples[i]:close() end
+    assert.is_true(S.stoppool(samples[9], H.ms(5000)))
     w:postMessage("sweep:end")
     assert.is_true(S.stopworker(w, H.ms(5000)))
     -- and what a worker sees
