@@ -32,18 +32,31 @@ local function rejection(f, ms)
   return err, tb
 end
 
+local made = {}          -- the pools of a test: a failed test's are destroyed
 local function pool(opts)
   opts = opts or {}
   if not opts.fn and not opts.source then opts.filename = opts.filename or TASKS end
   opts.maxThreads = opts.maxThreads or 2
-  return loom.Pool(opts)
+  local p = loom.Pool(opts)
+  made[#made + 1] = p
+  return p
+end
+
+local function cleanup()
+  for _, p in ipairs(made) do
+    if #p._all > 0 then
+      p:destroy()
+      H.run_until(function() return #p._all == 0 end, 5000)
+    end
+  end
+  made = {}
 end
 
 local function closed(p) assert.is_true(await(p:close())) end
 
 describe("Pool", function()
   before_each(H.before_each)
-  after_each(H.after_each)
+  after_each(function() cleanup(); H.after_each() end)
 
   describe("runs tasks", function()
     it("named tasks from a file", function()
@@ -283,6 +296,280 @@ describe("Pool", function()
       local c = p:close()
       H.run(5000)                                      -- and until the threads are gone
       assert.are.equal("fulfilled", c:state())
+    end)
+  end)
+
+  describe("abort and timeouts", function()
+    local function stoppable()
+      return pool{ maxThreads = 1, abortGrace = 50, fn = function()
+        local loom = require "loom"
+        local ran = {}
+        return {
+          mark = function(k) ran[k] = true; return k end,
+          ran = function(k) return ran[k] == true end,
+          id = function() return loom.threadId end,
+          spin = function(ms) local t = loom.now() + ms; while loom.now() < t do end; return ms end,
+          -- checks its signal; returns once aborted
+          coop = function(_, signal)
+            while not signal.aborted do end
+            return "stopped: " .. tostring(signal.reason)
+          end,
+          -- listens for abort from its own loop (an async task)
+          listen = function(_, signal)
+            local f = loom.Future.new()
+            signal:on("abort", function(why) f:resolve("heard " .. tostring(why)) end)
+            return f
+          end,
+          stubborn = function() while true do end end,
+        }
+      end }
+    end
+
+    it("aborting a queued task removes it: it never runs", function()
+      local p = stoppable()
+      local busy = p:run(100, { name = "spin" })
+      local ac = loom.AbortController()
+      local f = p:run("b", { name = "mark", signal = ac.signal })
+      local g = p:run("c", { name = "mark" })
+      loom.poll(0)
+      ac:abort("changed my mind")
+      assert.are.equal("changed my mind", rejection(f))
+      assert.are.equal(100, await(busy))
+      assert.are.equal("c", await(g))
+      assert.is_false(await(p:run("b", { name = "ran" })))
+      assert.is_true(await(p:run("c", { name = "ran" })))
+      closed(p)
+    end)
+
+    it("abort just before run: rejected at once, never sent", function()
+      local p = stoppable()
+      local ac = loom.AbortController()
+      ac:abort()
+      local f = p:run("x", { name = "mark", signal = ac.signal })
+      assert.are.equal("rejected", f:state())
+      assert.are.equal("aborted", rejection(f))
+      assert.is_false(await(p:run("x", { name = "ran" })))
+      closed(p)
+    end)
+
+    it("aborting a running task signals it; a task that stops keeps its worker", function()
+      local p = stoppable()
+      local id = await(p:run(nil, { name = "id" }))
+      local ac = loom.AbortController()
+      local f = p:run(nil, { name = "coop", signal = ac.signal })
+      local t = loom.setTimeout(function() ac:abort("enough") end, 20)
+      assert.are.equal("enough", rejection(f))
+      t:close()
+      local ac2 = loom.AbortController()
+      local g = p:run(nil, { name = "listen", signal = ac2.signal })
+      loom.setTimeout(function() ac2:abort("now") end, 10)
+      assert.are.equal("now", rejection(g))
+      assert.are.equal(id, await(p:run(nil, { name = "id" })))   -- the same worker
+      closed(p)
+    end)
+
+    it("a running task that ignores its signal: its worker is terminated and replaced", function()
+      local p = stoppable()
+      local id = await(p:run(nil, { name = "id" }))
+      local ac = loom.AbortController()
+      local f = p:run(nil, { name = "stubborn", signal = ac.signal })
+      local after = p:run("after", { name = "mark" })          -- prefetched behind it
+      loom.setTimeout(function() ac:abort() end, 20)
+      assert.are.equal("aborted", rejection(f))
+      assert.are.equal("after", await(after))                 -- ran on the new worker
+      local id2 = await(p:run(nil, { name = "id" }))
+      assert.are_not.equal(id, id2)
+      closed(p)
+    end)
+
+    it("abort after the task finished changes nothing", function()
+      local p = stoppable()
+      local ac = loom.AbortController()
+      local f = p:run("x", { name = "mark", signal = ac.signal })
+      assert.are.equal("x", await(f))
+      ac:abort()
+      assert.are.equal("fulfilled", f:state())
+      assert.are.equal(1, p:stats().completed)
+      assert.are.equal(0, p:stats().failed)
+      closed(p)
+    end)
+
+    it("races: aborts before, during and after many tasks; every future settles once", function()
+      local p = stoppable()
+      local n, fs, acs = 200, {}, {}
+      for i = 1, n do
+        acs[i] = loom.AbortController()
+        fs[i] = p:run(i % 3 == 0 and 2 or 0, { name = "spin", signal = acs[i].signal })
+        if i % 5 == 0 then acs[i]:abort() end                 -- before it runs
+      end
+      for i = 1, n do
+        if i % 7 == 0 then loom.setTimeout(function() acs[i]:abort() end, i % 13) end
+      end
+      local states = await(loom.allSettled(fs), 60000)
+      local ok, bad = 0, 0
+      for i = 1, n do
+        if states[i].status == "fulfilled" then ok = ok + 1
+        else
+          bad = bad + 1
+          assert.are.equal("aborted", states[i].reason)
+          assert.is_true(i % 5 == 0 or i % 7 == 0)
+        end
+      end
+      for i = 1, n do acs[i]:abort() end                      -- after: nothing changes
+      local s = p:stats()
+      assert.are.equal(ok, s.completed)
+      assert.are.equal(bad, s.failed)
+      assert.are.equal(0, s.queued)
+      assert.are.equal(0, s.running)
+      closed(p)
+    end)
+
+    it("a per-task timeout, and the pool's default one", function()
+      local p = stoppable()
+      assert.are.equal("timeout", rejection(p:run(nil, { name = "coop", timeout = 20 })))
+      assert.are.equal(0, await(p:run(0, { name = "spin", timeout = 5000 })))
+      closed(p)
+      p = pool{ maxThreads = 1, timeout = 20, abortGrace = 20 }
+      assert.are.equal("timeout", rejection(p:run(2000, { name = "spin" })))
+      assert.are.equal(2, await(p:run(1, { name = "inc", timeout = math.huge })))
+      closed(p)
+    end)
+  end)
+
+  describe("queue, map, drain, concurrency", function()
+    it("maxQueue: runs past it fail with a clear error", function()
+      local p = pool{ maxThreads = 1, maxQueue = 2 }
+      local fs = {}
+      for i = 1, 10 do fs[i] = p:run(i, { name = "inc" }) end
+      local states = await(loom.allSettled(fs))
+      local ok, full = 0, 0
+      for _, s in ipairs(states) do
+        if s.status == "fulfilled" then ok = ok + 1
+        else
+          full = full + 1
+          assert.truthy(s.reason:find("run: the task queue is full (maxQueue = 2)", 1, true), s.reason)
+        end
+      end
+      assert.are.equal(2, ok)
+      assert.are.equal(8, full)
+      closed(p)
+      p = pool{ maxThreads = 2, maxQueue = "auto" }          -- maxThreads^2
+      assert.are.equal(2, await(p:run(1, { name = "inc" })))
+      closed(p)
+    end)
+
+    it("map keeps the order; one failure rejects it", function()
+      local p = pool()
+      local list = {}
+      for i = 1, 300 do list[i] = i end
+      local rs = await(p:map(list, { name = "inc" }))
+      for i = 1, 300 do assert.are.equal(i + 1, rs[i]) end
+      assert.are.same({}, await(p:map({}, { name = "inc" })))
+      assert.truthy(rejection(p:map({ "no" }, { name = "fail" })):find(": no$"))
+      closed(p)
+    end)
+
+    it("'drain' fires when the queue empties", function()
+      local p = pool{ maxThreads = 1 }
+      local drains = 0
+      p:on("drain", function() drains = drains + 1 end)
+      local fs = {}
+      for i = 1, 50 do fs[i] = p:run(1, { name = "spin" }) end
+      await(loom.all(fs))
+      assert.is_true(drains >= 1)
+      closed(p)
+    end)
+
+    it("concurrentTasksPerWorker runs that many async tasks at once in a worker", function()
+      local p = pool{ maxThreads = 1, concurrentTasksPerWorker = 4, fn = function()
+        local loom = require "loom"
+        local now, max = 0, 0
+        return {
+          wait = function(ms)
+            now = now + 1
+            if now > max then max = now end
+            return loom.async(function() loom.sleep(ms); now = now - 1; return true end)
+          end,
+          max = function() return max end,
+        }
+      end }
+      local fs = {}
+      for i = 1, 12 do fs[i] = p:run(20, { name = "wait" }) end
+      await(loom.all(fs))
+      assert.are.equal(4, await(p:run(nil, { name = "max" })))
+      closed(p)
+    end)
+
+    it("grows to maxThreads under load, back to minThreads after idleTimeout", function()
+      local p = pool{ minThreads = 1, maxThreads = 2, idleTimeout = 30 }
+      local fs = {}
+      for i = 1, 40 do fs[i] = p:run(5, { name = "spin" }) end
+      await(loom.all(fs), 30000)
+      assert.are.equal(2, p:stats().threads)
+      -- the idle timers are unref'd (an idle pool lets loom.run return): a
+      -- ref'd interval keeps this loop turning meanwhile
+      local keep = loom.setInterval(function() end, 5)
+      assert.is_true(H.run_until(function() return p:stats().threads == 1 end, 10000))
+      keep:close()
+      closed(p)
+    end)
+  end)
+
+  describe("stats", function()
+    it("a long mixed run ends with exact counts", function()
+      local p = pool{ maxThreads = 2 }
+      local n = 3000
+      local fs, want_ok, want_bad = {}, 0, 0
+      local pre = loom.AbortController()
+      pre:abort()
+      for i = 1, n do
+        if i % 10 == 0 then
+          fs[i] = p:run("bad " .. i, { name = "fail" }); want_bad = want_bad + 1
+        elseif i % 97 == 0 then
+          fs[i] = p:run(i, { name = "inc", signal = pre.signal }); want_bad = want_bad + 1
+        elseif i % 101 == 0 then
+          fs[i] = p:run(i, { name = "nope" }); want_bad = want_bad + 1
+        else
+          fs[i] = p:run(i, { name = "inc" }); want_ok = want_ok + 1
+        end
+      end
+      local s = p:stats()
+      assert.are.equal(n - (n // 97 - n // 970), s.queued + s.running)
+      local states = await(loom.allSettled(fs), 60000)
+      for i = 1, n do
+        local st = states[i]
+        if i % 10 == 0 then assert.truthy(st.reason:find("bad " .. i, 1, true))
+        elseif i % 97 == 0 then assert.are.equal("aborted", st.reason)
+        elseif i % 101 == 0 then assert.are.equal("run: no task named 'nope'", st.reason)
+        else assert.are.equal(i + 1, st.value) end
+      end
+      s = p:stats()
+      assert.are.equal(want_ok, s.completed)
+      assert.are.equal(want_bad, s.failed)
+      assert.are.equal(0, s.queued)
+      assert.are.equal(0, s.running)
+      assert.is_true(s.threads >= 1 and s.threads <= 2)
+      assert.is_true(s.utilization >= 0 and s.utilization <= 1)
+      -- every task that ran has a run time and a wait time (the pre-aborted did not run)
+      local ran = n - (n // 97 - n // 970)
+      assert.are.equal(ran, s.runTime.count)
+      assert.are.equal(ran, s.waitTime.count)
+      for _, k in ipairs({ "runTime", "waitTime" }) do
+        assert.is_true(s[k].p50 >= 0 and s[k].p50 <= s[k].p99 and s[k].mean >= 0)
+      end
+      closed(p)
+    end)
+
+    it("utilization measures the time the workers spend in tasks", function()
+      local p = pool{ maxThreads = 1 }
+      await(p:run(0, { name = "spin" }))
+      local fs = {}
+      for i = 1, 20 do fs[i] = p:run(5, { name = "spin" }) end
+      await(loom.all(fs))
+      local s = p:stats()
+      assert.is_true(s.runTime.p50 >= 5, s.runTime.p50)
+      assert.is_true(s.utilization > 0.3, s.utilization)   -- busy most of its life
+      closed(p)
     end)
   end)
 end)

@@ -180,14 +180,17 @@ local function workermain()
     end
   end
 
+  local lastpoll = now()
   pump = function()
     if pumping then return end
     pumping = true
     while active < conc and qh <= qt do
+      local t0 = now()
+      -- after a long task, aborts may wait on the port: look before the next
+      if t0 - lastpoll > 0.2 then poll(); lastpoll = t0 end
       local id, name, arg = q[qh], q[qh + 1], q[qh + 2]
       q[qh], q[qh + 1], q[qh + 2] = nil, nil, nil
       qh = qh + 3
-      local t0 = now()
       if aborted[id] ~= nil then
         result(id, SKIP, nil, t0, t0)
       else
@@ -551,8 +554,10 @@ local function idlecheck(p, W)
   local tm
   tm = core.timer(function()
     W.idletimer = nil
-    if W.n == 0 and W.alive and not W.retiring and #p._workers > p._min then
-      retire(p, W)
+    if W.n == 0 and W.alive and not W.retiring then
+      local staying = 0
+      for _, x in ipairs(p._workers) do if not x.retiring then staying = staying + 1 end end
+      if staying > p._min then retire(p, W) end
     end
   end, p._idle, false)
   tm:unref()
@@ -813,9 +818,9 @@ local function run(p, arg, opts, fname)
   if opts then
     name, sig, transfer = opts.name, opts.signal, opts.transfer
     timeout = opts.timeout
-    if timeout == huge then timeout = nil end
   end
-  if timeout == nil then timeout = p._timeout end
+  if timeout == nil then timeout = p._timeout
+  elseif timeout == huge then timeout = nil end          -- no limit, not the pool's
   if p._broken then settle(f, REJECTED, p._broken); return f end
   if sig and sig.aborted then
     p._failed = p._failed + 1
