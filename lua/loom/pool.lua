@@ -164,6 +164,8 @@ local function workermain()
     if self.aborted then error(aborted[self.id], 2) end
   end
 
+  local onesig = setmetatable({ id = 0 }, Signal)
+
   local curname
   local function handler(e)
     return { e, debug.traceback(("in pool task '%s': %s"):format(curname, tostring(e)), 2),
@@ -203,7 +205,10 @@ local function workermain()
         else
           curname = name or "default"
           active = active + 1
-          local okr, r = xpcall(fn, handler, arg, setmetatable({ id = id }, Signal))
+          local sig
+          if conc == 1 then sig = onesig; sig.id = id     -- one task at a time: one signal
+          else sig = setmetatable({ id = id }, Signal) end
+          local okr, r = xpcall(fn, handler, arg, sig)
           if okr and isFuture(r) and r._s == fut.PENDING then
             whendone(r, finished(id, t0))
           else
@@ -323,13 +328,14 @@ local flush, spawn, sync
 
 -- the Future of a task settles; its bookkeeping goes
 local function finish(p, t, state, v, tb)
-  if t.done then return end
-  t.done = true
-  if t.timer then t.timer:close(); t.timer = nil end
-  if t.onabort then t.sig:off("abort", t.onabort); t.onabort = nil end
+  if t._done then return end
+  t._done = true
+  t._arg, t._transfer = nil, nil
+  if t._timer then t._timer:close(); t._timer = nil end
+  if t._onabort then t._sig:off("abort", t._onabort); t._onabort = nil end
   if state == FULFILLED then p._completed = p._completed + 1
   else p._failed = p._failed + 1 end
-  settle(t.fut, state, v, tb)
+  settle(t, state, v, tb)
 end
 
 local function sample(list, v)
@@ -343,7 +349,7 @@ end
 local function outstanding(W)
   local list = {}
   for _, t in pairs(W.tasks) do list[#list + 1] = t end
-  table.sort(list, function(a, b) return a.id < b.id end)
+  table.sort(list, function(a, b) return a._id < b._id end)
   return list
 end
 
@@ -354,7 +360,7 @@ local function requeue_front(p, list)
   for i = n, 1, -1 do
     qh = qh - 1
     q[qh] = list[i]
-    list[i].w = nil
+    list[i]._w = nil
     p._np = p._np + 1
   end
   p._qh = qh
@@ -363,35 +369,35 @@ end
 -- the grace period of an aborted task on W is over: terminate W if the
 -- task is one it runs (not one waiting behind a running task)
 local function graceover(p, W, t)
-  t.grace = nil
-  if not W.alive or W.tasks[t.id] == nil then return end
+  t._grace = nil
+  if not W.alive or W.tasks[t._id] == nil then return end
   local before = 0
-  for id in pairs(W.tasks) do if id < t.id then before = before + 1 end end
+  for id in pairs(W.tasks) do if id < t._id then before = before + 1 end end
   if before < p._conc then
     W.killed = true
     W.w:terminate()
   else
     local tm = core.timer(function() graceover(p, W, t) end, p._grace, false)
     tm:unref()
-    t.grace = tm
+    t._grace = tm
   end
 end
 
 local function abort(p, t, reason)
-  if t.done then return end
-  local W = t.w
+  if t._done then return end
+  local W = t._w
   if W == nil then      -- still queued: it never runs (left in the queue, skipped)
     p._np = p._np - 1
-    t.removed = true
+    t._removed = true
     finish(p, t, REJECTED, reason)
     if p._np == 0 then sync(p) end
   else
     finish(p, t, REJECTED, reason)
     if W.alive then
-      pcall(W.w.postMessage, W.w, { ABORT, t.id, reason })
+      pcall(W.w.postMessage, W.w, { ABORT, t._id, reason })
       local tm = core.timer(function() graceover(p, W, t) end, p._grace, false)
       tm:unref()
-      t.grace = tm
+      t._grace = tm
     end
   end
 end
@@ -407,19 +413,25 @@ local function onresults(p, W, m)
       tasks[id] = nil
       W.n = W.n - 1
       p._out = p._out - 1
-      if t.grace then t.grace:close(); t.grace = nil end
+      if t._grace then t._grace:close(); t._grace = nil end
       local st = m[i + 1]
       if st ~= SKIP then
         local t0, t1 = m[i + 3], m[i + 4]
         local d = t1 - t0
         sum, cnt = sum + d, cnt + 1
-        sample(rt, d)
-        local w = t0 - t.tsub
-        sample(wt, w > 0 and w or 0)
-        p._busy = p._busy + d
+        local w = t0 - t._tsub
+        if w < 0 then w = 0 end
+        local k = rt.n + 1          -- (sample(), inlined: this is the hot path)
+        rt.n, rt.sum, rt[(k - 1) % SAMPLES + 1] = k, rt.sum + d, d
+        k = wt.n + 1
+        wt.n, wt.sum, wt[(k - 1) % SAMPLES + 1] = k, wt.sum + w, w
       end
-      if not t.done then
-        if st == OK then finish(p, t, FULFILLED, m[i + 2])
+      if not t._done then
+        if st == OK and not t._timer and not t._onabort then   -- finish(), inlined
+          t._done, t._arg, t._transfer = true, nil, nil
+          p._completed = p._completed + 1
+          settle(t, FULFILLED, m[i + 2])
+        elseif st == OK then finish(p, t, FULFILLED, m[i + 2])
         elseif st == ERR then
           local v = m[i + 2]
           finish(p, t, REJECTED, v[1], v[2])
@@ -428,6 +440,7 @@ local function onresults(p, W, m)
     end
   end
   if cnt > 0 then
+    p._busy = p._busy + sum
     local mean = sum / cnt
     p._ewma = p._ewma and p._ewma * 0.7 + mean * 0.3 or mean
   end
@@ -454,10 +467,10 @@ local function onexit(p, W, code)
     end
     local rest = {}
     for i, t in ipairs(list) do
-      if t.grace then t.grace:close(); t.grace = nil end
-      if (W.killed and t.done) or (not W.killed and i <= p._conc) then
+      if t._grace then t._grace:close(); t._grace = nil end
+      if (W.killed and t._done) or (not W.killed and i <= p._conc) then
         finish(p, t, REJECTED, why, W.errtb)
-      elseif not t.done then
+      elseif not t._done then
         rest[#rest + 1] = t
       end
     end
@@ -571,15 +584,15 @@ local function send(p, W, k)
   local sent = {}
   while n < k and qh <= qt do
     local t = q[qh]
-    if t.transfer and n > 0 then break end   -- a task with a transfer list goes alone
+    if t._transfer and n > 0 then break end   -- a task with a transfer list goes alone
     q[qh] = nil
     qh = qh + 1
-    if not t.removed then
+    if not t._removed then
       local j = n * 3 + 3
-      msg[j], msg[j + 1], msg[j + 2] = t.id, t.name, t.arg
+      msg[j], msg[j + 1], msg[j + 2] = t._id, t._name, t._arg
       n = n + 1
       sent[n] = t
-      if t.transfer then transfer = t.transfer; break end
+      if t._transfer then transfer = t._transfer; break end
     end
   end
   p._qh = qh
@@ -593,10 +606,10 @@ local function send(p, W, k)
     -- one by one, to find what cannot be cloned (or the worker is gone)
     for i = 1, n do
       local t = sent[i]
-      local ok1, e1 = pcall(W.w.postMessage, W.w, { RUN, 1, t.id, t.name, t.arg }, t.transfer)
+      local ok1, e1 = pcall(W.w.postMessage, W.w, { RUN, 1, t._id, t._name, t._arg }, t._transfer)
       if ok1 and e1 ~= false then
-        W.tasks[t.id], W.n, p._out = t, W.n + 1, p._out + 1
-        t.w = W
+        W.tasks[t._id], W.n, p._out = t, W.n + 1, p._out + 1
+        t._w = W
       elseif not ok1 then
         finish(p, t, REJECTED, (tostring(e1):gsub("^postMessage: cannot clone msg%[5%]",
                                                   "run: cannot clone the task")))
@@ -609,8 +622,8 @@ local function send(p, W, k)
   local tasks = W.tasks
   for i = 1, n do
     local t = sent[i]
-    tasks[t.id] = t
-    t.w = W
+    tasks[t._id] = t
+    t._w = W
   end
   W.n = W.n + n
   p._out = p._out + n
@@ -679,12 +692,12 @@ function Pool:_failall(why)
   local q = self._q
   for i = self._qh, self._qt do
     local t = q[i]
-    if t and not t.removed then finish(self, t, REJECTED, why) end
+    if t and not t._removed then finish(self, t, REJECTED, why) end
   end
   self._q, self._qh, self._qt, self._np = {}, 1, 0, 0
   for _, W in ipairs(self._all) do
     for _, t in ipairs(outstanding(W)) do
-      if t.grace then t.grace:close(); t.grace = nil end
+      if t._grace then t._grace:close(); t._grace = nil end
       finish(self, t, REJECTED, why)
     end
     W.tasks, W.n = {}, 0
@@ -783,13 +796,21 @@ function M.Pool(opts)
   return p
 end
 
+-- option tables whose keys were checked (a loop passing the same table
+-- to every run pays for the pairs() pass once; the values are checked
+-- each time)
+local keyschecked = setmetatable({}, { __mode = "k" })
+
 local function checkrunopts(opts, fname)
   if opts == nil then return nil end
   if type(opts) ~= "table" then events.argerror(fname, 2, "table of options", opts, 3) end
-  for k in pairs(opts) do
-    if not RUN_OPTS[k] then
-      error(("bad argument #2 to '%s' (unknown option '%s')"):format(fname, tostring(k)), 4)
+  if not keyschecked[opts] then
+    for k in pairs(opts) do
+      if not RUN_OPTS[k] then
+        error(("bad argument #2 to '%s' (unknown option '%s')"):format(fname, tostring(k)), 4)
+      end
     end
+    keyschecked[opts] = true
   end
   local name = opts.name
   if name ~= nil and type(name) ~= "string" then
@@ -805,7 +826,7 @@ local function checkrunopts(opts, fname)
     error(("bad argument #2 to '%s' (option 'signal' must be a loom.AbortSignal, got %s)")
           :format(fname, type(sig)), 4)
   end
-  checkms(opts.timeout, fname, "option 'timeout'", 3)
+  if opts.timeout ~= nil then checkms(opts.timeout, fname, "option 'timeout'", 3) end
   return opts
 end
 
@@ -834,19 +855,21 @@ local function run(p, arg, opts, fname)
   end
   local id = p._id + 1
   p._id = id
-  local t = { id = id, name = name, arg = arg, fut = f, tsub = now(), transfer = transfer }
+  -- the task's record is its Future (one table per task)
+  local t = f
+  t._id, t._name, t._arg, t._tsub, t._transfer = id, name, arg, now(), transfer
   local qt = p._qt + 1
   p._q[qt] = t
   p._qt = qt
   p._np = p._np + 1
   if sig then
-    t.sig = sig
-    t.onabort = function(reason) abort(p, t, reason) end
-    sig:on("abort", t.onabort)
+    t._sig = sig
+    t._onabort = function(reason) abort(p, t, reason) end
+    sig:on("abort", t._onabort)
   end
   if timeout then
-    t.timer = core.timer(function() t.timer = nil; abort(p, t, "timeout") end, timeout, false)
-    t.timer:unref()
+    t._timer = core.timer(function() t._timer = nil; abort(p, t, "timeout") end, timeout, false)
+    t._timer:unref()
   end
   if not p._active then sync(p) end
   schedule(p)
