@@ -26,8 +26,9 @@ test: build
 test-nospin: build
 	cd $(BUILD) && LOOM_SPIN_US=0 ctest --output-on-failure -j 1
 
+# the primes below 20,000,000 with a task pool and a progress bar
 demo: build
-	$(LUA_ENV) $(LUA) examples/demo.lua
+	$(LUA_ENV) $(LUA) examples/primes.lua
 
 bench: build
 	$(LUA_ENV) $(LUA) bench/run.lua
