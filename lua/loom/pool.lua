@@ -5,15 +5,18 @@
 -- to cap = concurrentTasksPerWorker + prefetch tasks outstanding per
 -- worker, so a worker starts its next task without waiting for the main
 -- thread (no round trip per task).  prefetch adapts to the measured run
--- time: about PREFETCH_MS of work (1 for long tasks, up to MAX_PREFETCH
--- for tiny ones).  Workers send results back in batches (every
--- FLUSH_COUNT results, or FLUSH_MS after the first one waiting, or when
+-- time: about PREFETCH_MS of work (none for tasks longer than that, up to
+-- MAX_PREFETCH for tiny ones; 1 before any task has been measured).
+-- Workers send results back in batches (every FLUSH_COUNT results, or
+-- once FLUSH_MS have passed since the first unsent one started, or when
 -- they run out of work).  Each worker runs its tasks in the order they
 -- were handed to it, so the main thread knows which task a worker is
 -- running: the oldest ones it has not reported (the first
 -- concurrentTasksPerWorker), and which are only prefetched: when a worker
 -- dies, its running tasks fail and its prefetched ones go back to the
--- front of the queue.
+-- front of the queue.  (Known limit: results a worker had not sent yet
+-- when it was terminated are lost with it; those tasks go back to the
+-- queue and run again.  os.exit in a task sends them first.)
 --
 -- Messages, main -> worker:  {RUN, n, id1, name1, arg1, ...}
 --                            {ABORT, id, reason} | {EXIT}
@@ -37,7 +40,7 @@ local function workermain()
   local setmetatable, type, pcall, tostring = setmetatable, type, pcall, tostring
   local RUN, ABORT, EXIT, READY, FAILED, DONE = 1, 2, 3, 4, 5, 6
   local OK, ERR, SKIP = 1, 2, 3
-  local FLUSH_COUNT, FLUSH_MS = 32, 0.5
+  local FLUSH_COUNT, FLUSH_MS = 32, 1.5
   local conc = wd.conc
 
   -- the task module
@@ -102,7 +105,7 @@ local function workermain()
       id, status, v, t0, t1
     on = on + 1
     aborted[id], listeners[id] = nil, nil
-    if not first then first = t1 end
+    if not first then first = t0 end
     if on >= FLUSH_COUNT or t1 - first >= FLUSH_MS then flush() end
   end
 
@@ -270,7 +273,7 @@ local M = {}
 
 local RUN, ABORT, EXIT, READY, FAILED, DONE = 1, 2, 3, 4, 5, 6
 local OK, ERR, SKIP = 1, 2, 3
-local PREFETCH_MS, MAX_PREFETCH, OVERHEAD_MS = 3, 256, 0.002
+local PREFETCH_MS, MAX_PREFETCH, OVERHEAD_MS = 5, 256, 0.002
 local SAMPLES = 65536          -- run and wait times kept for the percentiles
 
 local Pool = events.class("loom.Pool")
@@ -554,8 +557,11 @@ end
 local function prefetch(p)
   local m = p._ewma
   if not m then return 1 end
+  -- tasks longer than PREFETCH_MS get none: a round trip is small next to
+  -- them, and a task prefetched by a busy worker could be waiting at the
+  -- end while another worker has nothing to do
   local k = floor(PREFETCH_MS / (m + OVERHEAD_MS))
-  if k < 1 then return 1 elseif k > MAX_PREFETCH then return MAX_PREFETCH end
+  if k > MAX_PREFETCH then return MAX_PREFETCH end
   return k
 end
 
