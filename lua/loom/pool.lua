@@ -268,6 +268,7 @@ local floor, ceil, huge, mtype = math.floor, math.ceil, math.huge, math.type
 local now = core.now
 local settle, newfuture, FULFILLED, REJECTED = future.settle, future.new, future.FULFILLED,
                                                future.REJECTED
+local Future, PENDING = future.Future, future.PENDING
 
 local M = {}
 
@@ -363,7 +364,7 @@ local function requeue_front(p, list)
   for i = n, 1, -1 do
     qh = qh - 1
     q[qh] = list[i]
-    list[i]._w = nil
+    list[i]._w = false
     p._np = p._np + 1
   end
   p._qh = qh
@@ -389,7 +390,7 @@ end
 local function abort(p, t, reason)
   if t._done then return end
   local W = t._w
-  if W == nil then      -- still queued: it never runs (left in the queue, skipped)
+  if not W then         -- still queued: it never runs (left in the queue, skipped)
     p._np = p._np - 1
     t._removed = true
     finish(p, t, REJECTED, reason)
@@ -840,12 +841,17 @@ local function run(p, arg, opts, fname)
   if p._closing or p._destroyed then
     error(("%s: the pool is %s"):format(fname, p._destroyed and "destroyed" or "closed"), 3)
   end
-  local f = newfuture()
   local name, sig, timeout, transfer
   if opts then
     name, sig, transfer = opts.name, opts.signal, opts.transfer
     timeout = opts.timeout
   end
+  -- the task's record is its Future (one table per task), made with every
+  -- field it will get, so that its hash part is sized once
+  local id = p._id + 1
+  p._id = id
+  local f = setmetatable({ _s = PENDING, _v = false, _cbs = false, _id = id, _name = name,
+                           _arg = arg, _tsub = now(), _w = false, _done = false }, Future)
   if timeout == nil then timeout = p._timeout
   elseif timeout == huge then timeout = nil end          -- no limit, not the pool's
   if p._broken then settle(f, REJECTED, p._broken); return f end
@@ -859,11 +865,8 @@ local function run(p, arg, opts, fname)
     settle(f, REJECTED, ("%s: the task queue is full (maxQueue = %d)"):format(fname, p._maxq))
     return f
   end
-  local id = p._id + 1
-  p._id = id
-  -- the task's record is its Future (one table per task)
   local t = f
-  t._id, t._name, t._arg, t._tsub, t._transfer = id, name, arg, now(), transfer
+  if transfer then t._transfer = transfer end
   local qt = p._qt + 1
   p._q[qt] = t
   p._qt = qt
