@@ -13,7 +13,8 @@ local loom = require "loom"
 local LIMIT = math.tointeger(tonumber(arg and arg[1])) or 20000000
 local THREADS = math.tointeger(tonumber(arg and arg[2])) or loom.availableParallelism()
 local BLOCK = 100000
-local KNOWN = { [20000000] = 1270607, [10000000] = 664579, [1000000] = 78498 }
+local KNOWN = { [20000000] = 1270607, [10000000] = 664579, [5000000] = 348513,
+                [1000000] = 78498 }
 
 -- the task: the primes in [lo, hi), with the reference's exact test
 local pool = loom.Pool{

@@ -91,6 +91,20 @@ describe("Pool", function()
       closed(p)
     end)
 
+    it("transfer moves a port into the task", function()
+      local p = pool{ maxThreads = 1, fn = function()
+        return function(port) port:postMessage("from the task"); port:close(); return true end
+      end }
+      local ch = loom.MessageChannel()
+      local got
+      ch.port1:on("message", function(m) got = m end)
+      assert.is_true(await(p:run(ch.port2, { transfer = { ch.port2 } })))
+      assert.is_true(H.run_until(function() return got ~= nil end))
+      assert.are.equal("from the task", got)
+      ch.port1:close()
+      closed(p)
+    end)
+
     it("inside loom.async, awaiting yields", function()
       local p = pool()
       local got = await(loom.async(function()
