@@ -494,7 +494,8 @@ end
 
 spawn = function(p)
   p._spawning = p._spawning + 1
-  local W = { tasks = {}, n = 0, alive = true, ready = false }
+  -- W.starting: counted in p._spawning until READY, FAILED or its exit
+  local W = { tasks = {}, n = 0, alive = true, ready = false, starting = true }
   local ok, w = pcall(require("loom.worker").Worker, workermain, {
     name = p._name, workerData = { kind = p._kind, src = p._src, conc = p._conc },
     resourceLimits = p._limits,
@@ -510,12 +511,14 @@ spawn = function(p)
     local k = m[1]
     if k == DONE then return onresults(p, W, m)
     elseif k == READY then
+      W.starting = false
       p._spawning = p._spawning - 1
       W.ready, W.born, W.idle0 = true, now(), now()
       p._workers[#p._workers + 1] = W
       if p._destroyed or p._broken then retire(p, W) end
       flush(p)
     elseif k == FAILED then
+      W.starting = false
       p._spawning = p._spawning - 1
       W.expected = true
       p:_break("loom.Pool: the task module failed in a worker: " .. tostring(m[2]))
@@ -525,7 +528,7 @@ spawn = function(p)
     W.err, W.errtb = e, tb
   end)
   w:on("exit", function(code)
-    if not W.ready and not W.expected then p._spawning = p._spawning - 1 end
+    if W.starting then W.starting = false; p._spawning = p._spawning - 1 end
     for i, x in ipairs(p._all) do
       if x == W then table.remove(p._all, i); break end
     end
