@@ -7,7 +7,8 @@
 -- of loom.Pool, so the threads share the work however uneven it is
 -- (higher numbers need more trial divisions).  The pool hands every
 -- thread its next block before it has finished the current one, so no
--- thread waits for the main thread between tasks.
+-- thread waits for the main thread between tasks.  The highest blocks
+-- (the longest tasks) go first, so the threads finish together.
 local loom = require "loom"
 
 local LIMIT = math.tointeger(tonumber(arg and arg[1])) or 20000000
@@ -57,7 +58,7 @@ end
 print(("loom %s: counting the primes below %d with a pool of %d threads"):format(
   loom._VERSION, LIMIT, THREADS))
 local fs = {}
-for b = 0, blocks - 1 do
+for b = blocks - 1, 0, -1 do    -- the longest blocks (highest numbers) first
   local lo = b * BLOCK
   fs[#fs + 1] = pool:run({ lo, math.min(lo + BLOCK, LIMIT) }):next(function(c)
     total, done = total + c, done + 1
