@@ -275,6 +275,7 @@ local M = {}
 local RUN, ABORT, EXIT, READY, FAILED, DONE = 1, 2, 3, 4, 5, 6
 local OK, ERR, SKIP = 1, 2, 3
 local PREFETCH_MS, MAX_PREFETCH, OVERHEAD_MS = 5, 256, 0.002
+local MAIN_MS = 0.004          -- the main thread's cost per task, about
 local SAMPLES = 65536          -- run and wait times kept for the percentiles
 
 local Pool = events.class("loom.Pool")
@@ -649,6 +650,19 @@ flush = function(p)
       if W.alive and not W.retiring and W.n < cap then ready[#ready + 1] = W end
     end
     local nr = #ready
+    -- Tiny tasks: feed only as many workers as the main thread can keep
+    -- busy (a task costs it about MAIN_MS to hand out and settle).  More
+    -- would only take CPU from the main thread, which is then the
+    -- bottleneck; the busiest workers are kept, so the rest sleep.
+    local m = p._ewma
+    if m and nr > 1 then
+      local feed = ceil((m + OVERHEAD_MS) / MAIN_MS)
+      if feed < nr then
+        table.sort(ready, function(a, b) return a.n > b.n end)
+        for i = nr, feed + 1, -1 do ready[i] = nil end
+        nr = feed
+      end
+    end
     if nr > 0 then
       local per = ceil(p._np / nr)
       for i = 1, nr do
