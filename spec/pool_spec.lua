@@ -193,6 +193,9 @@ describe("Pool", function()
       fails("option 'idleTimeout' must be a number of ms >= 0", loom.Pool, { filename = TASKS, idleTimeout = -1 })
       fails("option 'timeout' must be", loom.Pool, { filename = TASKS, timeout = 0 / 0 })
       fails("option 'fn' must be a function", loom.Pool, { fn = 1 })
+      local handle = io.stdout
+      fails("Pool: cannot clone option 'fn'(upvalue 'handle'): userdata", loom.Pool,
+            { fn = function() return handle end, minThreads = 0 })
       fails("resourceLimits", loom.Pool, { filename = TASKS, resourceLimits = { bogus = 1 } })
     end)
 

@@ -329,7 +329,7 @@ local function check(self, fname)
   end
 end
 
-local flush, spawn, sync
+local flush, spawn, trystart, sync
 
 -- the Future of a task settles; its bookkeeping goes
 local function finish(p, t, state, v, tb)
@@ -483,7 +483,7 @@ local function onexit(p, W, code)
   end
   if not p._destroyed and not p._broken then
     local have = #p._workers + p._spawning
-    if (have < p._min and not p._closing) or (have == 0 and p._np > 0) then spawn(p) end
+    if (have < p._min and not p._closing) or (have == 0 and p._np > 0) then trystart(p) end
   end
   flush(p)
 end
@@ -545,6 +545,14 @@ spawn = function(p)
     p:_checkclosed()
   end)
   return W
+end
+
+-- spawn from the loop (a replacement, more threads): a worker that cannot
+-- be made (no memory, no thread) breaks the pool instead of raising from
+-- the loop
+trystart = function(p)
+  local ok, err = pcall(spawn, p)
+  if not ok then p:_break("loom.Pool: cannot start a worker: " .. tostring(err)) end
 end
 
 -- keep the loop alive (ref the workers) while the pool has work, or is
@@ -681,7 +689,7 @@ flush = function(p)
         if W.n < p._conc and not W.retiring then busy = false; break end
       end
       if busy and #p._workers + p._spawning < p._max and p._spawning * p._conc < p._np then
-        spawn(p)
+        trystart(p)
       end
     end
   end
@@ -771,6 +779,10 @@ function M.Pool(opts)
       opterr("Pool", "option 'fn' must be a function, got " .. type(opts.fn), 2)
     end
     kind, src = "function", opts.fn
+    local ok, err = pcall(core.clone, opts.fn)      -- its upvalues must be cloneable
+    if not ok then
+      error((tostring(err):gsub("^loom%.clone: cannot clone value", "Pool: cannot clone option 'fn'")), 2)
+    end
   end
   local maxT = checkint(opts, "maxThreads", 1, nil)
   local minT = checkint(opts, "minThreads", 0, nil)
