@@ -333,8 +333,7 @@ local flush, spawn, trystart, sync
 
 -- the Future of a task settles; its bookkeeping goes
 local function finish(p, t, state, v, tb)
-  if t._done then return end
-  t._done = true
+  if t._s ~= PENDING then return end     -- (a task is done when its Future is)
   t._arg, t._transfer = nil, nil
   if t._timer then t._timer:close(); t._timer = nil end
   if t._onabort then t._sig:off("abort", t._onabort); t._onabort = nil end
@@ -389,7 +388,7 @@ local function graceover(p, W, t)
 end
 
 local function abort(p, t, reason)
-  if t._done then return end
+  if t._s ~= PENDING then return end
   local W = t._w
   if not W then         -- still queued: it never runs (left in the queue, skipped)
     p._np = p._np - 1
@@ -431,9 +430,9 @@ local function onresults(p, W, m)
         k = wt.n + 1
         wt.n, wt.sum, wt[(k - 1) % SAMPLES + 1] = k, wt.sum + w, w
       end
-      if not t._done then
+      if t._s == PENDING then
         if st == OK and not t._timer and not t._onabort then   -- finish(), inlined
-          t._done, t._arg, t._transfer = true, nil, nil
+          t._arg, t._transfer = nil, nil
           p._completed = p._completed + 1
           settle(t, FULFILLED, m[i + 2])
         elseif st == OK then finish(p, t, FULFILLED, m[i + 2])
@@ -473,9 +472,10 @@ local function onexit(p, W, code)
     local rest = {}
     for i, t in ipairs(list) do
       if t._grace then t._grace:close(); t._grace = nil end
-      if (W.killed and t._done) or (not W.killed and i <= p._conc) then
+      local done = t._s ~= PENDING
+      if (W.killed and done) or (not W.killed and i <= p._conc) then
         finish(p, t, REJECTED, why, W.errtb)
-      elseif not t._done then
+      elseif not done then
         rest[#rest + 1] = t
       end
     end
@@ -880,7 +880,7 @@ local function run(p, arg, opts, fname)
   local id = p._id + 1
   p._id = id
   local f = setmetatable({ _s = PENDING, _v = false, _cbs = false, _id = id, _name = name,
-                           _arg = arg, _tsub = now(), _w = false, _done = false }, Future)
+                           _arg = arg, _tsub = now(), _w = false }, Future)
   if timeout == nil then timeout = p._timeout
   elseif timeout == huge then timeout = nil end          -- no limit, not the pool's
   if p._broken then settle(f, REJECTED, p._broken); return f end
