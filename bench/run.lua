@@ -3,8 +3,8 @@
 --
 --   lua5.4 bench/run.lua [--quick] [--no-node] [workload ...]
 --
--- workloads: spawn pingpong throughput bigclone channels cpu pool (default: all,
--- in that order).  For each workload, the loom script (bench/<name>.lua) and then the
+-- workloads: spawn pingpong throughput bigclone channels atomics cpu pool
+-- (default: all, in that order).  For each workload, the loom script (bench/<name>.lua) and then the
 -- Node reference (<name>.js, from a copy of the reference directory in a temp
 -- dir) run as separate processes; each prints one JSON line.  The table shows
 -- both and the ratio "how many times better loom is" (node/loom for times and
@@ -26,7 +26,8 @@
 local DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local cjson = require "cjson"
 
-local WORKLOADS = { "spawn", "pingpong", "throughput", "bigclone", "channels", "cpu", "pool" }
+local WORKLOADS = { "spawn", "pingpong", "throughput", "bigclone", "channels", "atomics",
+                    "cpu", "pool" }
 local NODE_DIR = os.getenv("LOOM_BENCH_NODE_DIR") or "/work/shared/bench/node"
 local TIMEOUT = tonumber(os.getenv("LOOM_BENCH_TIMEOUT")) or 900
 local LUA = arg[-1] or "lua5.4"
@@ -176,6 +177,13 @@ local QUICK_NODE = {
     { "timeIt(2, 10,", "timeIt(1, 3,", 5 },
     { "timeIt(2, 20,", "timeIt(1, 5,", 3 },
   },
+  atomics = {
+    { "addTest(2, 10_000_000)", "addTest(2, 1_000_000)", 1 },
+    { "addTest(1, 10_000_000)", "addTest(1, 1_000_000)", 1 },
+    { "pingPong(false, 100_000, 1_000)", "pingPong(false, 10_000, 100)", 1 },
+    { "pingPong(true, 100_000, 1_000)", "pingPong(true, 10_000, 100)", 1 },
+    { "waitAsyncPingPong(20_000, 1_000)", "waitAsyncPingPong(2_000, 100)", 1 },
+  },
   cpu = {
     { "const LIMIT = 20_000_000;", "const LIMIT = 2_000_000;", 1 },
     { "const EXPECTED = 1_270_607;", "const EXPECTED = 148_933;", 1 },
@@ -286,8 +294,23 @@ local ROWS = {
       node = "arraybuffer_16MiB.copy_round_trip_ms.p50" },
     { "16 MiB copied, one-way + ack, p50", "ms", "time", "string_16MiB.copy_one_way_ack_ms.p50",
       node = "arraybuffer_16MiB.copy_one_way_ack_ms.p50" },
-    { "16 MiB transferred, round trip, p50", "ms", "time", "string_16MiB.transfer_round_trip_ms",
-      node = "arraybuffer_16MiB.transfer_round_trip_ms.p50" },
+    { "16 MiB SharedBuffer handed over and back vs transfer round trip, p50", "ms", "time",
+      "shared_16MiB.handover_round_trip_ms.p50", node = "arraybuffer_16MiB.transfer_round_trip_ms.p50" },
+    { "100k frozen: send + read every entry vs copy + read (l)", "ms", "time",
+      "object.frozen_send_read_all_ms.p50", ref = "loom", refpath = "object.copy_send_read_all_ms.p50" },
+    { "100k frozen: send + read every entry vs copying round trip (l)", "ms", "time",
+      "object.frozen_send_read_all_ms.p50", ref = "loom", refpath = "object.round_trip_ms.p50" },
+    { "loom.freeze of the 100k array, once", "ms", "time", "object.freeze_once_ms", ref = "none" },
+  },
+  atomics = {
+    { "2 workers x 10M add, same slot", "ops/s", "rate", "add_contended.ops_per_s", target = 0.75 },
+    { "1 worker x 10M add", "ops/s", "rate", "add_uncontended.ops_per_s" },
+    { "wait/notify ping-pong, mean", "us", "time", "wait_notify_pingpong.mean_us", target = 1 },
+    { "wait/notify ping-pong, p50", "us", "time", "wait_notify_pingpong.latency_us.p50" },
+    { "wait/notify ping-pong, p99", "us", "time", "wait_notify_pingpong.latency_us.p99" },
+    { "spin (load loop) ping-pong, mean", "us", "time", "spin_pingpong.mean_us" },
+    { "main waitAsync <-> worker wait, mean", "us", "time", "waitasync_pingpong.mean_us" },
+    { "main waitAsync <-> worker wait, p50", "us", "time", "waitasync_pingpong.latency_us.p50" },
   },
 }
 
@@ -352,8 +375,9 @@ local function fmt(v, unit)
   if type(v) == "string" then return v end
   if type(v) ~= "number" then return "-" end
   local suffix = ""
-  if unit == "msg/s" and math.abs(v) >= 1e6 then v, suffix = v / 1e6, " M"
-  elseif unit == "msg/s" and math.abs(v) >= 1e3 then v, suffix = v / 1e3, " k" end
+  local persec = unit == "msg/s" or unit == "ops/s"
+  if persec and math.abs(v) >= 1e6 then v, suffix = v / 1e6, " M"
+  elseif persec and math.abs(v) >= 1e3 then v, suffix = v / 1e3, " k" end
   local s
   local a = math.abs(v)
   if a >= 1000 then s = ("%.0f"):format(v)
@@ -532,6 +556,8 @@ for _, name in ipairs(todo) do
         nv = get(L, row.refpath)
         ncell = L and (nv and fmt(nv, unit) .. " l" or "1 (ideal) l") or "FAILED"
         if nv == nil then nv = 1 end
+      elseif row.ref == "none" then
+        nv, ncell = nil, ""
       else
         nv = get(N, row.node or lpath)
         ncell = not nodedir and "skipped" or N and fmt(nv, unit) or "FAILED"
@@ -571,7 +597,8 @@ print()
 print(render(rows))
 if loomnote then
   print("(l) reference column = another loom figure of the same run (Channel against loom's "
-        .. "own one-way port; fan-out against the ideal, 1), not Node")
+        .. "own one-way port; fan-out against the ideal, 1; a frozen table against loom's "
+        .. "copying path: the plain array posted, read, or echoed), not Node")
 end
 if footnote then
   print("(*) reference column = lua-cjson encode+decode of the same array in the loom "

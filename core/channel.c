@@ -206,6 +206,7 @@ static const char WRAPKEY = 'w';    /* registry: channel.wrap, Lua side */
 typedef struct lchan {
   loom_chan *q;
   loom_chansub *sub;
+  loom_msg *taken;             /* popped, being decoded */
   loom_ctx *c;
 } lchan;
 
@@ -213,6 +214,7 @@ static lchan *newchan (lua_State *L, loom_ctx *c) {
   lchan *lq = (lchan *)lua_newuserdatauv(L, sizeof *lq, 0);
   lq->q = NULL;
   lq->sub = NULL;
+  lq->taken = NULL;
   lq->c = c;
   luaL_setmetatable(L, CHAN);
   return lq;
@@ -228,6 +230,8 @@ static int chan_gc (lua_State *L) {
   lchan *lq = (lchan *)luaL_checkudata(L, 1, CHAN);
   if (lq->sub) loom__chan_unsubscribe(lq->q, lq->sub);
   lq->sub = NULL;
+  loom__msg_free(lq->taken);
+  lq->taken = NULL;
   loom__chan_release(lq->q);
   lq->q = NULL;
   return 0;
@@ -375,22 +379,16 @@ static int l_push (lua_State *L) {
   }
 }
 
-/* Decode m and push its value (raising if it cannot be decoded). */
-static int pushvalue (lua_State *L, loom_msg *m, const char *who) {
-  if (loom__decode_msg(L, m)) {
-    loom__msg_free(m);
-    return luaL_error(L, "%s: %s", who, lua_tostring(L, -1));
-  }
+/* Decode m and push its value.  m waits in lq->taken meanwhile: a decode
+** that raises (out of memory, a hook's Lua) leaves it there, freed by the
+** next pop or the userdata's __gc. */
+static int pushvalue (lua_State *L, lchan *lq, loom_msg *m, const char *who) {
+  loom__msg_free(lq->taken);
+  lq->taken = m;
+  if (loom__decode_msg(L, m)) return luaL_error(L, "%s: %s", who, lua_tostring(L, -1));
+  lq->taken = NULL;
   loom__msg_free(m);
   return 1;
-}
-
-static void cpu_relax (void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
 }
 
 /* Before blocking: spin up to the runtime's spin window for a value (a
@@ -404,7 +402,7 @@ static int spin (loom_ctx *c, loom_chan *q) {
     for (i = 0; i < 64; i++) {
       if (atomic_load_explicit(&q->ready, memory_order_acquire)) return 1;
       if (stop && atomic_load_explicit(stop, memory_order_relaxed)) return 0;
-      cpu_relax();
+      loom__cpu_relax();
     }
   } while (uv_hrtime() < until);
   return 0;
@@ -431,10 +429,7 @@ static int pop (lua_State *L, lchan *lq, double t, const char *who) {
       }
     }
     else r = loom__chan_pop(lq->q, &m, t == 0 ? NULL : &w, lq->sub);
-    if (r == LOOM_CHAN_OK) {
-      lua_settop(L, 0);
-      return pushvalue(L, m, who);
-    }
+    if (r == LOOM_CHAN_OK) return pushvalue(L, lq, m, who);
     if (r == LOOM_CHAN_CLOSED) return fail2(L, "closed");
     if (t == 0) return fail2(L, "empty");
     if (!loom__ctx_stopping(c))

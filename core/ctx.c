@@ -99,14 +99,6 @@ static void on_async (uv_async_t *a) {
   loom__ctx_deliver(c, -1);
 }
 
-static void cpu_relax (void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 void loom__ctx_expect (loom_ctx *c) {
   if (c->rt->spin_ns) c->spin_until = uv_hrtime() + c->rt->spin_ns;
 }
@@ -127,7 +119,7 @@ int loom__ctx_spin (loom_ctx *c) {
         c->spin_until = 0;
         return 0;
       }
-      cpu_relax();
+      loom__cpu_relax();
     }
   }
   c->spin_until = 0;            /* the window closed with nothing */
@@ -459,23 +451,8 @@ static void takeall (loom_ctx *c) {
 }
 
 loom_msg *loom__ctx_extract (loom_ctx *c, uint64_t target) {
-  loom_msg *out = NULL, **o = &out, **pp, *last = NULL;
   takeall(c);
-  for (pp = &c->pend_head; *pp; ) {
-    loom_msg *m = *pp;
-    if (m->target == target) {
-      *pp = m->next;
-      m->next = NULL;
-      *o = m;
-      o = &m->next;
-    }
-    else {
-      last = m;
-      pp = &m->next;
-    }
-  }
-  c->pend_tail = last;
-  return out;
+  return loom__msg_extract(&c->pend_head, &c->pend_tail, target);
 }
 
 /* the first MESSAGE or CLOSE for target after *from, or NULL */
@@ -517,6 +494,24 @@ loom_msg *loom__ctx_pull (loom_ctx *c, uint64_t target, double timeout_ms, int *
     }
     else loom__mailbox_wait(c->mb, c->stop ? &c->stop->flag : NULL, -1, 1);
   }
+}
+
+static int msgbox_gc (lua_State *L) {
+  loom_msg **box = (loom_msg **)lua_touserdata(L, 1);
+  loom__msg_free(*box);
+  *box = NULL;
+  return 0;
+}
+
+loom_msg **loom__ctx_msgbox (lua_State *L) {
+  loom_msg **box = (loom_msg **)lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  if (luaL_newmetatable(L, "loom.MsgBox")) {
+    lua_pushcfunction(L, msgbox_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return box;
 }
 
 loom_msg *loom__ctx_pack (lua_State *L, loom_ctx *c, int idx,

@@ -24,10 +24,11 @@ static int rtbox_gc (lua_State *L) {
 int loom_open (lua_State *L, loom_runtime *rt) {
   loom_runtime **box;
   int had;
+  if (L == NULL || rt == NULL) return LOOM_EINVAL;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &RTKEY);
   had = !lua_isnil(L, -1) || loom__ctx_get(L) != NULL;
   lua_pop(L, 1);
-  if (had) return -1;
+  if (had) return LOOM_EEXIST;
   box = (loom_runtime **)lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
   lua_createtable(L, 0, 1);
@@ -38,6 +39,82 @@ int loom_open (lua_State *L, loom_runtime *rt) {
   *box = rt;                       /* released when the state closes */
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RTKEY);
   return 0;
+}
+
+/* The runtime of L: its context's, or the one loom_open gave; NULL. */
+static loom_runtime *runtime_of (lua_State *L) {
+  loom_ctx *c = loom__ctx_get(L);
+  loom_runtime *rt = NULL;
+  if (c) return c->rt;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &RTKEY) == LUA_TUSERDATA)
+    rt = *(loom_runtime **)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return rt;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Host types: a loom_hosttype becomes a clone hook.  Its reference vtable
+** and hook are kept by the runtime (one per type), so every state of the
+** runtime shares them: a message made in one state names the same vtable
+** the receiving state's hook has, and outlives the state that made it.
+** ======================================================================= */
+
+typedef struct hostreg {
+  loom_refvt vt;
+  loom_clonehook hook;
+} hostreg;
+
+static void hostreg_init (void *block, const void *key) {
+  hostreg *r = (hostreg *)block;
+  const loom_hosttype *t = (const loom_hosttype *)key;
+  r->vt.name = t->name;
+  r->vt.release = t->release;
+  r->hook.name = t->name;
+  r->hook.vt = &r->vt;
+  r->hook.encode = t->encode;
+  r->hook.decode = t->decode;
+}
+
+static int addhook_p (lua_State *L) {
+  loom__serial_addhook(L, 1, (const loom_clonehook *)lua_touserdata(L, 2));
+  return 0;
+}
+
+int loom_register_type (lua_State *L, int mtidx, const loom_hosttype *t) {
+  loom_runtime *rt;
+  hostreg *r;
+  size_t n;
+  if (L == NULL || t == NULL || t->name == NULL || t->encode == NULL ||
+      t->decode == NULL || t->release == NULL)
+    return LOOM_EINVAL;
+  n = strlen(t->name);
+  if (n == 0 || n > 255 || !lua_istable(L, mtidx)) return LOOM_EINVAL;
+  if ((rt = runtime_of(L)) == NULL) return LOOM_ENOLOOM;
+  if ((r = (hostreg *)loom__runtime_keep(rt, t, sizeof *r, hostreg_init)) == NULL)
+    return LOOM_ENOMEM;
+  mtidx = lua_absindex(L, mtidx);
+  if (!lua_checkstack(L, 3)) return LOOM_ENOMEM;
+  lua_pushcfunction(L, addhook_p);
+  lua_pushvalue(L, mtidx);
+  lua_pushlightuserdata(L, &r->hook);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {      /* the registry could not grow */
+    lua_pop(L, 1);
+    return LOOM_ENOMEM;
+  }
+  return 0;
+}
+
+const char *loom_strerror (int err) {
+  switch (err) {
+    case 0: return "success";
+    case LOOM_EINVAL: return "invalid argument";
+    case LOOM_ENOMEM: return "not enough memory";
+    case LOOM_EEXIST: return "already attached to a runtime";
+    case LOOM_ENOLOOM: return "the state has no loom runtime (call loom_open first)";
+    default: return "unknown loom error";
+  }
 }
 
 /* }====================================================================== */
@@ -207,6 +284,8 @@ int luaopen_loom_core (lua_State *L) {
   loom__channel_open(L, c);
   loom__broadcast_open(L, c);
   loom__worker_open(L, c);
+  loom__shared_open(L, c);
+  loom__frozen_open(L);
   loom__testref_open(L);
   return 1;
 }

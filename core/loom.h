@@ -24,6 +24,15 @@ extern "C" {
 #define LOOM_API extern
 #endif
 
+/* Errors are negative numbers, as libuv's are; loom_strerror names them. */
+#define LOOM_EINVAL (-22)      /* a NULL or malformed argument */
+#define LOOM_ENOMEM (-12)      /* out of memory */
+#define LOOM_EEXIST (-17)      /* already done (a state attached twice) */
+#define LOOM_ENOLOOM (-1001)   /* the state has no runtime: loom_open first */
+
+/* A static string for an error code (any thread). */
+LOOM_API const char *loom_strerror(int err);
+
 /* A runtime owns every worker, named channel and broadcast group made from
 ** the states attached to it.  It is shared by all its threads and freed when
 ** the last of them lets go of it. */
@@ -65,8 +74,9 @@ LOOM_API void loom_runtime_release(loom_runtime *rt);
 
 /* Attach a host's main state to 'rt' (takes its own reference). Must be
 ** called before the state first requires "loom"; without it, the first
-** require makes a runtime with default hooks.  Returns 0, or -1 when the
-** state already has a runtime.  Then `require "loom"` works as usual. */
+** require makes a runtime with default hooks.  Returns 0, or LOOM_EEXIST
+** when the state already has a runtime, LOOM_EINVAL for NULL arguments.
+** Then `require "loom"` works as usual. */
 LOOM_API int loom_open(lua_State *L, loom_runtime *rt);
 
 /* Deliver pending events (messages, timers, worker exits) on the host
@@ -78,6 +88,35 @@ LOOM_API int loom_poll(lua_State *L, int budget_us, int max_messages);
 /* A file descriptor that becomes readable when loom_poll has work, for
 ** hosts that sleep in their own poll(2); -1 where there is none. */
 LOOM_API int loom_backend_fd(lua_State *L);
+
+/* Host userdata by handle.  A host teaches loom one of its userdata types
+** (a texture, an entity): in a message the value travels as a handle that
+** holds one reference the host counts, and the receiving state makes its
+** own userdata for it.  An unregistered userdata still fails to clone with
+** the path of the bad value.  The struct must outlive the runtime (static
+** storage); every state that sends or receives the type registers the same
+** struct (a worker state: from the on_state hook). */
+typedef struct loom_hosttype {
+  const char *name;         /* 1 to 255 bytes; the same in every state */
+  /* The userdata at idx (its metatable is the registered one) becomes
+  ** *handle, holding one new reference.  0, or non-zero when it cannot be
+  ** sent (write why into err).  Called on the sending thread; must not
+  ** call Lua, allocate Lua memory or raise. */
+  int (*encode)(lua_State *L, int idx, void **handle, char *err, size_t errsz);
+  /* Push the value for handle onto L, taking the reference it holds: 0; or
+  ** non-zero with an error message pushed instead (the reference is then
+  ** dropped with release).  Called on the receiving thread; may raise. */
+  int (*decode)(lua_State *L, void *handle);
+  /* Drop the reference a handle holds: the message carrying it was
+  ** dropped undelivered (closed port, exited worker, failed decode).  Any
+  ** thread, any time until the runtime is freed. */
+  void (*release)(void *handle);
+} loom_hosttype;
+
+/* Register t for the userdata whose metatable is at mtidx in L.  L must
+** have a runtime (loom_open, or a worker state).  0, or LOOM_EINVAL (a
+** NULL or incomplete t, no table at mtidx), LOOM_ENOLOOM, LOOM_ENOMEM. */
+LOOM_API int loom_register_type(lua_State *L, int mtidx, const loom_hosttype *t);
 
 /* The Lua module "loom.core". */
 LOOM_API int luaopen_loom_core(lua_State *L);

@@ -7,10 +7,10 @@
 ** The per-state layers (context, cloner, worker states) and the bindings
 ** are declared in loom_lua.h.  core/README.md draws the map.
 ** Names: loom_ public (loom.h), loom__ internal, static helpers unprefixed.
-** Lock order: a port pair's or a channel's lock may be held while taking a
-** mailbox lock; no other two of loom's locks (runtime, mailbox, pair,
-** channel, stop) are ever held together, and none is held while Lua code
-** runs or an error is raised.
+** Lock order: a port pair's, a channel's or a shared block's lock may be
+** held while taking a mailbox lock; no other two of loom's locks (runtime,
+** mailbox, pair, channel, shared block, stop) are ever held together, and
+** none is held while Lua code runs or an error is raised.
 */
 #ifndef LOOM_INT_H
 #define LOOM_INT_H
@@ -22,6 +22,15 @@
 #include "loom.h"
 
 #define LOOM_MAX_DEPTH 200     /* nesting bound of the cloner, both ways */
+
+/* A spinning thread's pause between two looks at a flag. */
+static inline void loom__cpu_relax (void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
 
 #ifdef LOOM_DEBUG
 #include <assert.h>
@@ -82,6 +91,7 @@ enum {
   LOOM_MSG_CLOSE,         /* a port pair was closed: after every message */
   LOOM_MSG_READY,         /* a channel has values for a subscriber */
   LOOM_MSG_MESSAGEERROR,  /* never sent: a MESSAGE that failed to decode */
+  LOOM_MSG_WAKE,          /* notify -> a waitAsync's thread: target = its id */
   LOOM_MSG_NKINDS
 };
 
@@ -136,12 +146,14 @@ void loom__mailbox_close(loom_mailbox *mb);
 /* Any thread: queue 'm' (taking ownership) and wake the owner.  Returns 0,
 ** or -1 when the mailbox is closed (then 'm' is freed). */
 int loom__mailbox_push(loom_mailbox *mb, loom_msg *m);
+/* Unlink from the list at *head every message addressed to 'target', in
+** order (a list, NULL if none); *tail is set to the list's new last
+** message (NULL when emptied). */
+loom_msg *loom__msg_extract(loom_msg **head, loom_msg **tail, uint64_t target);
+
 /* Owner only: take every queued message, in order (NULL if none); the
 ** last one in *tail. */
 loom_msg *loom__mailbox_take(loom_mailbox *mb, loom_msg **tail);
-/* Owner only: take out the queued messages addressed to 'target', in
-** order (a list, NULL if none). */
-loom_msg *loom__mailbox_extract(loom_mailbox *mb, uint64_t target);
 /* Owner only: about to block in the loop.  Returns 1 if a message came
 ** in meanwhile (then it does not block); else pushes will wake it. */
 int loom__mailbox_sleep(loom_mailbox *mb);
@@ -264,7 +276,16 @@ struct loom_runtime {
   size_t sparecap;
   loom_chan *named;                 /* named channels, one count each */
   loom_bcgroup *bcast;              /* BroadcastChannel names in use */
+  struct loom_kept *kept;           /* blocks kept for the runtime's life */
 };
+
+/* A block kept as long as the runtime, one per key (a host type's
+** wrappers): the runtime's list, under its lock. */
+typedef struct loom_kept {
+  struct loom_kept *next;
+  const void *key;
+  union { max_align_t align; unsigned char data[1]; } u;
+} loom_kept;
 
 void loom__runtime_retain(loom_runtime *rt);
 uint64_t loom__runtime_newid(loom_runtime *rt);
@@ -274,6 +295,11 @@ int loom__runtime_boot_add(loom_runtime *rt, const char *name, char *code,
                            size_t len);
 /* The published entry for 'name', or NULL. */
 const loom_boot *loom__runtime_boot_find(loom_runtime *rt, const char *name);
+/* The block kept for 'key' (size bytes, made and passed to init(block,
+** key) under the runtime's lock the first time), or NULL when out of
+** memory.  Freed with the runtime. */
+void *loom__runtime_keep(loom_runtime *rt, const void *key, size_t size,
+                         void (*init)(void *block, const void *key));
 /* The channel named 'name' (made with capacity cap if new), retained for
 ** the caller; NULL when out of memory.  *cap_out: its capacity. */
 loom_chan *loom__runtime_chan(loom_runtime *rt, const char *name, size_t cap,
@@ -395,7 +421,7 @@ typedef struct loom_worker_opts {
 ** its start: wdata, argv, env (decoded there, which takes their
 ** references) and exitmsg (sent as its last act; freed with the worker if
 ** the thread never ran).  'stop' has its own rules (above).  Parent thread only: thread, started, joined,
-** next.  Worker thread only: everything it reaches through its context. */
+** held, exited, next.  Worker thread only: everything it reaches through its context. */
 struct loom_worker {
   atomic_int refs;
   loom_runtime *rt;
@@ -415,6 +441,7 @@ struct loom_worker {
   loom_stop stop;
   uv_thread_t thread;
   int started, joined;
+  int held, exited;            /* its handle holds the parent's loop; EXIT came */
   loom_worker *next;           /* in the parent's children list */
 };
 
@@ -434,5 +461,65 @@ void loom__worker_terminate(loom_worker *w);
 ** frees what it owns when it ends.  Returns 0, or -1 when detached. */
 int loom__worker_join(loom_worker *w, uint64_t deadline);
 #define LOOM_JOIN_GRACE_NS (5 * (uint64_t)1000000000)
+
+/* {======================================================================
+** L1: shared memory (shared.c, above its fence).  A block is shared by
+** every thread holding it (buffers, views, messages, waiters) and freed
+** when its atomic refcount drops to 0.  size and data are immutable; the
+** bytes are read and written by anyone (atomics where the API says so);
+** 'lock' guards the waiter lists.  A waiter is owned by the thread that
+** waits (on its stack for a blocking wait, in a userdata for waitAsync);
+** while it is listed its links, 'msg' and 'listed' are guarded by the
+** block's lock, and a notifier wakes it while holding that lock, so a
+** waiter that has taken the lock after waking is never touched again.
+** frozen.c keeps a frozen table's image in a block too: written once by
+** the thread that froze it, before any other holder exists; read-only
+** from then on, so its readers take no lock.
+** ======================================================================= */
+#define LOOM_WBUCKETS 16       /* waiter lists per block, by address */
+
+typedef struct loom_waiter {
+  struct loom_waiter *next, *prev;
+  size_t off;                  /* byte offset of the waited element */
+  loom_mailbox *mb;            /* the waiting thread's inbox */
+  loom_msg *msg;               /* async: the WAKE to push; NULL: blocking */
+  atomic_int woken;            /* blocking: set by notify, then its mailbox signalled */
+  int listed;
+} loom_waiter;
+
+typedef struct loom_shared {
+  atomic_int refs;
+  uv_mutex_t lock;
+  size_t size;
+  unsigned char *data;         /* 16-byte aligned, zero-filled */
+  loom_waiter *head[LOOM_WBUCKETS], *tail[LOOM_WBUCKETS];
+} loom_shared;
+
+#define LOOM_SHARED_MAX ((size_t)1 << 39)   /* 512 GiB */
+
+enum { LOOM_WAIT_OK, LOOM_WAIT_NOTEQUAL, LOOM_WAIT_TIMEDOUT, LOOM_WAIT_STOPPED };
+
+/* A zero-filled block of 'size' bytes (one reference), or NULL. */
+loom_shared *loom__shared_new(size_t size);
+void loom__shared_retain(loom_shared *s);
+void loom__shared_release(loom_shared *s);
+/* Under the lock: if the 'width'-byte (4 or 8) element at 'off' holds
+** 'expected', list 'w' (its mb and msg set by the caller) and return
+** LOOM_WAIT_OK; else LOOM_WAIT_NOTEQUAL. */
+int loom__shared_enqueue(loom_shared *s, loom_waiter *w, size_t off,
+                         int64_t expected, int width);
+/* Take 'w' off its list: 1 if it was still listed, 0 if a notify took it. */
+int loom__shared_dequeue(loom_shared *s, loom_waiter *w);
+/* Owner thread of mb: block until notified, 'stop' is set or timeout_ms
+** passes (< 0: no limit), spinning first for *spin ns (kept between 2 us
+** and spin_max, 0: never spin), which the outcome adapts: the caller
+** keeps one per thread.  LOOM_WAIT_*. */
+int loom__shared_wait(loom_shared *s, size_t off, int64_t expected, int width,
+                      loom_mailbox *mb, const atomic_int *stop, double timeout_ms,
+                      uint64_t *spin, uint64_t spin_max);
+/* Wake up to 'count' waiters of 'off', first come first woken: blocking
+** ones through their flag, async ones by pushing their WAKE.  Returns how
+** many were woken. */
+size_t loom__shared_notify(loom_shared *s, size_t off, size_t count);
 
 #endif

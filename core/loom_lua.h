@@ -128,6 +128,10 @@ int loom__ctx_take_error(lua_State *L, loom_ctx *c);
 ** memory". */
 loom_msg *loom__ctx_pack(lua_State *L, loom_ctx *c, int idx,
                          const char *who, const char *root, int kind);
+/* Push a box that frees the message put in it if it is collected: a
+** message taken out of a queue is decoded from it, so a decode that raises
+** (out of memory, a hook's Lua) loses nothing.  Make it before taking. */
+loom_msg **loom__ctx_msgbox(lua_State *L);
 /* Raise the pending uncaught error, if any. */
 void loom__ctx_raise(lua_State *L, loom_ctx *c);
 /* Take out every undelivered message for endpoint 'target' (taken from
@@ -203,6 +207,10 @@ void loom__port_open(lua_State *L, loom_ctx *c);
 void loom__channel_open(lua_State *L, loom_ctx *c);
 void loom__broadcast_open(lua_State *L, loom_ctx *c);
 void loom__testref_open(lua_State *L);   /* core.testref, for the specs */
+/* SharedBuffer and its views (shared.c, below its fence); core.SharedView
+** is the views' method table, core.sharedwaits the hook of shared.lua. */
+void loom__shared_open(lua_State *L, loom_ctx *c);
+void loom__frozen_open(lua_State *L);   /* loom.freeze (frozen.c) */
 /* A port userdata for end 'end' of p, holding a reference of its own
 ** (taken once the userdata exists: raising leaves p as it was). */
 void loom__port_push(lua_State *L, loom_ctx *c, loom_pair *p, int end);

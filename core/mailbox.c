@@ -128,29 +128,6 @@ void loom__mailbox_interrupt (loom_mailbox *mb) {
   uv_mutex_unlock(&mb->lock);
 }
 
-loom_msg *loom__mailbox_extract (loom_mailbox *mb, uint64_t target) {
-  loom_msg *out = NULL, **o = &out, **pp, *last = NULL;
-  uv_mutex_lock(&mb->lock);
-  for (pp = &mb->head; *pp; ) {
-    loom_msg *m = *pp;
-    if (m->target == target) {
-      *pp = m->next;
-      m->next = NULL;
-      *o = m;
-      o = &m->next;
-    }
-    else {
-      last = m;
-      pp = &m->next;
-    }
-  }
-  mb->tail = last;
-  if (mb->head == NULL)
-    atomic_store_explicit(&mb->nonempty, 0, memory_order_relaxed);
-  uv_mutex_unlock(&mb->lock);
-  return out;
-}
-
 void loom__mailbox_signal (loom_mailbox *mb) {
   uv_mutex_lock(&mb->lock);
   if (mb->waiters) uv_cond_broadcast(&mb->cond);

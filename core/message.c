@@ -65,3 +65,22 @@ void loom__msg_freelist (loom_msg *m) {
     m = next;
   }
 }
+
+loom_msg *loom__msg_extract (loom_msg **head, loom_msg **tail, uint64_t target) {
+  loom_msg *out = NULL, **o = &out, **pp, *last = NULL;
+  for (pp = head; *pp; ) {
+    loom_msg *m = *pp;
+    if (m->target == target) {
+      *pp = m->next;
+      m->next = NULL;
+      *o = m;
+      o = &m->next;
+    }
+    else {
+      last = m;
+      pp = &m->next;
+    }
+  }
+  *tail = last;
+  return out;
+}

@@ -511,8 +511,11 @@ static int l_receive (lua_State *L) {
   lport *lp = (lport *)luaL_checkudata(L, 1, PORT);
   double t = checktimeout(L, 2, fname);
   int closed;
-  loom_msg *m;
+  loom_msg *m, **box;
   if (lp->gone) return luaL_error(L, "%s: port was transferred", fname);
+  lua_settop(L, 1);
+  lua_pushboolean(L, 1);                       /* 2: the result, if any */
+  box = loom__ctx_msgbox(L);                   /* 3 */
   if (lp->pair == NULL) closed = 1, m = NULL;
   else m = loom__ctx_pull(c, lp->id, t, &closed);
   if (m == NULL) {
@@ -523,13 +526,12 @@ static int l_receive (lua_State *L) {
     else lua_pushliteral(L, "timeout");
     return 2;
   }
-  lua_settop(L, 0);
-  lua_pushboolean(L, 1);
-  if (loom__decode_msg(L, m)) {
-    loom__msg_free(m);
+  *box = m;                                    /* freed by the box if this raises */
+  if (loom__decode_msg(L, m))
     return luaL_error(L, "%s: %s", fname, lua_tostring(L, -1));
-  }
+  *box = NULL;
   loom__msg_free(m);
+  lua_remove(L, 3);
   return 2;
 }
 

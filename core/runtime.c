@@ -55,6 +55,11 @@ void loom_runtime_release (loom_runtime *rt) {
     free(g->name);
     free(g);
   }
+  while (rt->kept) {
+    loom_kept *k = rt->kept;
+    rt->kept = k->next;
+    free(k);
+  }
   free(rt->spare);
   uv_mutex_destroy(&rt->lock);
   free(rt);
@@ -243,4 +248,20 @@ int loom__runtime_bc_members (loom_runtime *rt, const char *name, uint64_t excep
   *out = v;
   *n = k;
   return 0;
+}
+
+void *loom__runtime_keep (loom_runtime *rt, const void *key, size_t size,
+                          void (*init)(void *block, const void *key)) {
+  loom_kept *k;
+  uv_mutex_lock(&rt->lock);
+  for (k = rt->kept; k; k = k->next)
+    if (k->key == key) break;
+  if (k == NULL && (k = (loom_kept *)calloc(1, offsetof(loom_kept, u) + size)) != NULL) {
+    k->key = key;
+    init(k->u.data, key);
+    k->next = rt->kept;
+    rt->kept = k;
+  }
+  uv_mutex_unlock(&rt->lock);
+  return k ? k->u.data : NULL;
 }

@@ -324,7 +324,7 @@ static int enter (enc *e) {
     snprintf(what, sizeof what, "nested deeper than %d levels", LOOM_MAX_DEPTH);
     return fail(e, what);
   }
-  if (!lua_checkstack(e->L, 4)) return fail(e, "Lua stack overflow");
+  if (!lua_checkstack(e->L, 4)) return fail(e, "Lua stack overflow (or not enough memory)");
   return 0;
 }
 
@@ -590,7 +590,13 @@ static int getvarint (dec *d, uint64_t *v) {
   while (d->p < d->end && shift < 64) {
     unsigned char byte = *d->p++;
     r |= (uint64_t)(byte & 0x7f) << shift;
-    if (!(byte & 0x80)) { *v = r; return 0; }
+    if (!(byte & 0x80)) {
+      /* canonical only: one value, one encoding (the encoder writes these) */
+      if (byte == 0 && shift > 0) return bad(d, "overlong varint");
+      if (shift == 63 && byte > 1) return bad(d, "varint out of range");
+      *v = r;
+      return 0;
+    }
     shift += 7;
   }
   return bad(d, "bad varint");
@@ -628,7 +634,7 @@ static int dtable (dec *d) {
   left = (uint64_t)(d->end - d->p);
   if (d->owed > left || need > left - d->owed) return bad(d, "truncated table");
   if (d->depth >= LOOM_MAX_DEPTH) return bad(d, "nested too deep");
-  if (!lua_checkstack(L, 4)) return bad(d, "Lua stack overflow");
+  if (!lua_checkstack(L, 4)) return bad(d, "Lua stack overflow (or not enough memory)");
   d->depth++;
   d->owed += need;
   lua_createtable(L, (int)narr, (int)nrec);
@@ -659,7 +665,7 @@ static int dfunction (dec *d) {
   if (getu32(d, &len)) return -1;
   if ((size_t)(d->end - d->p) < len) return bad(d, "truncated function");
   if (d->depth >= LOOM_MAX_DEPTH) return bad(d, "nested too deep");
-  if (!lua_checkstack(L, 4)) return bad(d, "Lua stack overflow");
+  if (!lua_checkstack(L, 4)) return bad(d, "Lua stack overflow (or not enough memory)");
 #ifdef LOOM_FUZZING
   /* A fuzzer's blob is not loom's, and bytecode is trusted (above): only
   ** the dumps the fuzz target made itself may reach the loader. */
@@ -719,6 +725,8 @@ static int dhook (dec *d) {
   d->p += n;
   if (getvarint(d, &i)) return -1;
   if (i >= d->nrv || d->rv[i].vt == NULL) return bad(d, "bad reference");
+  /* a hook's decode may push a few values and call Lua (a MessagePort's) */
+  if (!lua_checkstack(L, 8)) return bad(d, "Lua stack overflow (or not enough memory)");
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &HOOKKEY) == LUA_TTABLE) {
     lua_pushlstring(L, (const char *)name, n);
     lua_rawget(L, -2);

@@ -212,9 +212,13 @@ static void warn_detached (loom_worker *w) {
 static void on_exitmsg (loom_ctx *c, loom_msg *m, void *ud) {
   children *k = (children *)ud;
   loom_worker *w;
-  (void)c;
   for (w = k->list; w; w = w->next) {
     if (w->pair->id[0] == m->target) {
+      w->exited = 1;
+      if (w->held) {             /* before any Lua runs: never lost */
+        w->held = 0;
+        loom__ctx_ref(c, -1);
+      }
       if (loom__worker_join(w, uv_hrtime() + LOOM_JOIN_GRACE_NS))
         warn_detached(w);
       unlink_child(k, w);
@@ -256,6 +260,26 @@ static int h_gc (lua_State *L) {
     if (h->w->started && !h->w->joined) loom__worker_terminate(h->w);
     loom__worker_release(h->w);
     h->w = NULL;
+  }
+  return 0;
+}
+
+/* core.whold(handle, on): the Worker keeps this thread's loop alive (on)
+** or not.  Kept here, not by the Lua side, so that the EXIT drops it in C
+** (on_exitmsg) even if the Lua bookkeeping of the exit runs out of memory. */
+static int l_whold (lua_State *L) {
+  loom_ctx *c = loom__ctx_check(L);
+  whandle *h = (whandle *)luaL_checkudata(L, 1, HANDLE);
+  int on = lua_toboolean(L, 2);
+  loom_worker *w = h->w;
+  if (w == NULL) return 0;
+  if (on && !w->held && !w->exited) {
+    w->held = 1;
+    loom__ctx_ref(c, 1);
+  }
+  else if (!on && w->held) {
+    w->held = 0;
+    loom__ctx_ref(c, -1);
   }
   return 0;
 }
@@ -591,6 +615,7 @@ static const luaL_Reg handle_meta[] = {
 
 static const luaL_Reg funcs[] = {
   {"spawn", l_spawn},
+  {"whold", l_whold},
   {"parentPort", l_parentport},
   {"workerData", l_workerdata},
   {"envData", l_envdata},

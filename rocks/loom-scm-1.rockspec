@@ -26,7 +26,8 @@ build = {
         "core/buf.c",
         "core/message.c", "core/mailbox.c", "core/runtime.c", "core/stop.c",
         "core/ctx.c", "core/serial.c", "core/state.c",
-        "core/loop.c", "core/port.c", "core/channel.c", "core/broadcast.c", "core/worker.c", "core/testref.c",
+        "core/loop.c", "core/port.c", "core/channel.c", "core/broadcast.c", "core/worker.c",
+        "core/shared.c", "core/frozen.c", "core/testref.c",
         "core/entry.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
@@ -46,5 +47,6 @@ build = {
     ["loom.broadcast"] = "lua/loom/broadcast.lua",
     ["loom.worker"] = "lua/loom/worker.lua",
     ["loom.pool"] = "lua/loom/pool.lua",
+    ["loom.shared"] = "lua/loom/shared.lua",
   },
 }

@@ -305,6 +305,11 @@ describe("loom.select", function()
       assert.is_false(ok)
       assert.truthy(tostring(err):find("select", 1, true), err)
     end
+    local many = {}
+    for i = 1, 65 do many[i] = loom.Channel() end
+    local ok, err = pcall(loom.select, many, 0)
+    assert.is_false(ok)
+    assert.truthy(err:find("at most 64", 1, true), err)
     for _, t in ipairs({ -1, 0 / 0, "1" }) do
       local ok, err = pcall(loom.select, { a }, t)
       assert.is_false(ok)

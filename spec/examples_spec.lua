@@ -34,4 +34,20 @@ describe("examples", function()
     assert.matches("\nok\n", out, 1, true)
     assert.matches("rc=0", out, 1, true)
   end)
+
+  it("pipeline.lua counts words through Channels, a transferred port and select", function()
+    if H.no_fork(pending) then return end
+    local out = run_example("pipeline.lua", "8000")
+    assert.matches("24000 words in 8000 lines, counted by 4 workers", out, 1, true)
+    assert.matches("reporter: ", out, 1, true)
+    assert.matches("rc=0", out, 1, true)
+  end)
+
+  it("progress.lua draws a bar from a shared counter and counts right", function()
+    if H.no_fork(pending) then return end
+    local out = run_example("progress.lua", "1000000")
+    assert.matches("] 100%", out, 1, true)
+    assert.matches("78498 primes below 1000000, counted by", out, 1, true)
+    assert.matches("rc=0", out, 1, true)
+  end)
 end)

@@ -544,6 +544,75 @@ M{ key = "loom.MessagePort.unref", f = "unref", self = port, closed = PORT_CLOSE
 M{ key = "loom.MessagePort.close", f = "close", self = port, closed = PORT_CLOSED, args = A(),
    result = isnil, where = "worker", closedonly = true }
 
+-- shared memory: buffers and views (waits that cannot block: the value
+-- differs or the timeout is 0) ------------------------------------------
+local function sharedbuf() return loom.SharedBuffer(16) end
+local function releasedbuf() local b = sharedbuf(); getmetatable(b).__gc(b); return b end
+local function isinteger(res) return math.type(res[1]) == "integer" end
+E{ key = "loom.SharedBuffer", t = L, f = "SharedBuffer", args = A(16), result = is("loom.SharedBuffer") }
+local BUF_CLOSED = { { "a released buffer", releasedbuf } }
+local RELEASED = { "was released", "views have no atomic methods", "an int32 or int64 view expected" }
+M{ runtime = RELEASED, key = "loom.SharedBuffer.read", f = "read", n = 2, self = sharedbuf, closed = BUF_CLOSED,
+   args = A(2, 4), result = istype("string") }
+M{ runtime = RELEASED, key = "loom.SharedBuffer.write", f = "write", n = 2, self = sharedbuf, closed = BUF_CLOSED,
+   args = A(2, "ab"), result = function(res) return res[1] == true end }
+M{ runtime = RELEASED, key = "loom.SharedBuffer.view", f = "view", n = 3, self = sharedbuf, closed = BUF_CLOSED,
+   args = A("int32", 4, 2), result = is("loom.SharedView") }
+for f, check in pairs({ __len = isinteger, __tostring = istype("string"), __gc = isnil }) do
+  M{ runtime = RELEASED, key = "loom.SharedBuffer." .. f, f = f, self = sharedbuf, closed = BUF_CLOSED, args = A(),
+     result = check }
+end
+local function view(kind) return function() return loom.SharedBuffer(16):view(kind) end end
+local function releasedview() local v = view("int32")(); getmetatable(v).__gc(v); return v end
+local VIEW_CLOSED = { { "a released view", releasedview } }
+local ATOMIC_CLOSED = { { "a released view", releasedview }, { "a float64 view", view("float64") } }
+local WAIT_CLOSED = { { "a released view", releasedview }, { "a uint32 view", view("uint32") },
+                      { "a float32 view", view("float32") } }
+for _, f in ipairs({ "add", "sub", "band", "bor", "bxor", "exchange", "store" }) do
+  M{ runtime = RELEASED, key = "loom.SharedView." .. f, f = f, n = 2, self = view("int8"), closed = ATOMIC_CLOSED,
+     args = A(2, 3), result = isinteger }
+end
+M{ runtime = RELEASED, key = "loom.SharedView.compareExchange", f = "compareExchange", n = 3, self = view("int16"),
+   closed = ATOMIC_CLOSED, args = A(2, 0, 3), result = isinteger }
+M{ runtime = RELEASED, key = "loom.SharedView.load", f = "load", n = 1, self = view("uint32"), closed = ATOMIC_CLOSED,
+   args = A(2), result = isinteger }
+M{ runtime = RELEASED, key = "loom.SharedView.wait", f = "wait", n = 3, self = view("int32"), closed = WAIT_CLOSED,
+   args = A(2, 1, 0), result = istype("string") }
+M{ runtime = RELEASED, key = "loom.SharedView.waitAsync", f = "waitAsync", n = 3, self = view("int64"), closed = WAIT_CLOSED,
+   args = A(2, 1, 0), result = is("loom.Future") }
+M{ runtime = RELEASED, key = "loom.SharedView.notify", f = "notify", n = 2, self = view("int32"), closed = WAIT_CLOSED,
+   args = A(2, 1), result = isinteger }
+-- metamethods, called directly: self is argument #1, the key #2
+local function afterself(c) return c.wrongself and 0 or 1 end
+M{ runtime = RELEASED, key = "loom.SharedView.__index", f = "__index", n = 1, self = view("float32"), closed = VIEW_CLOSED,
+   args = A(2), shift = afterself }
+M{ runtime = RELEASED, key = "loom.SharedView.__newindex", f = "__newindex", n = 2, self = view("uint16"), closed = VIEW_CLOSED,
+   args = A(2, 7), result = isnil, shift = afterself }
+for f, check in pairs({ __len = isinteger, __tostring = istype("string"), __gc = isnil }) do
+  M{ runtime = RELEASED, key = "loom.SharedView." .. f, f = f, self = view("float64"), closed = VIEW_CLOSED, args = A(),
+     result = check }
+end
+
+-- frozen tables: reads, and writes that always raise
+local function frozen() return loom.freeze({ 1, 2, a = { b = 1 } }) end
+local function releasedfrozen() local f = frozen(); getmetatable(f).__gc(f); return f end
+local FROZEN_CLOSED = { { "a released frozen table", releasedfrozen } }
+local FROZEN_ERRORS = { "was released", "attempt to modify a frozen table", "not in this frozen table" }
+E{ key = "loom.freeze", t = L, f = "freeze", args = function() return pack({ 1, x = { 2 } }) end,
+   result = is("loom.Frozen") }
+M{ runtime = FROZEN_ERRORS, key = "loom.Frozen.__index", f = "__index", n = 1, self = frozen,
+   closed = FROZEN_CLOSED, args = A("a"), shift = afterself }
+M{ runtime = FROZEN_ERRORS, key = "loom.Frozen.__newindex", f = "__newindex", n = 2, self = frozen,
+   closed = FROZEN_CLOSED, args = A("a", 1), shift = afterself }
+M{ runtime = FROZEN_ERRORS, key = "loom.Frozen.__eq", f = "__eq", n = 1, self = frozen,
+   closed = FROZEN_CLOSED, args = function() return pack(frozen()) end, result = istype("boolean"),
+   shift = afterself }
+M{ runtime = FROZEN_ERRORS, key = "loom.Frozen.__pairs", f = "__pairs", self = frozen,
+   closed = FROZEN_CLOSED, args = A(), result = istype("function") }
+for f, check in pairs({ __len = isinteger, __tostring = istype("string"), __gc = isnil }) do
+  M{ runtime = FROZEN_ERRORS, key = "loom.Frozen." .. f, f = f, self = frozen, closed = FROZEN_CLOSED,
+     args = A(), result = check }
+end
 -- MessageChannel ports on the main thread: one message waiting in each
 local function chport()
   local ch = loom.MessageChannel()
@@ -705,6 +774,7 @@ local function methodset(mt, into, class)
       end
     end
     local idx = rawget(t, "__index")
+    if type(idx) == "function" then idx = rawget(t, "__methods") end   -- elements, then methods
     if idx ~= nil and idx ~= t then t = idx
     else
       local m = getmetatable(t)
@@ -857,6 +927,14 @@ local function one(e, c, fn, ...)
   if TRACE then
     io.stderr:write(("%s, %s: %s %s%s\n"):format(label(e), c.where or "?", ok and "ok" or "error",
       short(out[1]), problems[1] and ("  <- " .. problems[1]) or ""))
+  end
+  -- a worker the call made may fail at once (a source that does not
+  -- compile): its error event has a listener before the loop turns, as a
+  -- careful caller's would
+  if ok then
+    for i = 1, out.n do
+      if mtname(out[i]) == "loom.Worker" and out[i] ~= S.shared then pcall(out[i].on, out[i], "error", noop) end
+    end
   end
   for _, p in ipairs(drive(2) or {}) do problems[#problems + 1] = p end
   if e.after then pcall(e.after, c) end

@@ -1,7 +1,9 @@
 -- Worker side of bigclone.lua.
 --   {op = "echo", data = ...}  -> post data back (cloned again)
 --   {op = "ack", data = ...}   -> post back the number 0 (one-way cost of data + tiny ack)
--- There is no "echo_transfer": nothing transferable exists yet (needs SharedBuffer).
+--   {op = "readall", data = array or frozen array} -> read every entry's id,
+--                                 name and v; post back the sum of the ids
+-- A SharedBuffer is "transferred" by echo: it travels by reference.
 local loom = require "loom"
 local port = loom.parentPort
 port:on("message", function(m)
@@ -10,6 +12,14 @@ port:on("message", function(m)
     port:postMessage(m.data)
   elseif op == "ack" then
     port:postMessage(0)
+  elseif op == "readall" then
+    local a, sum = m.data, 0
+    for i = 1, #a do
+      local e = a[i]
+      local _, _ = e.name, e.v
+      sum = sum + e.id
+    end
+    port:postMessage(sum)
   else
     error("bad op: " .. tostring(op))
   end

@@ -155,6 +155,7 @@ function M.select(list, timeout)
             :format(i, type(s)), 2)
     end
   end
+  if #refs > 64 then error("bad argument #1 to 'select' (at most 64 channels)", 2) end
   local deadline = timeout and timeout ~= math.huge and core.now() + timeout or nil
   while true do
     rr = rr + 1

@@ -55,13 +55,15 @@ end
 function Endpoint:_sync()
   local want = self:_keepsalive() and true or false
   if want ~= (self._held or false) then
-    core.hold(want and 1 or -1)
+    self:_hold(want)
     self._held = want
   end
   strong[self._id] = not self._closed and (want or self._strong) and self or nil
   local ls = self._ev.message
   fast[self._id] = not self._closed and not self._queue and ls and #ls == 1 and ls[1] or nil
 end
+
+function Endpoint:_hold(on) core.hold(on and 1 or -1) end
 
 function Endpoint:_listening(event, n)
   if event ~= "message" then return end

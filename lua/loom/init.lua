@@ -12,6 +12,7 @@ local env = require "loom.env"
 local port = require "loom.port"   -- teaches the cloner MessagePorts
 local channel = require "loom.channel"   -- and Channels
 local broadcast = require "loom.broadcast"
+require "loom.shared"   -- waitAsync's Future: views can arrive in any message
 
 local M = {
   _VERSION = "loom " .. core.version,
@@ -40,6 +41,8 @@ local M = {
   receiveMessageOnPort = port.receiveMessageOnPort,
   Channel = channel.Channel, select = channel.select,
   BroadcastChannel = broadcast.BroadcastChannel,
+  -- shared memory
+  SharedBuffer = core.SharedBuffer, freeze = core.freeze,
   -- the loop
   run = core.run, poll = core.poll,
 }

@@ -86,8 +86,11 @@ local function checkworker(self, method)
   end
 end
 
--- a Worker keeps the loop alive until its exit, unless unref'd
+-- a Worker keeps the loop alive until its exit, unless unref'd; the hold
+-- is kept in C, which drops it when the EXIT comes in whatever the Lua side
+-- manages to do then
 function Worker:_keepsalive() return self._alive and self._ref end
+function Worker:_hold(on) core.whold(self._h, on) end
 
 -- its parentPort was closed: posts fail from now on (in C); no event
 function Worker:_onclose() end

@@ -25,11 +25,167 @@ typedef struct hoststats {
   _Atomic int states, starts, stops;
 } hoststats;
 
+/* {==================================================================
+** A host type: an engine object (a texture) that crosses threads by
+** handle.  The object counts its holders; a userdata holds one.
+** =================================================================== */
+typedef struct texture {
+  _Atomic int refs;
+  int id;
+} texture;
+
+static texture textures[2];   /* the engine's own objects (static: the test's) */
+
+static void tex_release (void *h) { ((texture *)h)->refs--; }
+
+static int tex_encode (lua_State *L, int idx, void **h, char *err, size_t errsz) {
+  texture *t = *(texture **)lua_touserdata(L, idx);
+  if (t->id < 0) {
+    snprintf(err, errsz, "a destroyed texture");
+    return 1;
+  }
+  t->refs++;
+  *h = t;
+  return 0;
+}
+
+static void pushtex (lua_State *L, texture *t) {
+  texture **u = (texture **)lua_newuserdatauv(L, sizeof *u, 0);
+  *u = t;                     /* the caller gave it its reference */
+  luaL_setmetatable(L, "Texture");
+}
+
+static int tex_decode (lua_State *L, void *h) {
+  pushtex(L, (texture *)h);
+  return 0;
+}
+
+static const loom_hosttype TEXTURE = {"engine.Texture", tex_encode, tex_decode, tex_release};
+
+static int tex_gc (lua_State *L) {
+  texture **u = (texture **)luaL_checkudata(L, 1, "Texture");
+  if (*u) tex_release(*u);
+  *u = NULL;
+  return 0;
+}
+
+static int tex_id (lua_State *L) {
+  texture **u = (texture **)luaL_checkudata(L, 1, "Texture");
+  lua_pushinteger(L, (*u)->id);
+  return 1;
+}
+
+/* the engine binding of a state: the Texture metatable, registered */
+static int open_textures (lua_State *L) {
+  int r;
+  luaL_newmetatable(L, "Texture");
+  lua_pushcfunction(L, tex_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, tex_id);
+  lua_setfield(L, -2, "id");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  r = loom_register_type(L, -1, &TEXTURE);
+  lua_pop(L, 1);
+  return r;
+}
+
+/* }================================================================== */
+
 static void on_state (lua_State *L, void *ud) {
   hoststats *s = (hoststats *)ud;
   s->states++;
   lua_pushinteger(L, 42);
   lua_setglobal(L, "ENGINE_BINDING");     /* an engine binding */
+  if (open_textures(L) != 0) luaL_error(L, "cannot register Texture");
+}
+
+/* Lua: texture(i) -> a new userdata for the engine's texture i */
+static int l_texture (lua_State *L) {
+  texture *t = &textures[luaL_checkinteger(L, 1)];
+  t->refs++;
+  pushtex(L, t);
+  return 1;
+}
+
+/* Lua: texrefs(i) -> holders of texture i now */
+static int l_texrefs (lua_State *L) {
+  lua_pushinteger(L, textures[luaL_checkinteger(L, 1)].refs);
+  return 1;
+}
+
+/* host types: register, send to a worker and back, drop, refuse */
+static void test_hosttypes (lua_State *L) {
+  int rc, i;
+  CHECK(loom_register_type(L, -1, &TEXTURE) == LOOM_EINVAL, "no table there");
+  CHECK(loom_register_type(NULL, -1, &TEXTURE) == LOOM_EINVAL, "NULL state");
+  {
+    loom_hosttype bad = TEXTURE;
+    lua_newtable(L);
+    bad.release = NULL;
+    CHECK(loom_register_type(L, -1, &bad) == LOOM_EINVAL, "no release");
+    bad = TEXTURE;
+    bad.name = "";
+    CHECK(loom_register_type(L, -1, &bad) == LOOM_EINVAL, "empty name");
+    lua_pop(L, 1);
+  }
+  CHECK(strcmp(loom_strerror(LOOM_ENOLOOM), loom_strerror(LOOM_EINVAL)) != 0, "strerror");
+  CHECK(open_textures(L) == 0, "register in the main state");
+  textures[0].id = 7;
+  textures[1].id = -1;                   /* destroyed: cannot be sent */
+  lua_register(L, "texture", l_texture);
+  lua_register(L, "texrefs", l_texrefs);
+  rc = luaL_dostring(L,
+    "local loom = require 'loom'\n"
+    "tex_reply, tex_err = nil, nil\n"
+    "local t = texture(0)\n"
+    "assert(texrefs(0) == 1)\n"
+    "TW = loom.Worker(function()\n"
+    "  local loom = require 'loom'\n"
+    "  loom.parentPort:on('message', function(m)\n"
+    "    if m == 'bye' then loom.parentPort:close() return end\n"
+    "    loom.parentPort:postMessage({ id = m.tex:id(), back = m.tex })\n"
+    "  end)\n"
+    "end)\n"
+    "TW:on('message', function(v) tex_reply = v end)\n"
+    "TW:on('error', function(e) tex_err = e end)\n"
+    "assert(TW:postMessage({ tex = t }))\n"
+    "local ok, err = pcall(TW.postMessage, TW, { list = { io.stdout } })\n"
+    "assert(not ok and err:find('msg.list[1]', 1, true), err)\n"
+    "ok, err = pcall(TW.postMessage, TW, { t = texture(1) })\n"
+    "assert(not ok and err:find('destroyed texture', 1, true), err)\n");
+  CHECK(rc == LUA_OK, "texture script: %s", rc ? lua_tostring(L, -1) : "");
+  for (i = 0; i < 20000; i++) {
+    lua_getglobal(L, "tex_reply");
+    rc = lua_istable(L, -1);
+    lua_pop(L, 1);
+    if (rc) break;
+    CHECK(loom_poll(L, 1000, 0) >= 0, "poll");
+    nap();
+  }
+  rc = luaL_dostring(L,
+    "assert(tex_reply and tex_reply.id == 7, 'the worker read the texture')\n"
+    "assert(getmetatable(tex_reply.back) == getmetatable(texture(0)), 'came back as a Texture')\n"
+    "TW:postMessage('bye')\n");
+  CHECK(rc == LUA_OK, "texture reply: %s", rc ? lua_tostring(L, -1) : "");
+  for (i = 0; i < 20000; i++) {          /* until the worker exited */
+    lua_getglobal(L, "TW");
+    lua_getfield(L, -1, "_alive");
+    rc = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    if (!rc) break;
+    CHECK(loom_poll(L, 1000, 0) >= 0, "poll");
+    nap();
+  }
+  rc = luaL_dostring(L,
+    "tex_reply = nil\n"
+    "local dead = TW\n"
+    "assert(dead:postMessage({ texture(0) }) == false)\n"   /* dropped: released */
+    "TW = nil\n"
+    "collectgarbage(); collectgarbage()\n");
+  CHECK(rc == LUA_OK, "texture drop: %s", rc ? lua_tostring(L, -1) : "");
+  CHECK(textures[0].refs == 0, "every holder of the texture let go (%d left)", (int)textures[0].refs);
+  CHECK(textures[1].refs == 0, "the destroyed one too (%d)", (int)textures[1].refs);
 }
 
 static void on_start (void *ud, uint64_t id) { (void)id; ((hoststats *)ud)->starts++; }
@@ -50,8 +206,9 @@ int main (void) {
   CHECK(rt != NULL, "runtime");
   L = luaL_newstate();
   luaL_openlibs(L);
+  CHECK(loom_register_type(L, -1, &TEXTURE) != 0, "no runtime yet");
   CHECK(loom_open(L, rt) == 0, "attach");
-  CHECK(loom_open(L, rt) == -1, "attach twice is refused");
+  CHECK(loom_open(L, rt) == LOOM_EEXIST, "attach twice is refused");
   loom_runtime_release(rt);               /* the state holds it now */
   CHECK(loom_backend_fd(L) == -1, "no fd before loom is loaded");
   /* a static host preloads the C half; the Lua half comes from lua/ */
@@ -88,6 +245,7 @@ int main (void) {
     "table.sort(results)\n"
     "assert(results[1] == 42 and results[2] == 84 and results[3] == 126, 'results')");
   CHECK(rc == LUA_OK, "results: %s", rc ? lua_tostring(L, -1) : "");
+  test_hosttypes(L);
   /* a host that sleeps in poll(2) on the backend fd is woken by a message */
   rc = luaL_dostring(L,
     "local loom = require 'loom'\n"
@@ -136,8 +294,8 @@ int main (void) {
     "loom.Worker('while true do end', { eval = true })\n");
   CHECK(rc == LUA_OK, "spinning worker");
   lua_close(L);
-  CHECK(st.states >= 4, "on_state ran for each worker that ran (%d)", (int)st.states);
-  CHECK(st.starts == 5 && st.stops == 5, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
+  CHECK(st.states >= 5, "on_state ran for each worker that ran (%d)", (int)st.states);
+  CHECK(st.starts == 6 && st.stops == 6, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
   printf("test_embed: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
 }

@@ -244,6 +244,22 @@ int main (void) {
     CHECK(loom__decode(L, bad1, 0, NULL, 0) != 0, "empty blob");
     lua_pop(L, 1);
   }
+  {  /* varints: one encoding per value (LEB128, minimal) */
+    static const unsigned char zero[] = {0x10, 0x03, 0x00};
+    static const unsigned char zero_long[] = {0x10, 0x03, 0x80, 0x00};
+    static const unsigned char max_ok[] = {0x10, 0x03, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    static const unsigned char too_big[] = {0x10, 0x03, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02};
+    CHECK(loom__decode(L, zero, sizeof zero, NULL, 0) == 0 && lua_tointeger(L, -1) == 0, "0");
+    lua_pop(L, 1);
+    CHECK(loom__decode(L, zero_long, sizeof zero_long, NULL, 0) != 0, "0 as two bytes");
+    CHECK(strstr(lua_tostring(L, -1), "overlong") != NULL, "says overlong: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    CHECK(loom__decode(L, max_ok, sizeof max_ok, NULL, 0) == 0 &&
+          lua_tointeger(L, -1) == LUA_MAXINTEGER, "maxinteger in ten bytes");
+    lua_pop(L, 1);
+    CHECK(loom__decode(L, too_big, sizeof too_big, NULL, 0) != 0, "a 65th bit");
+    lua_pop(L, 1);
+  }
   overclaim();
   CHECK(lua_gettop(L) == 0, "stack balanced at the end (%d)", lua_gettop(L));
   lua_close(L);
