@@ -26,8 +26,10 @@ test: build
 test-nospin: build
 	cd $(BUILD) && LOOM_SPIN_US=0 ctest --output-on-failure -j 1
 
+# the primes below 5,000,000 with a task pool and a progress bar (a few
+# seconds on 2 cores; examples/primes.lua alone counts to 20,000,000)
 demo: build
-	$(LUA_ENV) $(LUA) examples/demo.lua
+	$(LUA_ENV) $(LUA) examples/primes.lua 5000000
 
 bench: build
 	$(LUA_ENV) $(LUA) bench/run.lua

@@ -3,8 +3,8 @@
 --
 --   lua5.4 bench/run.lua [--quick] [--no-node] [workload ...]
 --
--- workloads: spawn pingpong throughput bigclone channels atomics (default:
--- all, in that order).  For each workload, the loom script (bench/<name>.lua) and then the
+-- workloads: spawn pingpong throughput bigclone channels atomics cpu pool
+-- (default: all, in that order).  For each workload, the loom script (bench/<name>.lua) and then the
 -- Node reference (<name>.js, from a copy of the reference directory in a temp
 -- dir) run as separate processes; each prints one JSON line.  The table shows
 -- both and the ratio "how many times better loom is" (node/loom for times and
@@ -26,7 +26,8 @@
 local DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local cjson = require "cjson"
 
-local WORKLOADS = { "spawn", "pingpong", "throughput", "bigclone", "channels", "atomics" }
+local WORKLOADS = { "spawn", "pingpong", "throughput", "bigclone", "channels", "atomics",
+                    "cpu", "pool" }
 local NODE_DIR = os.getenv("LOOM_BENCH_NODE_DIR") or "/work/shared/bench/node"
 local TIMEOUT = tonumber(os.getenv("LOOM_BENCH_TIMEOUT")) or 900
 local LUA = arg[-1] or "lua5.4"
@@ -183,7 +184,26 @@ local QUICK_NODE = {
     { "pingPong(true, 100_000, 1_000)", "pingPong(true, 10_000, 100)", 1 },
     { "waitAsyncPingPong(20_000, 1_000)", "waitAsyncPingPong(2_000, 100)", 1 },
   },
+  cpu = {
+    { "const LIMIT = 20_000_000;", "const LIMIT = 2_000_000;", 1 },
+    { "const EXPECTED = 1_270_607;", "const EXPECTED = 148_933;", 1 },
+  },
+  pool = {
+    { "const N_TINY = 100_000;", "const N_TINY = 10_000;", 1 },
+    { "const N_SPIN = 1_000;", "const N_SPIN = 200;", 1 },
+  },
 }
+
+-- pool.js needs Piscina (the reference's package.json): installed with npm
+-- in the temp copy when the reference has no node_modules
+local function npm_install(nodedir)
+  local f = io.open(nodedir .. "/node_modules/piscina/package.json", "r")
+  if f then f:close(); return true end
+  io.stderr:write("  npm install (piscina) in the temp copy of the Node reference ...\n")
+  local cmd = ("cd %s && %s >/dev/null 2>&1"):format(shquote(nodedir),
+    "(npm ci --no-audit --no-fund || npm install --no-audit --no-fund)")
+  return os.execute(cmd) and true or false
+end
 
 local function plain(s) return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
 
@@ -214,6 +234,9 @@ local function setup_node()
 end
 
 local function runnode(nodedir, name)
+  if name == "pool" and not npm_install(nodedir) then
+    return nil, "npm install of piscina failed (network?)"
+  end
   return runjson(("cd %s && %snode %s.js"):format(shquote(nodedir), TIMEOUT_CMD, name))
 end
 
@@ -301,6 +324,37 @@ ROWS.channels = {
     ref = "loom", refpath = "port_oneway.msgs_per_s" },
   { "fan-out to 8 workers, 10 us tasks: efficiency", "", "rate", "fanout.efficiency",
     ref = "loom", refpath = "fanout.ideal_ms_is_1" },
+}
+
+-- f. cpu: the primes below 20M; loom with a pool of 100k-number blocks,
+-- Node with plain workers (its best split: interleaved 100k blocks)
+ROWS.cpu = {
+  { "primes < 20M, 1 thread", "ms", "time", "n1.wall_ms" },
+  { "primes < 20M, 2 threads (Node: interleaved blocks)", "ms", "time", "n2.wall_ms",
+    node = "n2_interleaved.wall_ms" },
+  { "speedup 1 -> 2 threads (Node: interleaved)", "x", "rate", "speedup", node = "speedup_interleaved" },
+  { "speedup 1 -> 2 threads (target: 1.95x)", "x", "rate", "speedup",
+    ref = "loom", refpath = "ideal_is_1", target = 1.95 },
+}
+
+-- g. pool: loom.Pool against Piscina 5 (minThreads = maxThreads = 2)
+ROWS.pool = {
+  { "100k tiny tasks vs Piscina (atomics sync)", "msg/s", "rate", "tiny.tasks_per_s",
+    node = "tiny_sync.tasks_per_s", target = 10 },
+  { "100k tiny tasks vs Piscina, concurrent 16", "msg/s", "rate", "tiny_c16.tasks_per_s",
+    node = "tiny_sync_concurrent16.tasks_per_s" },
+  { "100k tiny tasks vs raw Node workers, in flight 1", "msg/s", "rate", "tiny.tasks_per_s",
+    node = "tiny_raw_inflight1.tasks_per_s" },
+  { "100k tiny tasks vs raw Node workers, pipelined", "msg/s", "rate", "tiny.tasks_per_s",
+    node = "tiny_raw_pipelined.tasks_per_s" },
+  { "1000 x 1 ms tasks: efficiency vs Piscina", "", "rate", "spin_1ms.efficiency",
+    node = "spin_1ms.efficiency" },
+  { "1000 x 1 ms tasks: efficiency vs ideal", "", "rate", "spin_1ms.efficiency",
+    ref = "loom", refpath = "ideal_is_1", target = 0.97 },
+  { "tiny tasks, 1 thread", "msg/s", "rate", "scaling.t1.tasks_per_s", ref = "loom",
+    refpath = "scaling.t1.tasks_per_s" },
+  { "tiny tasks, all cores vs 1 thread", "msg/s", "rate", "scaling.all.tasks_per_s",
+    ref = "loom", refpath = "scaling.t1.tasks_per_s" },
 }
 
 -- floors: run after the loom script of the workload, before Node
@@ -557,6 +611,9 @@ if floornote then
         .. "ratio = loom/floor, how many times slower than the floor loom is")
 end
 print()
+if res["loom.pool"] or res["loom.cpu"] then
+  print("(pool, cpu) rows marked l: against 1 (ideal), or against loom's own 1-thread figure")
+end
 print("raw JSON lines: " .. rawpath)
 if #failures > 0 then
   print("FAILURES:")

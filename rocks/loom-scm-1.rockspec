@@ -46,6 +46,7 @@ build = {
     ["loom.channel"] = "lua/loom/channel.lua",
     ["loom.broadcast"] = "lua/loom/broadcast.lua",
     ["loom.worker"] = "lua/loom/worker.lua",
+    ["loom.pool"] = "lua/loom/pool.lua",
     ["loom.shared"] = "lua/loom/shared.lua",
   },
 }

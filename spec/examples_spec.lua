@@ -19,6 +19,14 @@ describe("examples", function()
     assert.matches("rc=0", out, 1, true)
   end)
 
+  it("primes.lua counts primes with a pool and draws its progress", function()
+    if H.no_fork(pending) then return end
+    local out = run_example("primes.lua", "1000000", "2")
+    assert.matches("ok: the count is pi(1000000) = 78498", out, 1, true)
+    assert.matches("100%", out, 1, true)
+    assert.matches("rc=0", out, 1, true)
+  end)
+
   it("async.lua maps in parallel with futures", function()
     if H.no_fork(pending) then return end
     local out = run_example("async.lua")

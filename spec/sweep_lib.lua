@@ -207,6 +207,18 @@ local function stopworker(w, bound_ms, now)
 end
 S.stopworker = stopworker
 
+-- destroy pool p and wait (bounded) until its workers have exited
+function S.stoppool(p, bound_ms)
+  pcall(p.destroy, p)
+  local deadline = loom.now() + (bound_ms or 2000)
+  while #p._all > 0 and loom.now() < deadline do
+    pcall(loom.poll, 0)
+    loom.sleep(1)
+  end
+  pcall(loom.poll, 0)
+  return #p._all == 0
+end
+
 -- close, handle or stop what res holds; workers only when asked (args
 -- and selves may be shared ones), terminated at once when workers == "stop"
 function S.cleanup(res, bound_ms, workers)
@@ -216,6 +228,11 @@ function S.cleanup(res, bound_ms, workers)
     local name = mtname(v)
     if name == "loom.Timer" or name == "loom.Immediate" then pcall(v.close, v)
     elseif name == "loom.Future" then pcall(v.catch, v, noop)
+    elseif name == "loom.Pool" and v ~= S.sharedpool then
+      if not S.stoppool(v, bound_ms) then
+        problems = problems or {}
+        problems[#problems + 1] = "a pool the call made did not stop after destroy()"
+      end
     elseif name == "loom.Worker" and workers and v ~= S.shared then
       if not stopworker(v, bound_ms, workers == "stop") then
         problems = problems or {}
@@ -466,6 +483,42 @@ emitters("loom.Worker", shared, WORKER_CLOSED, "message")
 M{ key = "loom.Worker.postMessage", f = "postMessage", n = 2, self = shared, closed = WORKER_CLOSED,
    args = A(1), result = posted,
    argnames = { { "cannot clone msg" }, { "transfer" } } }
+-- loom.Pool: creating one spawns workers, so it runs in a child process;
+-- methods on a pool shared by the calls of an entry (minThreads = 0: no
+-- worker until a task runs), on a closed and on a destroyed one
+local POOL_OPTS = { "filename", "source", "fn", "minThreads", "maxThreads", "idleTimeout",
+                    "maxQueue", "concurrentTasksPerWorker", "resourceLimits", "timeout",
+                    "abortGrace", "name", "resourceLimits.maxMemoryMb" }
+local function pooltasks() return function(x) return x end end
+local function newpool() return loom.Pool{ fn = pooltasks, minThreads = 0, maxThreads = 1 } end
+S.newpool = newpool
+local function sharedpool()
+  if S.sharedpool == nil then S.sharedpool = newpool() end
+  return S.sharedpool
+end
+local function closedpool() local p = newpool(); p:close(); return p end
+local function destroyedpool() local p = newpool(); p:destroy(); return p end
+local POOL_CLOSED = { { "a closed pool", closedpool }, { "a destroyed pool", destroyedpool } }
+E{ key = "loom.Pool", t = L, f = "Pool", where = "child",
+   args = function() return pack({ fn = pooltasks, minThreads = 0, maxThreads = 1 }) end,
+   result = is("loom.Pool"), argnames = { { "Pool" } },
+   opts = { pos = 1, keys = POOL_OPTS,
+            base = function() return { fn = pooltasks, minThreads = 0, maxThreads = 1 } end } }
+M{ key = "loom.Pool.run", f = "run", n = 2, self = sharedpool, closed = POOL_CLOSED,
+   args = A(1), result = is("loom.Future"), argnames = { { "run" }, { "run" } } }
+M{ key = "loom.Pool.map", f = "map", n = 2, self = sharedpool, closed = POOL_CLOSED,
+   args = function() return pack({ 1, 2 }) end, result = is("loom.Future"),
+   argnames = { { "map" }, { "map" } } }
+M{ key = "loom.Pool.stats", f = "stats", self = sharedpool, closed = POOL_CLOSED, args = A(),
+   result = istype("table") }
+M{ key = "loom.Pool.close", f = "close", self = newpool, closed = POOL_CLOSED, args = A(),
+   result = is("loom.Future") }
+M{ key = "loom.Pool.destroy", f = "destroy", self = newpool, closed = POOL_CLOSED, args = A(),
+   result = is("loom.Future") }
+M{ key = "loom.Pool.__tostring", f = "__tostring", self = sharedpool, closed = POOL_CLOSED,
+   args = A(), result = istype("string") }
+emitters("loom.Pool", sharedpool, POOL_CLOSED, "drain")
+
 M{ key = "loom.Worker.terminate", f = "terminate", self = liveworker,
    closed = WORKER_CLOSED, args = A(), result = is("loom.Future") }
 M{ key = "loom.Worker.ref", f = "ref", self = shared, closed = WORKER_CLOSED, args = A(), result = isself }
@@ -920,6 +973,19 @@ function S.run_entry(e, report, opts)
     if not ok then error(err, 0) end
     return
   end
+  if e.key:find("^loom%.Pool%.") and not opts.inner then
+    S.sharedpool = nil
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.inner = true
+    local ok, err = pcall(S.run_entry, e, report, o)
+    if S.sharedpool and not S.stoppool(S.sharedpool, S.bound_ms) then
+      report(label(e), "the sweep's pool did not stop")
+    end
+    S.sharedpool = nil
+    if not ok then error(err, 0) end
+    return
+  end
   local function try(where, c, fn, ...)
     c.where = where
     local p = one(e, c, fn, ...)
@@ -951,7 +1017,7 @@ function S.run_entry(e, report, opts)
       for _, key in ipairs(e.opts.keys) do
         for _, v in ipairs(S.values()) do
           local args = copyargs(e.args())
-          local o = {}
+          local o = e.opts.base and e.opts.base() or {}   -- the other options, good
           local k1, k2 = key:match("^(.-)%.(.*)$")
           if k1 then o[k1] = { [k2] = v[2] } else o[key] = v[2] end
           args[e.opts.pos] = o

@@ -51,9 +51,11 @@ describe("bad-input sweep", function()
     local samples = { w, loom.AbortController(), loom.setTimeout(S.noop, 60000),
                       loom.setImmediate(S.noop), loom.Future.new(), loom.AbortSignal.timeout(60000),
                       loom.Channel(), loom.BroadcastChannel("sweep-surface"):unref(),
-                      loom.SharedBuffer(4), loom.SharedBuffer(4):view("int32"), loom.freeze({}) }
+                      loom.SharedBuffer(4), loom.SharedBuffer(4):view("int32"), loom.freeze({}),
+                      S.newpool() }
     local found = S.surface(samples)
     for i = 3, 4 do samples[i]:close() end
+    assert.is_true(S.stoppool(samples[#samples], H.ms(5000)))
     w:postMessage("sweep:end")
     assert.is_true(S.stopworker(w, H.ms(5000)))
     -- and what a worker sees

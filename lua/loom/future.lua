@@ -103,7 +103,7 @@ local function settle(f, state, v, tb)
       qtail = qtail + 2
     end
     if not draining then drain() end
-  elseif state == REJECTED then
+  elseif state == REJECTED and not f._awaited then
     markunhandled(f)
   end
   return true
@@ -189,9 +189,13 @@ function Future:await()
     if asyncs[co_running()] then
       co_yield(self)
     else
+      -- awaited: a rejection is handled here, even when the loop turn
+      -- that settles it also runs the unhandled-rejection report
+      self._awaited = true
       local step = core.step
       repeat
         if not step() and self._s == PENDING then
+          self._awaited = nil
           error("await: the future can never settle (the event loop is empty)", 2)
         end
       until self._s ~= PENDING

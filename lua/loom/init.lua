@@ -53,6 +53,7 @@ core.setdispatch(endpoint.dispatch, timers.runimmediates, endpoint.fast)
 local LAZY = {
   Worker = { "loom.worker", "Worker" },
   WorkerClass = { "loom.worker", "WorkerClass" },
+  Pool = { "loom.pool", "Pool" },
 }
 
 setmetatable(M, { __index = function(t, k)
