@@ -55,7 +55,7 @@ local function bar()
   io.flush()
 end
 
-print(("loom %s: counting the primes below %d with a pool of %d threads"):format(
+print(("%s: counting the primes below %d with a pool of %d threads"):format(
   loom._VERSION, LIMIT, THREADS))
 local fs = {}
 for b = blocks - 1, 0, -1 do    -- the longest blocks (highest numbers) first
