@@ -113,6 +113,9 @@ const char *loom_strerror (int err) {
     case LOOM_ENOMEM: return "not enough memory";
     case LOOM_EEXIST: return "already attached to a runtime";
     case LOOM_ENOLOOM: return "the state has no loom runtime (call loom_open first)";
+    case LOOM_ESPAWN: return "the worker could not be spawned";
+    case LOOM_ECLOSED: return "the worker has exited or closed its port";
+    case LOOM_ECLONE: return "the value cannot be cloned";
     default: return "unknown loom error";
   }
 }

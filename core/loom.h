@@ -29,6 +29,9 @@ extern "C" {
 #define LOOM_ENOMEM (-12)      /* out of memory */
 #define LOOM_EEXIST (-17)      /* already done (a state attached twice) */
 #define LOOM_ENOLOOM (-1001)   /* the state has no runtime: loom_open first */
+#define LOOM_ESPAWN (-1002)    /* a worker could not be spawned */
+#define LOOM_ECLOSED (-1003)   /* the worker has exited or closed its port */
+#define LOOM_ECLONE (-1004)    /* a value cannot be cloned */
 
 /* A static string for an error code (any thread). */
 LOOM_API const char *loom_strerror(int err);
@@ -117,6 +120,51 @@ typedef struct loom_hosttype {
 ** have a runtime (loom_open, or a worker state).  0, or LOOM_EINVAL (a
 ** NULL or incomplete t, no table at mtidx), LOOM_ENOLOOM, LOOM_ENOMEM. */
 LOOM_API int loom_register_type(lua_State *L, int mtidx, const loom_hosttype *t);
+
+/* Workers spawned from C.  All of these run on the host thread of L (the
+** state the worker was spawned from), never inside another thread.  A
+** loom_child is the host's handle: valid until loom_child_release. */
+typedef struct loom_child loom_child;
+
+typedef struct loom_spawn_opts {
+  const char *code;         /* Lua source to run, or NULL ... */
+  size_t code_len;          /* (0: strlen(code)) */
+  const char *file;         /* ... a Lua file to run */
+  const char *name;         /* or NULL */
+  const char *data;         /* workerData: a string the worker reads, or NULL */
+  size_t data_len;
+  double max_memory_mb;     /* 0: no limit */
+  int stack_kb;             /* 0: the runtime's default */
+} loom_spawn_opts;
+
+enum { LOOM_EV_ONLINE = 1, LOOM_EV_MESSAGE, LOOM_EV_ERROR, LOOM_EV_EXIT };
+
+/* Called on the host thread, from loom_poll (or loom.run), for each event
+** of a child: ONLINE; MESSAGE with the worker's value on top of L; ERROR
+** with the error value on top of L; EXIT with the exit code.  The
+** callback must leave the stack as it found it; an error it raises is
+** raised from loom_poll.  After EXIT no event comes. */
+typedef void (*loom_child_cb)(void *ud, loom_child *w, int event, lua_State *L,
+                              long long exit_code);
+
+/* Spawn a worker from L (which has required "loom").  0 and *out, or
+** LOOM_EINVAL (no code and no file, NULL out), LOOM_ENOLOOM, LOOM_ENOMEM,
+** or LOOM_ESPAWN (the worker could not be made: the reason is pushed onto
+** L as a string). */
+LOOM_API int loom_spawn(lua_State *L, const loom_spawn_opts *o, loom_child_cb cb,
+                        void *ud, loom_child **out);
+/* Post the value at idx of the host state (cloned) / a string of n bytes
+** (the worker receives a Lua string).  0, LOOM_ECLOSED (the worker has
+** exited or closed its port), LOOM_EINVAL, or LOOM_ECLONE (the value
+** cannot be cloned: the reason is pushed onto the host state). */
+LOOM_API int loom_child_post(loom_child *w, int idx);
+LOOM_API int loom_child_post_bytes(loom_child *w, const void *p, size_t n);
+/* Ask the worker to stop (its Lua code raises; its waits wake up); EXIT
+** follows with code 1. */
+LOOM_API void loom_child_terminate(loom_child *w);
+/* The host lets go of the handle: no more callbacks; the worker runs on
+** until it ends (or its parent state closes). */
+LOOM_API void loom_child_release(loom_child *w);
 
 /* The Lua module "loom.core". */
 LOOM_API int luaopen_loom_core(lua_State *L);

@@ -191,6 +191,131 @@ static void test_hosttypes (lua_State *L) {
 static void on_start (void *ud, uint64_t id) { (void)id; ((hoststats *)ud)->starts++; }
 static void on_stop (void *ud, uint64_t id) { (void)id; ((hoststats *)ud)->stops++; }
 
+/* {==================================================================
+** Workers spawned from C: events into a callback, posts of values and
+** bytes, bad input, terminate
+** =================================================================== */
+typedef struct childlog {
+  int online, messages, errors, exited;
+  long long code;
+  char last[64];
+} childlog;
+
+static void on_child (void *ud, loom_child *w, int ev, lua_State *L, long long code) {
+  childlog *g = (childlog *)ud;
+  int top = lua_gettop(L);
+  (void)w;
+  if (ev == LOOM_EV_ONLINE) g->online++;
+  else if (ev == LOOM_EV_MESSAGE) {
+    g->messages++;
+    snprintf(g->last, sizeof g->last, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+  }
+  else if (ev == LOOM_EV_ERROR) {
+    g->errors++;
+    snprintf(g->last, sizeof g->last, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+  }
+  else if (ev == LOOM_EV_EXIT) {
+    g->exited = 1;
+    g->code = code;
+  }
+  CHECK(lua_gettop(L) == top, "callback keeps the stack");
+}
+
+static void pump (lua_State *L, childlog *g, int messages) {
+  int i;
+  for (i = 0; i < 20000 && !g->exited && g->messages < messages; i++) {
+    CHECK(loom_poll(L, 1000, 0) >= 0, "poll: %s", lua_tostring(L, -1));
+    nap();
+  }
+}
+
+static void test_children (lua_State *L) {
+  static const char ECHO[] =
+    "local loom = require 'loom'\n"
+    "loom.parentPort:postMessage('hello ' .. loom.workerData)\n"
+    "loom.parentPort:on('message', function(v)\n"
+    "  if v == 'bye' then loom.parentPort:close() return end\n"
+    "  if type(v) == 'table' then v = v.text .. '+' .. #v.list end\n"
+    "  loom.parentPort:postMessage('echo ' .. v)\n"
+    "end)\n";
+  loom_spawn_opts o;
+  loom_child *w = NULL;
+  childlog g;
+  int top = lua_gettop(L), r;
+  memset(&o, 0, sizeof o);
+  memset(&g, 0, sizeof g);
+  CHECK(loom_spawn(L, &o, on_child, &g, &w) == LOOM_EINVAL, "no code and no file");
+  o.code = ECHO;
+  CHECK(loom_spawn(L, &o, on_child, &g, NULL) == LOOM_EINVAL, "NULL out");
+  o.data = "from C";
+  o.data_len = 6;
+  o.name = "c-child";
+  CHECK(loom_spawn(L, &o, on_child, &g, &w) == 0 && w != NULL, "spawn");
+  CHECK(lua_gettop(L) == top, "spawn keeps the stack");
+  pump(L, &g, 1);
+  CHECK(g.online == 1 && g.messages == 1 && strcmp(g.last, "hello from C") == 0,
+        "online and workerData (%d, %d, %s)", g.online, g.messages, g.last);
+  CHECK(loom_child_post_bytes(w, "raw\0bytes", 3) == 0, "post bytes");
+  pump(L, &g, 2);
+  CHECK(strcmp(g.last, "echo raw") == 0, "bytes arrive as a string: %s", g.last);
+  (void)luaL_dostring(L, "return { text = 'tbl', list = { 1, 2, 3 } }");
+  CHECK(loom_child_post(w, -1) == 0, "post a value");
+  lua_pop(L, 1);
+  pump(L, &g, 3);
+  CHECK(strcmp(g.last, "echo tbl+3") == 0, "a table arrives: %s", g.last);
+  lua_pushlightuserdata(L, &g);
+  (void)luaL_dostring(L, "return io.stdout");
+  r = loom_child_post(w, -1);
+  CHECK(r == LOOM_ECLONE, "an uncloneable value: %d", r);
+  if (r == LOOM_ECLONE) {
+    CHECK(strstr(lua_tostring(L, -1), "userdata") != NULL, "says why: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+  CHECK(loom_child_post_bytes(w, "bye", 3) == 0, "bye");
+  pump(L, &g, 1000);
+  CHECK(g.exited && g.code == 0, "exit 0 (%d, %lld)", g.exited, g.code);
+  CHECK(loom_child_post_bytes(w, "late", 4) == LOOM_ECLOSED, "post after exit");
+  loom_child_release(w);
+  CHECK(lua_gettop(L) == top, "stack kept (%d, %d)", lua_gettop(L), top);
+  /* a source that does not compile: an error event, exit 1 */
+  memset(&g, 0, sizeof g);
+  o.code = "this is not lua";
+  o.data = NULL;
+  CHECK(loom_spawn(L, &o, on_child, &g, &w) == 0, "spawn of a broken source");
+  pump(L, &g, 1000);
+  CHECK(g.errors == 1 && g.exited && g.code == 1, "error then exit 1 (%d, %lld)", g.errors, g.code);
+  loom_child_release(w);
+  /* a file that is not there: the spawn itself fails, saying why */
+  o.code = NULL;
+  o.file = "/nonexistent/worker.lua";
+  r = loom_spawn(L, &o, on_child, &g, &w);
+  CHECK(r == LOOM_ESPAWN && w == NULL, "missing file: %d", r);
+  if (r == LOOM_ESPAWN) {
+    CHECK(strstr(lua_tostring(L, -1), "worker.lua") != NULL, "names it: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  /* terminate a spinning one; a released one runs on unheard */
+  memset(&g, 0, sizeof g);
+  o.file = NULL;
+  o.code = "while true do end";
+  CHECK(loom_spawn(L, &o, on_child, &g, &w) == 0, "spawn a spinner");
+  loom_child_terminate(w);
+  pump(L, &g, 1000);
+  CHECK(g.exited && g.code == 1, "terminated: exit 1 (%lld)", g.code);
+  loom_child_release(w);
+  memset(&g, 0, sizeof g);
+  o.code = "require('loom').sleep(20)";
+  CHECK(loom_spawn(L, &o, on_child, &g, &w) == 0, "spawn, then let go");
+  loom_child_release(w);
+  loom_child_release(NULL);
+  pump(L, &g, 0);
+  CHECK(g.online == 0 && !g.exited, "no callback after release");
+  CHECK(lua_gettop(L) == top, "stack kept at the end (%d, %d)", lua_gettop(L), top);
+}
+
+/* }================================================================== */
+
 /* Two runtimes in one process: named channels and BroadcastChannels of
 ** the same name, workers of each, never meet. */
 static lua_State *newhost (loom_runtime **rt) {
@@ -314,6 +439,7 @@ int main (void) {
     "assert(results[1] == 42 and results[2] == 84 and results[3] == 126, 'results')");
   CHECK(rc == LUA_OK, "results: %s", rc ? lua_tostring(L, -1) : "");
   test_hosttypes(L);
+  test_children(L);
   /* a host that sleeps in poll(2) on the backend fd is woken by a message */
   rc = luaL_dostring(L,
     "local loom = require 'loom'\n"
@@ -362,8 +488,8 @@ int main (void) {
     "loom.Worker('while true do end', { eval = true })\n");
   CHECK(rc == LUA_OK, "spinning worker");
   lua_close(L);
-  CHECK(st.states >= 5, "on_state ran for each worker that ran (%d)", (int)st.states);
-  CHECK(st.starts == 6 && st.stops == 6, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
+  CHECK(st.states >= 7, "on_state ran for each worker that ran (%d)", (int)st.states);
+  CHECK(st.starts == 10 && st.stops == 10, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
   test_two_runtimes();
   printf("test_embed: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
