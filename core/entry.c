@@ -21,6 +21,39 @@ static int rtbox_gc (lua_State *L) {
   return 0;
 }
 
+/* A package.preload loader for a module built into the library. */
+static int embedded_loader (lua_State *L) {
+  const loom_embedded *e = (const loom_embedded *)lua_touserdata(L, lua_upvalueindex(1));
+  char chunkname[80];
+  snprintf(chunkname, sizeof chunkname, "=[loom] %s", e->name);
+  if (luaL_loadbufferx(L, e->src, e->len, chunkname, "t") != LUA_OK) return lua_error(L);
+  lua_pushstring(L, e->name);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+/* libloom carries loom's Lua half: package.preload gets loom.core and a
+** loader for each module (those the host preloaded itself stay). */
+static int preload_p (lua_State *L) {
+  const loom_embedded *e = loom__embedded();
+  if (e == NULL) return 0;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  if (lua_getfield(L, -1, "loom.core") == LUA_TNIL) {
+    lua_pushcfunction(L, luaopen_loom_core);
+    lua_setfield(L, -3, "loom.core");
+  }
+  lua_pop(L, 1);
+  for (; e->name; e++) {
+    if (lua_getfield(L, -1, e->name) == LUA_TNIL) {
+      lua_pushlightuserdata(L, (void *)e);
+      lua_pushcclosure(L, embedded_loader, 1);
+      lua_setfield(L, -3, e->name);
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
 int loom_open (lua_State *L, loom_runtime *rt) {
   loom_runtime **box;
   int had;
@@ -38,6 +71,11 @@ int loom_open (lua_State *L, loom_runtime *rt) {
   loom__runtime_retain(rt);
   *box = rt;                       /* released when the state closes */
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RTKEY);
+  lua_pushcfunction(L, preload_p);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {   /* out of memory: files still work */
+    lua_pop(L, 1);
+    return LOOM_ENOMEM;
+  }
   return 0;
 }
 

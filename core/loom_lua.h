@@ -222,6 +222,16 @@ void loom__port_push(lua_State *L, loom_ctx *c, loom_pair *p, int end);
 loom_msg *loom__port_packx(lua_State *L, loom_ctx *c, int idx, int tidx,
                            const char *who, const char *root);
 
+/* loom's Lua modules built into the library (libloom), so that a host
+** needs none on disk: a list ending with a NULL name.  loom.core as a Lua
+** module (core.so) has none: NULL (core/noembed.c). */
+typedef struct loom_embedded {
+  const char *name;
+  const char *src;
+  size_t len;
+} loom_embedded;
+const loom_embedded *loom__embedded(void);
+
 /* Build a metatable: meta[] on it, meth[] as its __index (either NULL). */
 void loom__createmeta(lua_State *L, const char *tname, const luaL_Reg *meta,
                       const luaL_Reg *meth, int nup);

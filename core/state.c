@@ -273,6 +273,16 @@ static int l_searcher (lua_State *L) {
     return 2;
   }
   if ((b = loom__runtime_boot_find(c->rt, name)) == NULL) {
+    const loom_embedded *e = loom__embedded();   /* built into libloom? */
+    for (; e && e->name; e++) {
+      if (strcmp(e->name, name) == 0) {
+        char chunkname[80];
+        snprintf(chunkname, sizeof chunkname, "=[loom] %s", name);
+        if (luaL_loadbufferx(L, e->src, e->len, chunkname, "t") != LUA_OK) return lua_error(L);
+        lua_pushliteral(L, ":loom:");
+        return 2;
+      }
+    }
     lua_pushfstring(L, "no module '%s' in loom's bytecode", name);
     return 1;
   }

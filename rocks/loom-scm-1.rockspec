@@ -28,7 +28,7 @@ build = {
         "core/ctx.c", "core/serial.c", "core/state.c",
         "core/loop.c", "core/port.c", "core/channel.c", "core/broadcast.c", "core/worker.c",
         "core/shared.c", "core/frozen.c", "core/testref.c",
-        "core/entry.c", "core/host.c",
+        "core/entry.c", "core/host.c", "core/noembed.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
       incdirs = { "core", "$(LIBUV_INCDIR)" },

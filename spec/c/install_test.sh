@@ -15,6 +15,8 @@ cmake -S "$src/spec/c/consumer" -B "$tmp/consumer" -DCMAKE_PREFIX_PATH="$tmp/pre
       -DCMAKE_C_COMPILER="$cc" >/dev/null
 cmake --build "$tmp/consumer" >/dev/null
 "$tmp/consumer/consumer" "$src/lua"
+# the library carries loom's Lua half: no loom Lua file on disk is needed
+"$tmp/consumer/consumer" /nonexistent/loom-lua
 LD_LIBRARY_PATH="$lib" "$tmp/consumer/consumer_shared" "$src/lua"
 # pkg-config loom
 PKG_CONFIG_PATH="$lib/pkgconfig" pkg-config --exists loom

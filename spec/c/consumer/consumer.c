@@ -26,7 +26,11 @@ int main (int argc, char **argv) {
            "package.path = '%s/?.lua;%s/?/init.lua;' .. package.path\n"
            "local loom = require 'loom'\n"
            "answer = nil\n"
-           "local w = loom.Worker(function() require('loom').parentPort:postMessage(6 * 7) end)\n"
+           "assert(package.loaded['loom.pool'] == nil)\n"
+           "local w = loom.Worker(function()\n"
+           "  assert(type(require('loom.pool').Pool) == 'function')\n"   /* never loaded here */
+           "  require('loom').parentPort:postMessage(6 * 7)\n"
+           "end)\n"
            "w:on('message', function(v) answer = v end)\n", argv[1], argv[1]);
   if (luaL_dostring(L, code) != LUA_OK) {
     fprintf(stderr, "consumer: %s\n", lua_tostring(L, -1));
