@@ -191,6 +191,64 @@ void loom__chan_unsubscribe (loom_chan *q, loom_chansub *sub) {
   free(sub);
 }
 
+/* Named channels: one list per runtime, kept by it (loom__runtime_keep),
+** under its own lock; the list holds one count of each channel. */
+typedef struct namedlist {
+  uv_mutex_t lock;
+  int ok;                      /* the lock was made */
+  loom_chan *list;
+} namedlist;
+
+static const char NAMEDKEY = 'n';
+
+static void named_init (void *block, const void *key) {
+  namedlist *n = (namedlist *)block;
+  (void)key;
+  n->ok = uv_mutex_init(&n->lock) == 0;
+  n->list = NULL;
+}
+
+static void named_fini (void *block) {
+  namedlist *n = (namedlist *)block;
+  while (n->list) {
+    loom_chan *q = n->list;
+    n->list = q->next;
+    loom__chan_release(q);
+  }
+  if (n->ok) uv_mutex_destroy(&n->lock);
+}
+
+static loom_chan *findnamed (namedlist *n, const char *name) {
+  loom_chan *q;
+  for (q = n->list; q; q = q->next)
+    if (strcmp(q->name, name) == 0) break;
+  return q;
+}
+
+loom_chan *loom__chan_named (loom_runtime *rt, const char *name, size_t cap,
+                             size_t *cap_out) {
+  namedlist *n = (namedlist *)loom__runtime_keep(rt, &NAMEDKEY, sizeof *n, named_init, named_fini);
+  loom_chan *q, *made = NULL;
+  if (n == NULL || !n->ok) return NULL;
+  uv_mutex_lock(&n->lock);
+  if ((q = findnamed(n, name)) == NULL) {   /* first use: make it, unlocked */
+    uv_mutex_unlock(&n->lock);
+    if ((made = loom__chan_new(cap, name)) == NULL) return NULL;
+    uv_mutex_lock(&n->lock);
+    if ((q = findnamed(n, name)) == NULL) { /* another thread was quicker? */
+      q = made;
+      made = NULL;
+      q->next = n->list;
+      n->list = q;                          /* the list's count */
+    }
+  }
+  loom__chan_retain(q);
+  *cap_out = q->cap;
+  uv_mutex_unlock(&n->lock);
+  loom__chan_release(made);
+  return q;
+}
+
 /* {======================================================================
 ** Lua API: the channel userdata behind a loom.Channel (lua/loom/channel.lua
 ** wraps it), its clone hook, and the wait of loom.select
@@ -321,7 +379,7 @@ static int l_named (lua_State *L) {
   lchan *lq;
   luaL_argcheck(L, cap >= 0, 2, "capacity must be a positive integer");
   lq = newchan(L, c);
-  lq->q = loom__runtime_chan(c->rt, name, (size_t)cap, &got);
+  lq->q = loom__chan_named(c->rt, name, (size_t)cap, &got);
   if (lq->q == NULL) return luaL_error(L, "Channel.named: not enough memory");
   lua_pushinteger(L, (lua_Integer)got);
   return 2;

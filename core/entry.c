@@ -130,7 +130,7 @@ int loom_register_type (lua_State *L, int mtidx, const loom_hosttype *t) {
   n = strlen(t->name);
   if (n == 0 || n > 255 || !lua_istable(L, mtidx)) return LOOM_EINVAL;
   if ((rt = runtime_of(L)) == NULL) return LOOM_ENOLOOM;
-  if ((r = (hostreg *)loom__runtime_keep(rt, t, sizeof *r, hostreg_init)) == NULL)
+  if ((r = (hostreg *)loom__runtime_keep(rt, t, sizeof *r, hostreg_init, NULL)) == NULL)
     return LOOM_ENOMEM;
   mtidx = lua_absindex(L, mtidx);
   if (!lua_checkstack(L, 3)) return LOOM_ENOMEM;

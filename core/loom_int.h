@@ -177,7 +177,7 @@ int loom__mailbox_await(loom_mailbox *mb, const atomic_int *stop,
 ** L1: channels (channel.c, above its fence): multi-producer multi-consumer
 ** queues of messages, shared by reference.  A channel is shared by every
 ** thread holding it and freed when its atomic refcount drops to 0 (named
-** ones: the runtime holds one count until it is freed).  'lock' guards
+** ones: their runtime's list holds one count until it is freed).  'lock' guards
 ** every field below it.  A waiter lives on the stack of the thread blocked
 ** in it, linked while it waits: whoever unlinks it sets *flag and
 ** signals its mailbox (loom__mailbox_signal).  A subscriber is a thread serving the channel
@@ -206,8 +206,8 @@ typedef struct loom_chan {
   loom_chanwait *poppers, *pushers;
   loom_chansub *subs;
   atomic_int ready;            /* head != NULL or closed: for a lock-free spin */
-  char *name;                  /* named: in the runtime's list */
-  struct loom_chan *next;      /* the runtime's named list (its lock) */
+  char *name;                  /* named: in its runtime's list */
+  struct loom_chan *next;      /* that list (its own lock, channel.c) */
 } loom_chan;
 
 enum { LOOM_CHAN_OK, LOOM_CHAN_EMPTY, LOOM_CHAN_FULL, LOOM_CHAN_CLOSED };
@@ -232,6 +232,11 @@ void loom__chan_close(loom_chan *q);
 /* Start / stop telling the thread of mb (endpoint id) of pushes. */
 loom_chansub *loom__chan_subscribe(loom_chan *q, loom_mailbox *mb, uint64_t id);
 void loom__chan_unsubscribe(loom_chan *q, loom_chansub *sub);
+/* The channel named 'name' in rt (made with capacity cap if new),
+** retained for the caller; NULL when out of memory.  *cap_out: its
+** capacity.  The runtime holds one count of each until it is freed. */
+loom_chan *loom__chan_named(loom_runtime *rt, const char *name, size_t cap,
+                            size_t *cap_out);
 
 /* {======================================================================
 ** L1: runtime (runtime.c): shared by every thread of one runtime and
@@ -274,7 +279,6 @@ struct loom_runtime {
   loom_boot *boot;                  /* bytecode of loom's Lua modules */
   unsigned char *spare;             /* a large message buffer to reuse */
   size_t sparecap;
-  loom_chan *named;                 /* named channels, one count each */
   loom_bcgroup *bcast;              /* BroadcastChannel names in use */
   struct loom_kept *kept;           /* blocks kept for the runtime's life */
 };
@@ -284,6 +288,7 @@ struct loom_runtime {
 typedef struct loom_kept {
   struct loom_kept *next;
   const void *key;
+  void (*fini)(void *block);        /* called before it is freed, or NULL */
   union { max_align_t align; unsigned char data[1]; } u;
 } loom_kept;
 
@@ -297,13 +302,12 @@ int loom__runtime_boot_add(loom_runtime *rt, const char *name, char *code,
 const loom_boot *loom__runtime_boot_find(loom_runtime *rt, const char *name);
 /* The block kept for 'key' (size bytes, made and passed to init(block,
 ** key) under the runtime's lock the first time), or NULL when out of
-** memory.  Freed with the runtime. */
+** memory.  Freed with the runtime, after fini(block) if fini is given: so
+** a concept above the runtime keeps per-runtime state without the runtime
+** naming it. */
 void *loom__runtime_keep(loom_runtime *rt, const void *key, size_t size,
-                         void (*init)(void *block, const void *key));
-/* The channel named 'name' (made with capacity cap if new), retained for
-** the caller; NULL when out of memory.  *cap_out: its capacity. */
-loom_chan *loom__runtime_chan(loom_runtime *rt, const char *name, size_t cap,
-                              size_t *cap_out);
+                         void (*init)(void *block, const void *key),
+                         void (*fini)(void *block));
 /* BroadcastChannel names: join (0, or -1 when out of memory), leave, and
 ** the members of a name but 'except', each mailbox retained for the
 ** caller (a malloc'd array, *out; -1 when out of memory). */

@@ -38,11 +38,6 @@ void loom_runtime_release (loom_runtime *rt) {
     free(b->code);
     free(b);
   }
-  while (rt->named) {
-    loom_chan *q = rt->named;
-    rt->named = q->next;
-    loom__chan_release(q);
-  }
   while (rt->bcast) {               /* none once every state has closed */
     loom_bcgroup *g = rt->bcast;
     rt->bcast = g->next;
@@ -58,6 +53,7 @@ void loom_runtime_release (loom_runtime *rt) {
   while (rt->kept) {
     loom_kept *k = rt->kept;
     rt->kept = k->next;
+    if (k->fini) k->fini(k->u.data);
     free(k);
   }
   free(rt->spare);
@@ -131,33 +127,6 @@ void loom__runtime_take_spare (loom_runtime *rt, loom_buf *b) {
     rt->sparecap = 0;
   }
   uv_mutex_unlock(&rt->lock);
-}
-
-loom_chan *loom__runtime_chan (loom_runtime *rt, const char *name, size_t cap,
-                               size_t *cap_out) {
-  loom_chan *q, *made = NULL;
-  uv_mutex_lock(&rt->lock);
-  for (q = rt->named; q; q = q->next)
-    if (strcmp(q->name, name) == 0) break;
-  if (q == NULL) {                  /* first use: make it, unlocked */
-    uv_mutex_unlock(&rt->lock);
-    made = loom__chan_new(cap, name);
-    if (made == NULL) return NULL;
-    uv_mutex_lock(&rt->lock);
-    for (q = rt->named; q; q = q->next)   /* another thread was quicker? */
-      if (strcmp(q->name, name) == 0) break;
-    if (q == NULL) {
-      q = made;
-      made = NULL;
-      q->next = rt->named;
-      rt->named = q;                /* the runtime's count */
-    }
-  }
-  loom__chan_retain(q);
-  *cap_out = q->cap;
-  uv_mutex_unlock(&rt->lock);
-  if (made) loom__chan_release(made);
-  return q;
 }
 
 /* under rt->lock */
@@ -251,13 +220,15 @@ int loom__runtime_bc_members (loom_runtime *rt, const char *name, uint64_t excep
 }
 
 void *loom__runtime_keep (loom_runtime *rt, const void *key, size_t size,
-                          void (*init)(void *block, const void *key)) {
+                          void (*init)(void *block, const void *key),
+                          void (*fini)(void *block)) {
   loom_kept *k;
   uv_mutex_lock(&rt->lock);
   for (k = rt->kept; k; k = k->next)
     if (k->key == key) break;
   if (k == NULL && (k = (loom_kept *)calloc(1, offsetof(loom_kept, u) + size)) != NULL) {
     k->key = key;
+    k->fini = fini;
     init(k->u.data, key);
     k->next = rt->kept;
     rt->kept = k;
