@@ -119,10 +119,7 @@ static int l_post (lua_State *L) {
 static int l_poster (lua_State *L) {
   luaL_checkudata(L, 1, BCAST);
   luaL_checkany(L, 2);
-  lua_settop(L, 2);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_insert(L, 1);
-  lua_pushcclosure(L, l_post, 3);
+  loom__ctx_method(L, l_post);
   return 1;
 }
 

@@ -11,7 +11,6 @@
 ** signals that mailbox.  terminate() interrupts the same mailbox, so
 ** every wait here is woken by it.
 */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "loom_lua.h"
@@ -329,21 +328,6 @@ static int cq_decode (lua_State *L, void *p) {
 
 static const loom_clonehook cq_hook = {"loom.Channel", &cq_vt, cq_encode, cq_decode};
 
-/* A timeout argument: nil or math.huge -> -1 (no limit), else >= 0 ms.
-** 'n' is its number as the caller of method fname counts. */
-static double checktimeout (lua_State *L, int idx, const char *fname, int n) {
-  lua_Number t;
-  if (lua_isnoneornil(L, idx)) return -1;
-  if (lua_type(L, idx) != LUA_TNUMBER)
-    luaL_error(L, "bad argument #%d to '%s' (timeout in ms expected, got %s)", n, fname,
-               luaL_typename(L, idx));
-  t = lua_tonumber(L, idx);
-  if (!(t >= 0))
-    luaL_error(L, "bad argument #%d to '%s' (timeout must be >= 0 ms, nil or math.huge)",
-               n, fname);
-  return t > 1e12 ? -1 : (double)t;     /* ~31 years, or math.huge: no limit */
-}
-
 /* ms left until deadline (ns), never negative; -1 stays -1 */
 static double left (double timeout, uint64_t deadline) {
   uint64_t now;
@@ -400,7 +384,7 @@ static lchan *selfchan (lua_State *L, const char *fname) {
 static int l_push (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   lchan *lq = selfchan(L, "push");
-  double t = checktimeout(L, 3, "push", 2);
+  double t = loom__ctx_timeout(L, 3, "push", 2);
   uint64_t deadline = t > 0 ? uv_hrtime() + (uint64_t)(t * 1e6) : 0;
   loom_msg *m;
   if (lua_isnoneornil(L, 2))
@@ -501,7 +485,7 @@ static int pop (lua_State *L, lchan *lq, double t, const char *who) {
 /* q:pop([timeout]) -> v | nil, "timeout" | "closed" */
 static int l_pop (lua_State *L) {
   lchan *lq = selfchan(L, "pop");
-  double t = checktimeout(L, 2, "pop", 1);
+  double t = loom__ctx_timeout(L, 2, "pop", 1);
   if (t == 0) {                      /* pop(0): nothing there is a timeout */
     int n = pop(L, lq, 0, "pop");
     if (n == 2 && strcmp(lua_tostring(L, -1), "empty") == 0) {
@@ -525,12 +509,7 @@ static int l_bind (lua_State *L) {
   luaL_checkudata(L, 1, CHAN);      /* a received one is not filled yet */
   luaL_checkany(L, 2);
   lua_settop(L, 2);
-  for (i = 0; i < 3; i++) {
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_pushcclosure(L, fs[i], 3);
-  }
+  for (i = 0; i < 3; i++) loom__ctx_method(L, fs[i]);
   return 3;
 }
 
@@ -580,7 +559,7 @@ static int l_drain (lua_State *L) {
 static int l_wait (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   int ports = lua_toboolean(L, 2), n, i, woke = 0;
-  double t = checktimeout(L, 3, "select", 2);
+  double t = loom__ctx_timeout(L, 3, "select", 2);
   atomic_int flag;
   loom_chanwait ws[64];
   lchan *qs[64];

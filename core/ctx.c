@@ -520,22 +520,24 @@ loom_msg *loom__ctx_pull (loom_ctx *c, uint64_t target, double timeout_ms, int *
   }
 }
 
-static int msgbox_gc (lua_State *L) {
-  loom_msg **box = (loom_msg **)lua_touserdata(L, 1);
-  loom__msg_free(*box);
-  *box = NULL;
-  return 0;
+void loom__ctx_method (lua_State *L, lua_CFunction f) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushcclosure(L, f, 3);
 }
 
-loom_msg **loom__ctx_msgbox (lua_State *L) {
-  loom_msg **box = (loom_msg **)lua_newuserdatauv(L, sizeof *box, 0);
-  *box = NULL;
-  if (luaL_newmetatable(L, "loom.MsgBox")) {
-    lua_pushcfunction(L, msgbox_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
-  return box;
+double loom__ctx_timeout (lua_State *L, int idx, const char *fname, int n) {
+  lua_Number t;
+  if (lua_isnoneornil(L, idx)) return -1;
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    luaL_error(L, "bad argument #%d to '%s' (number expected, got %s)", n, fname,
+               luaL_typename(L, idx));
+  t = lua_tonumber(L, idx);
+  if (!(t >= 0))                 /* negative or NaN */
+    luaL_error(L, "bad argument #%d to '%s' (timeout must be >= 0 ms, nil or math.huge)",
+               n, fname);
+  return t > 1e12 ? -1 : (double)t;   /* ~31 years, or math.huge: no limit */
 }
 
 loom_msg *loom__ctx_pack (lua_State *L, loom_ctx *c, int idx,

@@ -130,10 +130,15 @@ int loom__ctx_take_error(lua_State *L, loom_ctx *c);
 ** memory". */
 loom_msg *loom__ctx_pack(lua_State *L, loom_ctx *c, int idx,
                          const char *who, const char *root, int kind);
-/* Push a box that frees the message put in it if it is collected: a
-** message taken out of a queue is decoded from it, so a decode that raises
-** (out of memory, a hook's Lua) loses nothing.  Make it before taking. */
-loom_msg **loom__ctx_msgbox(lua_State *L);
+/* From a binding function whose upvalue 1 is the context, called with
+** (userdata, owner): push f as a C closure over (context, userdata,
+** owner), a method of owner that reaches its userdata with no lookup
+** (postMessage, a Channel's push and pop). */
+void loom__ctx_method(lua_State *L, lua_CFunction f);
+/* The timeout argument at idx of the function fname (its n-th argument as
+** its caller counts): nil, math.huge or more than ~31 years -> -1 (no
+** limit), else >= 0 ms (0 polls); a negative, NaN or non-number raises. */
+double loom__ctx_timeout(lua_State *L, int idx, const char *fname, int n);
 /* Raise the pending uncaught error, if any. */
 void loom__ctx_raise(lua_State *L, loom_ctx *c);
 /* Take out every undelivered message for endpoint 'target' (taken from

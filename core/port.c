@@ -6,7 +6,6 @@
 ** after every message posted before.  A worker's parentPort and its
 ** Worker handle are the two ends of the pair made at spawn.
 */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "loom_lua.h"
@@ -132,6 +131,7 @@ typedef struct lport {
   int movable;                 /* a MessageChannel's port: transferable */
   int gone;                    /* transferred: every use raises */
   int pending;                 /* received, not yet bound to this thread */
+  loom_msg *taken;             /* pulled by receive, being decoded */
   loom_ctx *c;
 } lport;
 
@@ -160,6 +160,8 @@ static lport *checkport (lua_State *L, int idx) {
 
 static int port_gc (lua_State *L) {
   lport *lp = (lport *)luaL_checkudata(L, 1, PORT);
+  loom__msg_free(lp->taken);
+  lp->taken = NULL;
   loom__pair_release(lp->pair);
   lp->pair = NULL;
   return 0;
@@ -465,10 +467,7 @@ static int l_post (lua_State *L) {
 static int l_poster (lua_State *L) {
   checkport(L, 1);
   luaL_checkany(L, 2);
-  lua_settop(L, 2);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_insert(L, 1);
-  lua_pushcclosure(L, l_post, 3);
+  loom__ctx_method(L, l_post);
   return 1;
 }
 
@@ -489,19 +488,6 @@ static int l_channel (lua_State *L) {
   return 2;
 }
 
-/* A timeout argument: nil or math.huge -> -1 (no limit), else >= 0 ms. */
-static double checktimeout (lua_State *L, int idx, const char *fname) {
-  lua_Number t;
-  if (lua_isnoneornil(L, idx)) return -1;
-  t = luaL_checknumber(L, idx);
-  if (t != t || t < 0) {
-    lua_pushfstring(L, "bad argument #%d to '%s' (timeout must be >= 0 ms, nil or math.huge)",
-                    idx, fname);
-    lua_error(L);
-  }
-  return t > 1e12 ? -1 : (double)t;     /* ~31 years, or math.huge: no limit */
-}
-
 /* core.receive(port, timeout_ms, fname) -> true, v | false, "empty" |
 ** "timeout" | "closed": the next message for this port, without the loop
 ** and without listeners (what the Lua side queued was looked at first) */
@@ -509,13 +495,12 @@ static int l_receive (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   const char *fname = luaL_optstring(L, 3, "receive");
   lport *lp = (lport *)luaL_checkudata(L, 1, PORT);
-  double t = checktimeout(L, 2, fname);
+  double t = loom__ctx_timeout(L, 2, fname, 1);
   int closed;
-  loom_msg *m, **box;
+  loom_msg *m;
   if (lp->gone) return luaL_error(L, "%s: port was transferred", fname);
   lua_settop(L, 1);
   lua_pushboolean(L, 1);                       /* 2: the result, if any */
-  box = loom__ctx_msgbox(L);                   /* 3 */
   if (lp->pair == NULL) closed = 1, m = NULL;
   else m = loom__ctx_pull(c, lp->id, t, &closed);
   if (m == NULL) {
@@ -526,12 +511,12 @@ static int l_receive (lua_State *L) {
     else lua_pushliteral(L, "timeout");
     return 2;
   }
-  *box = m;                                    /* freed by the box if this raises */
+  loom__msg_free(lp->taken);
+  lp->taken = m;                 /* a decode that raises leaves it here */
   if (loom__decode_msg(L, m))
     return luaL_error(L, "%s: %s", fname, lua_tostring(L, -1));
-  *box = NULL;
+  lp->taken = NULL;
   loom__msg_free(m);
-  lua_remove(L, 3);
   return 2;
 }
 

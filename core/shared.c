@@ -369,15 +369,6 @@ static size_t checkindex (lua_State *L, const sview *v, int arg) {
   return (size_t)(i - 1) * kinds[v->kind].size;
 }
 
-/* A timeout in ms: nil or math.huge is no limit (-1), 0 polls. */
-static double checktimeout (lua_State *L, int arg) {
-  lua_Number ms;
-  if (lua_isnoneornil(L, arg)) return -1;
-  ms = luaL_checknumber(L, arg);
-  luaL_argcheck(L, ms >= 0, arg, "timeout must be >= 0 (nil or math.huge: no limit)");
-  return ms == HUGE_VAL ? -1 : (double)ms;
-}
-
 /* The self of a view method, on the path of every atomic: a full
 ** userdata of a view's size whose first field is the address of this
 ** file's 'viewtag' (which no other userdata holds: no Lua code can write
@@ -585,7 +576,7 @@ static int v_wait (lua_State *L) {
   sview *v = checkwaitable(L);
   size_t at = checkindex(L, v, 2);
   lua_Integer e = checkoperand(L, 3, v->kind);
-  double ms = checktimeout(L, 4);
+  double ms = loom__ctx_timeout(L, 4, "wait", 3);
   uint64_t *spin = (uint64_t *)lua_touserdata(L, lua_upvalueindex(2));
   int r = loom__shared_wait(v->s, v->off + at, (int64_t)e, kinds[v->kind].size,
                             c->mb, c->stop ? &c->stop->flag : NULL, ms, spin,
@@ -658,7 +649,7 @@ static int v_waitasync (lua_State *L) {
   sview *v = checkwaitable(L);
   size_t at = checkindex(L, v, 2);
   lua_Integer e = checkoperand(L, 3, v->kind);
-  double ms = checktimeout(L, 4);
+  double ms = loom__ctx_timeout(L, 4, "waitAsync", 3);
   int width = kinds[v->kind].size;
   uint64_t id;
   swait *a;
