@@ -399,6 +399,32 @@ describe("Pool", function()
       closed(p)
     end)
 
+    it("a stubborn task behind a finished one whose result the worker holds back", function()
+      -- the quick task's result waits for the worker's next batch; the
+      -- worker is in the stubborn task: it must still be stopped
+      local p = stoppable()
+      await(p:run(nil, { name = "id" }))
+      local ac = loom.AbortController()
+      local quick = p:run("quick", { name = "mark" })
+      local f = p:run(nil, { name = "stubborn", signal = ac.signal })
+      loom.setTimeout(function() ac:abort("stop") end, 20)
+      assert.are.equal("stop", rejection(f))
+      assert.are.equal("quick", await(quick))     -- (run again on the new worker)
+      closed(p)
+    end)
+
+    it("an error in a 'drain' listener is raised from the loop; the pool goes on", function()
+      local p = pool{ maxThreads = 1 }
+      p:once("drain", function() error("drain listener failed") end)
+      local f = p:run(1, { name = "inc" })
+      local ok, err = pcall(await, f)
+      assert.is_false(ok)
+      assert.matches("drain listener failed", err)
+      assert.are.equal(2, await(f))
+      assert.are.equal(3, await(p:run(2, { name = "inc" })))
+      closed(p)
+    end)
+
     it("abort after the task finished changes nothing", function()
       local p = stoppable()
       local ac = loom.AbortController()

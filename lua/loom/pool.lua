@@ -329,7 +329,19 @@ local function check(self, fname)
   end
 end
 
-local flush, spawn, trystart, sync
+local flush, spawn, trystart, sync, onmessage, onworkerexit
+
+-- guard(p, pcall(f, ...)): an error inside the pool's own bookkeeping,
+-- run from the loop (out of memory, in practice), breaks the pool (every
+-- pending task fails with that error, its workers stop) rather than let it
+-- run on with half-updated state, and goes on to loom.run: what it cut
+-- short (a callback of a Future settled then) is not lost silently.
+local function guard(p, ok, err)
+  if not ok then
+    pcall(p._break, p, err)       -- (if this fails too, a later call goes on)
+    error(err, 0)
+  end
+end
 
 -- the Future of a task settles; its bookkeeping goes
 local function finish(p, t, state, v, tb)
@@ -339,6 +351,7 @@ local function finish(p, t, state, v, tb)
   if t._onabort then t._sig:off("abort", t._onabort); t._onabort = nil end
   if state == FULFILLED then p._completed = p._completed + 1
   else p._failed = p._failed + 1 end
+  p._live[t._id] = nil
   settle(t, state, v, tb)
 end
 
@@ -371,19 +384,23 @@ local function requeue_front(p, list)
 end
 
 -- the grace period of an aborted task on W is over: terminate W if the
--- task is one it runs (not one waiting behind a running task)
+-- task is one it runs, or if W said nothing during the period: the tasks
+-- before it may be done with their results held back (a worker sends them
+-- in batches, not while a task runs), and then W is stuck in this one.
+-- (Killed, W's unfinished tasks go back to the queue: none fails for it.)
+-- Otherwise the task waits behind one that runs: look again later.
 local function graceover(p, W, t)
   t._grace = nil
   if not W.alive or W.tasks[t._id] == nil then return end
   local before = 0
   for id in pairs(W.tasks) do if id < t._id then before = before + 1 end end
-  if before < p._conc then
+  if before < p._conc or W.heard < t._abortat then
     W.killed = true
     W.w:terminate()
   else
-    local tm = core.timer(function() graceover(p, W, t) end, p._grace, false)
+    local tm = core.timer(function() guard(p, pcall(graceover, p, W, t)) end, p._grace, false)
     tm:unref()
-    t._grace = tm
+    t._grace, t._abortat = tm, now()      -- (W must speak within this period)
   end
 end
 
@@ -398,8 +415,9 @@ local function abort(p, t, reason)
   else
     finish(p, t, REJECTED, reason)
     if W.alive then
+      t._abortat = now()
       pcall(W.w.postMessage, W.w, { ABORT, t._id, reason })
-      local tm = core.timer(function() graceover(p, W, t) end, p._grace, false)
+      local tm = core.timer(function() guard(p, pcall(graceover, p, W, t)) end, p._grace, false)
       tm:unref()
       t._grace = tm
     end
@@ -407,7 +425,7 @@ local function abort(p, t, reason)
 end
 
 local function onresults(p, W, m)
-  local tasks, n = W.tasks, m[2]
+  local tasks, n, live = W.tasks, m[2], p._live
   local rt, wt = p._rt, p._wt
   local sum, cnt = 0, 0
   for i = 3, 2 + n * 5, 5 do
@@ -434,6 +452,7 @@ local function onresults(p, W, m)
         if st == OK and not t._timer and not t._onabort then   -- finish(), inlined
           t._arg, t._transfer = nil, nil
           p._completed = p._completed + 1
+          live[id] = nil
           settle(t, FULFILLED, m[i + 2])
         elseif st == OK then finish(p, t, FULFILLED, m[i + 2])
         elseif st == ERR then
@@ -496,7 +515,7 @@ end
 spawn = function(p)
   p._spawning = p._spawning + 1
   -- W.starting: counted in p._spawning until READY, FAILED or its exit
-  local W = { tasks = {}, n = 0, alive = true, ready = false, starting = true }
+  local W = { tasks = {}, n = 0, alive = true, ready = false, starting = true, heard = 0 }
   local ok, w = pcall(require("loom.worker").Worker, workermain, {
     name = p._name, workerData = { kind = p._kind, src = p._src, conc = p._conc },
     resourceLimits = p._limits,
@@ -508,43 +527,49 @@ spawn = function(p)
   W.w = w
   p._all[#p._all + 1] = W
   if not p._active then w:unref() end
-  w:on("message", function(m)
-    local k = m[1]
-    if k == DONE then return onresults(p, W, m)
-    elseif k == READY then
-      W.starting = false
-      p._spawning = p._spawning - 1
-      W.ready, W.born, W.idle0 = true, now(), now()
-      p._workers[#p._workers + 1] = W
-      if p._destroyed or p._broken then retire(p, W) end
-      flush(p)
-    elseif k == FAILED then
-      W.starting = false
-      p._spawning = p._spawning - 1
-      W.expected = true
-      p:_break("loom.Pool: the task module failed in a worker: " .. tostring(m[2]))
-    end
-  end)
+  w:on("message", function(m) guard(p, pcall(onmessage, p, W, m)) end)
   w:on("error", function(e, tb)
     W.err, W.errtb = e, tb
   end)
-  w:on("exit", function(code)
-    if W.starting then W.starting = false; p._spawning = p._spawning - 1 end
-    for i, x in ipairs(p._all) do
-      if x == W then table.remove(p._all, i); break end
-    end
-    if W.ready then onexit(p, W, code)
-    else
-      W.alive = false
-      if not W.expected and not p._destroyed then
-        p:_break(("loom.Pool: a worker failed to start (exit code %s): %s")
-                 :format(tostring(code), tostring(W.err)))
-      end
-      flush(p)
-    end
-    p:_checkclosed()
-  end)
+  w:on("exit", function(code) guard(p, pcall(onworkerexit, p, W, code)) end)
   return W
+end
+
+onmessage = function(p, W, m)
+  local k = m[1]
+  W.heard = now()
+  if k == DONE then return onresults(p, W, m)
+  elseif k == READY then
+    W.starting = false
+    p._spawning = p._spawning - 1
+    W.ready, W.born, W.idle0 = true, now(), now()
+    p._workers[#p._workers + 1] = W
+    if p._destroyed or p._broken then retire(p, W) end
+    flush(p)
+  elseif k == FAILED then
+    W.starting = false
+    p._spawning = p._spawning - 1
+    W.expected = true
+    p:_break("loom.Pool: the task module failed in a worker: " .. tostring(m[2]))
+  end
+end
+
+onworkerexit = function(p, W, code)
+  if W.starting then W.starting = false; p._spawning = p._spawning - 1 end
+  if W.ready then onexit(p, W, code)
+  else
+    W.alive = false
+    if not W.expected and not p._destroyed then
+      p:_break(("loom.Pool: a worker failed to start (exit code %s): %s")
+               :format(tostring(code), tostring(W.err)))
+    end
+    flush(p)
+  end
+  -- W leaves p._all last: should the above fail, _break still sees its tasks
+  for i, x in ipairs(p._all) do
+    if x == W then table.remove(p._all, i); break end
+  end
+  p:_checkclosed()
 end
 
 -- spawn from the loop (a replacement, more threads): a worker that cannot
@@ -589,23 +614,29 @@ local function idlecheck(p, W)
     if W.n == 0 and W.alive and not W.retiring then
       local staying = 0
       for _, x in ipairs(p._workers) do if not x.retiring then staying = staying + 1 end end
-      if staying > p._min then retire(p, W) end
+      if staying > p._min then guard(p, pcall(retire, p, W)) end
     end
   end, p._idle, false)
   tm:unref()
   W.idletimer = tm
 end
 
+-- (from an immediate: an error in a listener is the user's, raised from
+-- loom.run, not the pool's)
+local function emitdrain(p) p:emit("drain") end
+
 -- hand queued tasks to the workers that have room
 local function send(p, W, k)
   local q, qh, qt = p._q, p._qh, p._qt
   local msg, n, transfer = { RUN, 0 }, 0, nil
   local sent = {}
-  while n < k and qh <= qt do
-    local t = q[qh]
+  local i = qh
+  -- the message first, the queue after: out of memory while the message
+  -- grows leaves the queue as it was
+  while n < k and i <= qt do
+    local t = q[i]
     if t._transfer and n > 0 then break end   -- a task with a transfer list goes alone
-    q[qh] = nil
-    qh = qh + 1
+    i = i + 1
     if not t._removed then
       local j = n * 3 + 3
       msg[j], msg[j + 1], msg[j + 2] = t._id, t._name, t._arg
@@ -614,6 +645,8 @@ local function send(p, W, k)
       if t._transfer then transfer = t._transfer; break end
     end
   end
+  for x = qh, i - 1 do q[x] = nil end
+  qh = i
   p._qh = qh
   if qh > qt then p._q, p._qh, p._qt = {}, 1, 0 end
   if n == 0 then return end
@@ -680,7 +713,7 @@ flush = function(p)
         if k > per then k = per end
         send(p, W, k)
       end
-      if p._np == 0 then p:emit("drain") end
+      if p._np == 0 then timers.setImmediate(emitdrain, p) end
     end
     -- more threads when every one is busy
     if p._np > 0 and not p._destroyed and not p._broken then
@@ -704,10 +737,12 @@ flush = function(p)
   end
 end
 
+local function flushnow(p) guard(p, pcall(flush, p)) end
+
 local function schedule(p)
   if not p._flushq then
+    timers.setImmediate(flushnow, p)   -- (may raise: then no flush is pending)
     p._flushq = true
-    timers.setImmediate(function() flush(p) end)
   end
 end
 
@@ -719,32 +754,33 @@ function Pool:_checkclosed()
   end
 end
 
--- every task fails with 'why'; no task runs from now on
+-- every task fails with 'why'; no task runs from now on.  Every pending
+-- task is in p._live (from run to finish), wherever the bookkeeping that
+-- failed had left it (a queue, a worker's list, a local variable)
 function Pool:_failall(why)
-  local q = self._q
-  for i = self._qh, self._qt do
-    local t = q[i]
-    if t and not t._removed then finish(self, t, REJECTED, why) end
-  end
+  local list = {}
+  for _, t in pairs(self._live) do list[#list + 1] = t end
+  table.sort(list, function(a, b) return a._id < b._id end)
   self._q, self._qh, self._qt, self._np = {}, 1, 0, 0
-  for _, W in ipairs(self._all) do
-    for _, t in ipairs(outstanding(W)) do
-      if t._grace then t._grace:close(); t._grace = nil end
-      finish(self, t, REJECTED, why)
-    end
-    W.tasks, W.n = {}, 0
-  end
+  for _, W in ipairs(self._all) do W.tasks, W.n = {}, 0 end
   self._out = 0
+  for _, t in ipairs(list) do
+    if t._grace then t._grace:close(); t._grace = nil end
+    finish(self, t, REJECTED, why)
+  end
 end
 
+-- (may be called again after it raised half way: it goes on)
 function Pool:_break(why)
-  if self._broken then return end
-  self._broken = why
-  self:_failall(why)
+  if self._brokedone then return end
+  self._broken = self._broken or why
+  self:_failall(self._broken)
   for _, W in ipairs(self._all) do
     if W.alive then W.expected = true; W.retiring = true; W.w:terminate() end
   end
   sync(self)
+  self._brokedone = true
+  self:_checkclosed()
 end
 
 function M.Pool(opts)
@@ -815,7 +851,7 @@ function M.Pool(opts)
     _kind = kind, _src = src, _min = minT, _max = maxT, _conc = conc, _idle = idle,
     _timeout = timeout, _grace = grace, _maxq = maxQ, _limits = opts.resourceLimits,
     _name = opts.name or "pool",
-    _q = {}, _qh = 1, _qt = 0, _np = 0, _out = 0, _id = 0,
+    _q = {}, _qh = 1, _qt = 0, _np = 0, _out = 0, _id = 0, _live = {},
     _workers = {}, _all = {}, _spawning = 0, _active = false,
     _completed = 0, _failed = 0, _busy = 0, _life = 0, _t0 = now(),
     _rt = { n = 0, sum = 0 }, _wt = { n = 0, sum = 0 },
@@ -898,6 +934,7 @@ local function run(p, arg, opts, fname)
   if transfer then t._transfer = transfer end
   local qt = p._qt + 1
   p._q[qt] = t
+  p._live[id] = t       -- (out of memory here: the slot is reused)
   p._qt = qt
   p._np = p._np + 1
   if sig then
@@ -906,7 +943,8 @@ local function run(p, arg, opts, fname)
     sig:on("abort", t._onabort)
   end
   if timeout then
-    t._timer = core.timer(function() t._timer = nil; abort(p, t, "timeout") end, timeout, false)
+    t._timer = core.timer(function() t._timer = nil; guard(p, pcall(abort, p, t, "timeout")) end,
+                          timeout, false)
     t._timer:unref()
   end
   if not p._active then sync(p) end

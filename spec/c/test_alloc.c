@@ -486,6 +486,20 @@ static const char SHARED_OP[] =
   "loom.run()\n"
   "assert(f:await() == 'timed-out' and g:await() == 'ok')\n";
 
+/* a pool: a task, a map and a failing task, then close (the pool is made
+** armed too: a failure may leave a half-made pool for lua_close to stop) */
+static const char POOL_OP[] =
+  "local P = loom.Pool{ source = 'return function(x) if x < 0 then error(\"neg\") end "
+  "return x * 2 end', maxThreads = 2 }\n"
+  "local a = P:run(21)\n"
+  "local m = P:map({ 1, 2, 3 })\n"
+  "local bad = P:run(-1):catch(function(e) return e end)\n"
+  "assert(a:await() == 42)\n"
+  "local r = m:await()\n"
+  "assert(r[1] == 2 and r[3] == 6)\n"
+  "local e = bad:await()\n"
+  "assert(tostring(e):find('neg'), tostring(e))\n"
+  "assert(P:close():await() == true)\n";
 
 /* Strides.  'require' parses loom's Lua modules (1712 sites): every N up
 ** to the end of loom.core's own opening (about 300), then every 5th.
@@ -515,6 +529,7 @@ static const opspec ops[] = {
   {"channel", LOOM_SETUP, CHANNEL_OP, "", ALL, 1},
   {"port+transfer", LOOM_SETUP, PORT_OP, "", ALL, 1},
   {"shared", SHARED_SETUP, SHARED_OP, LOOP_GUARD, ALL, 1},
+  {"pool", LOOM_SETUP, POOL_OP, LOOP_GUARD, ALL, 1},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 

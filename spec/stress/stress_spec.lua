@@ -1,6 +1,7 @@
 -- Stress and faults (the reliability issue): spawn/terminate cycles with a
 -- flat resident set; terminate() at random moments of workers that
--- flood, block or spin under pcall; producers and consumers moving
+-- flood, block or spin under pcall; task pools closed, destroyed and
+-- aborted at random moments; producers and consumers moving
 -- messages with an exact count and checksum; workers out of memory while
 -- posting; a main thread that ends while its workers still post.
 --
@@ -191,6 +192,90 @@ describe("stress", function()
     assert.are.equal(n, done)
     note("%d random terminates in %.1f s, the slowest exit %.0f ms after terminate()", n,
          (loom.now() - t0) / 1000, worst)
+    assert(#bad == 0, table.concat(bad, "; "))
+  end)
+
+  it("pools closed, destroyed and aborted at random moments settle every task and stop every worker", function()
+    local cycles = size(60, 600)
+    math.randomseed(seed + 1)
+    -- the task module: what a task does, arg = { kind, ms }
+    local function tasks() return function(arg)
+      local loom = require "loom"
+      local kind, ms = arg[1], arg[2]
+      if kind == "spin" then
+        local t = loom.now()
+        while loom.now() - t < ms do end
+        return ms
+      elseif kind == "sleep" then loom.sleep(ms); return ms
+      elseif kind == "async" then
+        return loom.async(function() loom.sleep(ms); return ms end)
+      elseif kind == "error" then error("task failed", 0)
+      elseif kind == "forever" then             -- only a timeout's terminate ends it
+        while true do pcall(function() end) end
+      elseif kind == "die" then os.exit(3)
+      end
+    end end
+    local kinds = { "spin", "sleep", "async", "error", "forever", "die" }
+    local actions = { "close", "destroy", "abort", "close at once", "destroy at once" }
+    local outcomes, bad = {}, {}
+    local t0 = loom.now()
+    for cycle = 1, cycles do
+      local p = loom.Pool{ fn = tasks, maxThreads = 2, minThreads = math.random(0, 2),
+                           concurrentTasksPerWorker = math.random(1, 2), abortGrace = 5,
+                           idleTimeout = math.random(0, 20) }
+      local ac = loom.AbortController()
+      local fs, settled = {}, 0
+      for i = 1, math.random(1, 24) do
+        local kind = kinds[math.random(#kinds)]
+        local opts = { signal = math.random() < 0.3 and ac.signal or nil }
+        if kind == "forever" then opts.timeout = math.random(1, 30) end
+        local f = i % 7 == 0 and p:map({ { kind, math.random(0, 10) } }, opts)
+                  or p:run({ kind, math.random(0, 10) }, opts)
+        fs[i] = { f = f, kind = kind }
+        f:next(function(v)
+          settled = settled + 1
+          if type(v) == "table" then v = v[1] end
+          if kind == "error" or kind == "forever" or kind == "die" then
+            bad[#bad + 1] = ("cycle %d: a %s task fulfilled with %s"):format(cycle, kind, tostring(v))
+          end
+          outcomes.fulfilled = (outcomes.fulfilled or 0) + 1
+        end, function(e)
+          settled = settled + 1
+          local why = tostring(e):match("^[%w .]+") or "?"
+          outcomes[why] = (outcomes[why] or 0) + 1
+        end)
+      end
+      local action = actions[math.random(#actions)]
+      local closef
+      local function act()
+        if action:find("destroy") then closef = p:destroy()
+        elseif action == "abort" then ac:abort("aborted by the stress"); closef = p:close()
+        else closef = p:close() end
+      end
+      if action:find("at once") then act() else loom.setTimeout(act, math.random(0, 30)) end
+      H.run_until(function()
+        return closef ~= nil and closef:state() ~= "pending" and settled == #fs and #p._all == 0
+      end, 10000)
+      if settled ~= #fs or not closef or closef:state() == "pending" or #p._all > 0 then
+        local left = {}
+        for _, x in ipairs(fs) do if x.f:state() == "pending" then left[#left + 1] = x.kind end end
+        bad[#bad + 1] = ("cycle %d (%s): %d of %d tasks settled (pending: %s), close %s, %d workers left")
+                        :format(cycle, action, settled, #fs, table.concat(left, " "),
+                                closef and closef:state() or "not asked", #p._all)
+        for _, W in ipairs(p._all) do        -- what the pool thinks its workers hold
+          local ids = {}
+          for id in pairs(W.tasks) do ids[#ids + 1] = id end
+          bad[#bad] = bad[#bad] .. (" [a worker: alive %s, ready %s, retiring %s, tasks %s]")
+                      :format(tostring(W.alive), tostring(W.ready), tostring(W.retiring),
+                              table.concat(ids, ","))
+        end
+        if #p._all > 0 then p:destroy(); H.run_until(function() return #p._all == 0 end, 5000) end
+      end
+    end
+    local seen = {}
+    for k, v in pairs(outcomes) do seen[#seen + 1] = ("%s %d"):format(k, v) end
+    table.sort(seen)
+    note("%d pools in %.1f s: %s", cycles, (loom.now() - t0) / 1000, table.concat(seen, ", "))
     assert(#bad == 0, table.concat(bad, "; "))
   end)
 
