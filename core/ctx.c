@@ -263,6 +263,7 @@ int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
   c->L = L;
   c->mb = mb;
   loom__mailbox_attach(mb, c->async);
+  loom__tbuf_init(&c->trace, 0, "main");   /* a worker names it again */
   return 0;
 }
 
@@ -283,6 +284,7 @@ void loom__ctx_close (loom_ctx *c) {
   loom__mailbox_release(c->mb);
   loom__buf_free(&c->scratch);
   loom__refs_free(&c->scratch_refs);
+  loom__tbuf_close(&c->trace);   /* its events wait for the collector */
   loom_runtime_release(c->rt);
 }
 
@@ -415,10 +417,20 @@ static int deliver_batch (lua_State *L) {
       c->current = NULL;
       loom__msg_free(m);
     }
-    else {
+    else if (m->flow == 0) {   /* untraced (always, with tracing off) */
       c->current = NULL;
       msgdone(c, m);
       lua_call(L, nargs, 0);
+    }
+    else {                     /* traced: the delivery lasts as its handler */
+      uint64_t flow = m->flow, t0 = uv_hrtime(), target = m->target;
+      int64_t size = (int64_t)m->len;
+      c->current = NULL;
+      msgdone(c, m);
+      lua_call(L, nargs, 0);
+      if (LOOM_TRACING(c->rt))
+        loom__trace(c->rt, &c->trace, LOOM_TR_DELIVER, t0, flow, size,
+                    (int64_t)target, NULL, 0);
     }
     n++;
     if (c->poll_deadline && uv_hrtime() >= c->poll_deadline) break;

@@ -285,7 +285,13 @@ static int l_whold (lua_State *L) {
 }
 
 static int h_terminate (lua_State *L) {
-  loom__worker_terminate(checkhandle(L)->w);
+  loom_worker *w = checkhandle(L)->w;
+  if (LOOM_TRACING(w->rt)) {
+    loom_ctx *c = loom__ctx_get(L);
+    if (c) loom__trace(c->rt, &c->trace, LOOM_TR_TERMINATE, 0, 0, (int64_t)w->id, 0,
+                       w->name, w->name ? strlen(w->name) : 0);
+  }
+  loom__worker_terminate(w);
   return 0;
 }
 
@@ -511,6 +517,9 @@ static int l_spawn (lua_State *L) {
   atomic_fetch_add(&w->refs, 1);          /* the children list's */
   w->next = k->list;
   k->list = w;
+  if (LOOM_TRACING(c->rt))
+    loom__trace(c->rt, &c->trace, LOOM_TR_SPAWN, 0, 0, (int64_t)w->id, 0,
+                w->name, w->name ? strlen(w->name) : 0);
   lua_pushvalue(L, 4);
   lua_pushinteger(L, (lua_Integer)w->id);
   loom__port_push(L, c, w->pair, 0);

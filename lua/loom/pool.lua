@@ -42,6 +42,11 @@ local function workermain()
   local OK, ERR, SKIP = 1, 2, 3
   local FLUSH_COUNT, FLUSH_MS = 32, 3
   local conc = wd.conc
+  -- trace points (nothing while tracing is off): flow = tf + task id
+  local core = require "loom.core"
+  local tp, TR, tf, uid = core.trace_point, core.TRACE, wd.tf, wd.uid
+  local T_STARTED, T_FINISHED, T_FAILED = TR["task.started"], TR["task.finished"],
+                                          TR["task.failed"]
 
   -- the task module
   local ok, mod
@@ -100,7 +105,11 @@ local function workermain()
     end
   end
 
-  local function result(id, status, v, t0, t1)
+  local function result(id, status, v, t0, t1, name)
+    if status == OK then tp(T_FINISHED, tf + id, id, uid, name, nil, t0)
+    elseif status == ERR then
+      tp(T_FAILED, tf + id, id, uid, name, tostring(v[1]), t0)
+    end
     out[on * 5 + 3], out[on * 5 + 4], out[on * 5 + 5], out[on * 5 + 6], out[on * 5 + 7] =
       id, status, v, t0, t1
     on = on + 1
@@ -175,12 +184,12 @@ local function workermain()
              handled = true }
   end
 
-  local function finished(id, t0)
+  local function finished(id, t0, name)
     return function(f)
       active = active - 1
       local t1 = now()
-      if f._s == fut.FULFILLED then result(id, OK, f._v, t0, t1)
-      else result(id, ERR, { f._v, f._tb }, t0, t1) end
+      if f._s == fut.FULFILLED then result(id, OK, f._v, t0, t1, name)
+      else result(id, ERR, { f._v, f._tb }, t0, t1, name) end
       pump()
     end
   end
@@ -204,16 +213,17 @@ local function workermain()
         if type(fn) ~= "function" then
           result(id, ERR, { name == nil and "run: the task module has no default task"
                             .. " (give a name)" or ("run: no task named '%s'"):format(name) },
-                 t0, t0)
+                 t0, t0, name or "default")
         else
           curname = name or "default"
+          tp(T_STARTED, tf + id, id, uid, curname)
           active = active + 1
           local sig
           if conc == 1 then sig = onesig; sig.id = id     -- one task at a time: one signal
           else sig = setmetatable({ id = id }, Signal) end
           local okr, r = xpcall(fn, handler, arg, sig)
           if okr and isFuture(r) and r._s == fut.PENDING then
-            whendone(r, finished(id, t0))
+            whendone(r, finished(id, t0, curname))
           else
             active = active - 1
             local t1 = now()
@@ -221,14 +231,14 @@ local function workermain()
               -- the handler itself failed (out of memory): the bare error
               if type(r) ~= "table" or r.handled ~= true then r = { r } end
               r.handled = nil
-              result(id, ERR, r, t0, t1)
+              result(id, ERR, r, t0, t1, curname)
             elseif isFuture(r) then
-              if r._s == fut.FULFILLED then result(id, OK, r._v, t0, t1)
+              if r._s == fut.FULFILLED then result(id, OK, r._v, t0, t1, curname)
               else
                 r:catch(function() end)
-                result(id, ERR, { r._v, r._tb }, t0, t1)
+                result(id, ERR, { r._v, r._tb }, t0, t1, curname)
               end
-            else result(id, OK, r, t0, t1) end
+            else result(id, OK, r, t0, t1, curname) end
           end
         end
       end
@@ -266,6 +276,8 @@ local type, tostring, pairs, ipairs, error, setmetatable, getmetatable, pcall, s
       type, tostring, pairs, ipairs, error, setmetatable, getmetatable, pcall, select
 local floor, ceil, huge, mtype = math.floor, math.ceil, math.huge, math.type
 local now = core.now
+local tp, TR = core.trace_point, core.TRACE
+local T_QUEUED, T_CANCELLED = TR["task.queued"], TR["task.cancelled"]
 local settle, newfuture, FULFILLED, REJECTED = future.settle, future.new, future.FULFILLED,
                                                future.REJECTED
 local Future, PENDING = future.Future, future.PENDING
@@ -389,6 +401,7 @@ end
 
 local function abort(p, t, reason)
   if t._s ~= PENDING then return end
+  tp(T_CANCELLED, p._tf + t._id, t._id, p._uid, t._name or "default", tostring(reason))
   local W = t._w
   if not W then         -- still queued: it never runs (left in the queue, skipped)
     p._np = p._np - 1
@@ -498,7 +511,8 @@ spawn = function(p)
   -- W.starting: counted in p._spawning until READY, FAILED or its exit
   local W = { tasks = {}, n = 0, alive = true, ready = false, starting = true }
   local ok, w = pcall(require("loom.worker").Worker, workermain, {
-    name = p._name, workerData = { kind = p._kind, src = p._src, conc = p._conc },
+    name = p._name, workerData = { kind = p._kind, src = p._src, conc = p._conc,
+                                   tf = p._tf, uid = p._uid },
     resourceLimits = p._limits,
   })
   if not ok then
@@ -820,6 +834,8 @@ function M.Pool(opts)
     _completed = 0, _failed = 0, _busy = 0, _life = 0, _t0 = now(),
     _rt = { n = 0, sum = 0 }, _wt = { n = 0, sum = 0 },
   }, Pool))
+  p._uid = core.trace_uid()          -- the pool's flows: _tf + task id
+  p._tf = p._uid << 32
   -- the first worker checks the options Worker checks (resourceLimits)
   if minT > 0 then
     local ok, err = pcall(spawn, p)
@@ -911,6 +927,7 @@ local function run(p, arg, opts, fname)
   end
   if not p._active then sync(p) end
   schedule(p)
+  tp(T_QUEUED, p._tf + id, id, p._uid, name or "default", nil, f._tsub)
   return f
 end
 
