@@ -122,6 +122,29 @@ void loom__msg_freelist(loom_msg *m);
 #define LOOM_SPARE_MAX (32u << 20)  /* larger ones are given back at once */
 
 /* {======================================================================
+** L0: a thread's figures for worker:stats().  Written by that thread
+** alone (each a running count or a snapshot it stores, relaxed), read by
+** its parent at any time; every figure is atomic, but no two are promised
+** to be read at the same instant.
+** ======================================================================= */
+typedef struct loom_tstats {
+  atomic_uint_fast64_t in;       /* MESSAGEs delivered to it */
+  atomic_uint_fast64_t out;      /* MESSAGEs it posted */
+  atomic_uint_fast64_t done;     /* messages of every kind it took out */
+  atomic_uint_fast64_t mem;      /* bytes of its Lua state, lately */
+  atomic_uint_fast64_t idle;     /* ns its loop spent idle in the poll */
+  atomic_uint_fast64_t asleep;   /* uv_hrtime() it went into the poll, 0: out */
+  atomic_uint_fast64_t start, end;   /* uv_hrtime(): its life (end 0: running) */
+  atomic_uint_fast64_t cpu;      /* ns of CPU, stored when it ends */
+} loom_tstats;
+
+/* The owner's update of its own figure (one writer: no read-modify-write). */
+static inline void loom__stat_add (atomic_uint_fast64_t *v, uint64_t n) {
+  atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
+
+/* {======================================================================
 ** L1: mailbox (mailbox.c): one per thread that runs loom.  Shared by its
 ** owner (the only reader) and every sender; freed when its atomic refcount
 ** drops to 0.  'lock' guards head, tail, async, closed and waiters; 'cond'
@@ -137,6 +160,7 @@ typedef struct loom_mailbox {
   int waiters;            /* owner threads blocked on 'cond' */
   atomic_int nonempty;    /* head != NULL, for the owner's lock-free spin */
   atomic_int awake;       /* 1: the owner will look before it blocks */
+  atomic_uint_fast64_t pushed;   /* messages ever queued (worker:stats) */
 } loom_mailbox;
 
 loom_mailbox *loom__mailbox_new(void);
@@ -449,6 +473,7 @@ struct loom_worker {
   loom_pair *pair;             /* end 0: parent's Worker, end 1: parentPort */
   loom_msg *exitmsg;           /* made at spawn, so an exit is never lost */
   loom_stop stop;
+  loom_tstats stats;           /* the worker thread's figures (their rules) */
   uv_thread_t thread;
   int started, joined;
   int held, exited;            /* its handle holds the parent's loop; EXIT came */

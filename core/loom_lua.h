@@ -59,6 +59,8 @@ struct loom_ctx {
   loom_buf scratch;           /* encoder buffer, reused */
   loom_refs scratch_refs;     /* references met by the encoder, reused */
   loom_tbuf trace;            /* this thread's trace events (trace.c) */
+  loom_tstats *stats;         /* its figures: the worker's, or 'own' */
+  loom_tstats own;
   int dispatch_ref;           /* Lua dispatch(target, kind, value, aux) */
   int fast_ref;               /* table target -> sole 'message' listener */
   int immediate_ref;          /* Lua function running setImmediate queue */

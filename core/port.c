@@ -472,6 +472,7 @@ static int l_post (lua_State *L) {
     lua_pushliteral(L, "closed");
     return 2;
   }
+  loom__stat_add(&c->stats->out, 1);
   lua_pushboolean(L, 1);
   return 1;
 }

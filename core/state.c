@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
@@ -518,6 +519,8 @@ void loom__state_main (void *arg) {
     c.stop = &w->stop;
     c.thread_id = w->id;
     loom__tbuf_name(&c.trace, w->id, w->name ? w->name : "worker");
+    c.stats = &w->stats;
+    atomic_store_explicit(&w->stats.start, uv_hrtime(), memory_order_relaxed);
     if (loom__ctx_install(L, &c) == 0 && !loom__stop_attach(&w->stop, L))
       code = run(&c, &mem);
     loom__stop_detach(&w->stop);
@@ -527,6 +530,13 @@ void loom__state_main (void *arg) {
   if (ok && c.exiting) code = c.exit_code;
   if (ok && LOOM_TRACING(rt))
     loom__trace(rt, &c.trace, LOOM_TR_EXIT, 0, 0, (int64_t)code, 0, NULL, 0);
+  {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+      atomic_store_explicit(&w->stats.cpu, (uint64_t)ts.tv_sec * 1000000000u +
+                            (uint64_t)ts.tv_nsec, memory_order_relaxed);
+    atomic_store_explicit(&w->stats.end, uv_hrtime(), memory_order_relaxed);
+  }
   if (ok) loom__ctx_close(&c);
   else loom__mailbox_close(w->inbox);   /* no state: exit 1, nothing ran */
   loom__pair_shut(w->pair);             /* posts to it fail from now on */

@@ -541,6 +541,8 @@ emitters("loom.Pool", sharedpool, POOL_CLOSED, "drain")
 
 M{ key = "loom.Worker.terminate", f = "terminate", self = liveworker,
    closed = WORKER_CLOSED, args = A(), result = is("loom.Future") }
+M{ key = "loom.Worker.stats", f = "stats", self = shared, closed = WORKER_CLOSED, args = A(),
+   result = istype("table") }
 M{ key = "loom.Worker.ref", f = "ref", self = shared, closed = WORKER_CLOSED, args = A(), result = isself }
 M{ key = "loom.Worker.unref", f = "unref", self = shared, closed = WORKER_CLOSED, args = A(),
    result = isself, after = function(c) if c.self == S.shared then S.shared:ref() end end }

@@ -323,3 +323,100 @@ describe("loom.trace", function()
     check_program(doc)
   end)
 end)
+
+describe("worker:stats", function()
+  before_each(H.before_each)
+  after_each(H.after_each)
+
+  it("counts messages, the queue, memory, CPU and the loop's utilisation", function()
+    local w = H.spawn(function()
+      local loom = require "loom"
+      local keep = {}
+      loom.parentPort:on("message", function(m)
+        if m == "burn" then
+          local t = loom.now()
+          while loom.now() - t < 150 do end        -- busy: what comes waits
+        elseif m == "stop" then
+          loom.parentPort:close()
+          return
+        else
+          keep[#keep + 1] = ("x"):rep(1000)
+        end
+        loom.parentPort:postMessage(m)
+      end)
+    end)
+    local got = 0
+    w:on("message", function() got = got + 1 end)
+    w:postMessage("burn")
+    for i = 1, 5 do w:postMessage(i) end
+    local s = w:stats()
+    assert(s.queueLength >= 5, "queueLength " .. s.queueLength)
+    assert(H.run_until(function() return got == 6 end, 5000))
+    loom.sleep(50)                                  -- the worker idles
+    s = w:stats()
+    assert.are.equal(6, s.messagesIn)
+    assert.are.equal(6, s.messagesOut)
+    assert.are.equal(0, s.queueLength)
+    assert(s.memory > 5000, "memory " .. s.memory)   -- the strings it keeps
+    assert(s.cpu > 20, "cpu " .. s.cpu)             -- the burn, in ms of CPU
+    local elu = s.eventLoopUtilization
+    assert(elu.idle > 0 and elu.active > 20)
+    assert(elu.utilization > 0 and elu.utilization < 1)
+    assert(math.abs(elu.utilization - elu.active / (elu.idle + elu.active)) < 1e-9)
+    w:postMessage("stop")
+    H.join(w)
+    local after = w:stats()                         -- still readable after the exit
+    assert.are.equal(7, after.messagesIn)
+    assert(after.cpu >= s.cpu)
+  end)
+
+  it("pool:stats() has each worker's figures", function()
+    local p = loom.Pool{ source = "return function(x) return x end", minThreads = 2,
+                         maxThreads = 2 }
+    local fs = {}
+    for i = 1, 20 do fs[i] = p:run(i) end
+    for i = 1, 20 do assert.are.equal(i, fs[i]:await()) end
+    local s = p:stats()
+    assert.are.equal(2, #s.workers)
+    local ins = 0
+    for _, ws in ipairs(s.workers) do
+      assert.is_number(ws.threadId)
+      assert.are.equal(0, ws.tasks)
+      assert.is_number(ws.cpu)
+      assert.is_table(ws.eventLoopUtilization)
+      ins = ins + ws.messagesIn
+    end
+    assert(ins >= 2)              -- the tasks came in chunks, at least one each
+    p:close():await()
+  end)
+end)
+
+describe("errors that cross a thread", function()
+  before_each(H.before_each)
+  after_each(H.after_each)
+
+  it("name the pool task (name and id) and its worker", function()
+    local p = loom.Pool{ source = "return { bad = function() error('task broke') end }",
+                         maxThreads = 1, name = "errpool" }
+    local f = p:run(nil, { name = "bad" })
+    local err, tb
+    f:catch(function(e, t) err, tb = e, t end)
+    assert(H.run_until(function() return err ~= nil end, 5000))
+    assert.matches("task broke", err, 1, true)
+    assert.matches("in pool task 'bad' %(task 1, worker %d+ 'errpool'%): ", tb)
+    p:close():await()
+  end)
+
+  it("name every worker of a nested chain", function()
+    local w = H.spawn(function()
+      local loom = require "loom"
+      loom.Worker(function() error("deep failure") end, { name = "inner" })
+      loom.run()
+    end, { name = "middle" })
+    local err, tb
+    w:on("error", function(e, t) err, tb = e, t end)
+    H.join(w)
+    assert.matches("^uncaught error in worker %d+ 'inner': .*deep failure", err)
+    assert.matches("^in worker " .. w.threadId .. " 'middle'\n", tb)
+  end)
+end)

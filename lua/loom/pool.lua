@@ -178,10 +178,13 @@ local function workermain()
 
   local onesig = setmetatable({ id = 0 }, Signal)
 
-  local curname
+  -- a task's error names the task (name and id) and its worker (thread
+  -- id and the pool's name), before the traceback
+  local curname, curid
+  local where = ("worker %d '%s'"):format(loom.threadId, loom.workerName or "pool")
   local function handler(e)
-    return { e, debug.traceback(("in pool task '%s': %s"):format(curname, tostring(e)), 2),
-             handled = true }
+    return { e, debug.traceback(("in pool task '%s' (task %d, %s): %s"):format(curname,
+                                curid, where, tostring(e)), 2), handled = true }
   end
 
   local function finished(id, t0, name)
@@ -215,7 +218,7 @@ local function workermain()
                             .. " (give a name)" or ("run: no task named '%s'"):format(name) },
                  t0, t0, name or "default")
         else
-          curname = name or "default"
+          curname, curid = name or "default", id
           tp(T_STARTED, tf + id, id, uid, curname)
           active = active + 1
           local sig
@@ -973,10 +976,16 @@ function Pool:stats()
     out = out + W.n
     life = life + (t - W.born)
   end
+  local workers = {}
+  for i, W in ipairs(self._workers) do   -- each thread's figures
+    local s = W.w:stats()
+    s.threadId, s.tasks = W.w.threadId, W.n
+    workers[i] = s
+  end
   return {
     completed = self._completed, failed = self._failed,
     queued = self._np + out - running, running = running,
-    threads = #self._workers,
+    threads = #self._workers, workers = workers,
     utilization = life > 0 and math.min(1, self._busy / life) or 0,
     runTime = summary(self._rt), waitTime = summary(self._wt),
   }
