@@ -420,3 +420,21 @@ describe("errors that cross a thread", function()
     assert.matches("^in worker " .. w.threadId .. " 'middle'\n", tb)
   end)
 end)
+
+describe("an uncaught error from a nested worker", function()
+  before_each(H.before_each)
+  after_each(H.after_each)
+
+  it("names the whole chain when nobody listens", function()
+    local w = H.spawn(function()
+      local loom = require "loom"
+      loom.Worker(function() error("deep failure") end, { name = "inner" })
+      loom.run()
+    end, { name = "middle" })
+    local ok, err = pcall(H.run)
+    assert.is_false(ok)
+    assert.matches("^uncaught error in worker " .. w.threadId ..
+                   " 'middle': uncaught error in worker %d+ 'inner': .*deep failure", err)
+    H.join(w)
+  end)
+end)
