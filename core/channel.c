@@ -385,21 +385,27 @@ static int l_push (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   lchan *lq = selfchan(L, "push");
   double t = loom__ctx_timeout(L, 3, "push", 2);
-  uint64_t deadline = t > 0 ? uv_hrtime() + (uint64_t)(t * 1e6) : 0;
+  uint64_t deadline = t > 0 ? uv_hrtime() + (uint64_t)(t * 1e6) : 0, t0 = 0;
   loom_msg *m;
   if (lua_isnoneornil(L, 2))
     return luaL_error(L, "bad argument #1 to 'push' (nil cannot be pushed)");
   lua_settop(L, 2);
+  if (LOOM_TRACING(c->rt)) t0 = uv_hrtime();
   m = loom__ctx_pack(L, c, 2, "push", "value", LOOM_MSG_MESSAGE);
+  if (t0) m->flow = loom__trace_flow(&c->trace);
   for (;;) {
     atomic_int flag;
     loom_chanwait w;
+    uint64_t flow = 0;
+    int64_t size = 0;
     int r;
     atomic_init(&flag, 0);
     w.mb = c->mb;
     w.flag = &flag;
+    if (t0) flow = m->flow, size = (int64_t)m->len;
     r = loom__chan_push(lq->q, m, t == 0 ? NULL : &w);
     if (r == LOOM_CHAN_OK) {
+      if (t0) loom__trace(c->rt, &c->trace, LOOM_TR_PUSH, t0, flow, size, 0, NULL, 0);
       lua_pushboolean(L, 1);
       return 1;
     }
@@ -427,6 +433,11 @@ static int l_push (lua_State *L) {
 static int pushvalue (lua_State *L, lchan *lq, loom_msg *m, const char *who) {
   loom__msg_free(lq->taken);
   lq->taken = m;
+  if (m->flow) {
+    loom_ctx *c = loom__ctx_get(L);
+    if (c && LOOM_TRACING(c->rt))
+      loom__trace(c->rt, &c->trace, LOOM_TR_POP, 0, m->flow, (int64_t)m->len, 0, NULL, 0);
+  }
   if (loom__decode_msg(L, m)) return luaL_error(L, "%s: %s", who, lua_tostring(L, -1));
   lq->taken = NULL;
   loom__msg_free(m);

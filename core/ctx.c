@@ -180,11 +180,15 @@ static void on_prepare (uv_prepare_t *h) {
     if (loom__ctx_deliver(c, -1) > 0) delivered = 1;
   }
   if (delivered && c->once) uv_async_send(c->async);
+  else atomic_store_explicit(&c->stats->asleep, uv_hrtime(), memory_order_relaxed);
 }
 
 static void on_check (uv_check_t *h) {
   loom_ctx *c = (loom_ctx *)h->data;
   loom__mailbox_awake(c->mb);   /* back from the poll */
+  atomic_store_explicit(&c->stats->idle, uv_metrics_idle_time(&c->loop),
+                        memory_order_relaxed);
+  atomic_store_explicit(&c->stats->asleep, 0, memory_order_relaxed);
   if (c->stopping || c->immediate_ref == LUA_NOREF) return;
   lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->immediate_ref);
   loom__ctx_pcall(c, 0, 0);
@@ -235,6 +239,8 @@ int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
   c->dispatch_ref = c->immediate_ref = c->fast_ref = LUA_NOREF;
   c->spin_win = rt->spin_ns;
   if ((r = uv_loop_init(&c->loop)) != 0) return r;
+  uv_loop_configure(&c->loop, UV_METRICS_IDLE_TIME);   /* worker:stats() */
+  c->stats = &c->own;
   c->async = (uv_async_t *)malloc(sizeof *c->async);
   c->check = (uv_check_t *)malloc(sizeof *c->check);
   c->idle = (uv_idle_t *)malloc(sizeof *c->idle);
@@ -263,6 +269,7 @@ int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
   c->L = L;
   c->mb = mb;
   loom__mailbox_attach(mb, c->async);
+  loom__tbuf_init(&c->trace, 0, "main");   /* a worker names it again */
   return 0;
 }
 
@@ -283,6 +290,7 @@ void loom__ctx_close (loom_ctx *c) {
   loom__mailbox_release(c->mb);
   loom__buf_free(&c->scratch);
   loom__refs_free(&c->scratch_refs);
+  loom__tbuf_close(&c->trace);   /* its events wait for the collector */
   loom_runtime_release(c->rt);
 }
 
@@ -384,6 +392,8 @@ static int deliver_batch (lua_State *L) {
     c->pend_head = m->next;
     if (c->pend_head == NULL) c->pend_tail = NULL;
     c->current = m;
+    loom__stat_add(&c->stats->done, 1);
+    if (kind == LOOM_MSG_MESSAGE) loom__stat_add(&c->stats->in, 1);
     if (kind > 0 && kind < LOOM_MSG_NKINDS && c->kinds[kind].fn)
       c->kinds[kind].fn(c, m, c->kinds[kind].ud);
     /* decode once: decoding takes the message's references */
@@ -415,10 +425,20 @@ static int deliver_batch (lua_State *L) {
       c->current = NULL;
       loom__msg_free(m);
     }
-    else {
+    else if (m->flow == 0) {   /* untraced (always, with tracing off) */
       c->current = NULL;
       msgdone(c, m);
       lua_call(L, nargs, 0);
+    }
+    else {                     /* traced: the delivery lasts as its handler */
+      uint64_t flow = m->flow, t0 = uv_hrtime(), target = m->target;
+      int64_t size = (int64_t)m->len;
+      c->current = NULL;
+      msgdone(c, m);
+      lua_call(L, nargs, 0);
+      if (LOOM_TRACING(c->rt))
+        loom__trace(c->rt, &c->trace, LOOM_TR_DELIVER, t0, flow, size,
+                    (int64_t)target, NULL, 0);
     }
     n++;
     if (c->poll_deadline && uv_hrtime() >= c->poll_deadline) break;
@@ -445,6 +465,8 @@ int loom__ctx_deliver (loom_ctx *c, int max) {
     n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
     if (n > 0) loom__ctx_expect(c);
+    atomic_store_explicit(&c->stats->mem, (uint64_t)lua_gc(L, LUA_GCCOUNT) * 1024 +
+                          (uint64_t)lua_gc(L, LUA_GCCOUNTB), memory_order_relaxed);
   }
   else {
     if (c->current != saved) {
@@ -475,8 +497,11 @@ static void takeall (loom_ctx *c) {
 }
 
 loom_msg *loom__ctx_extract (loom_ctx *c, uint64_t target) {
+  loom_msg *list, *m;
   takeall(c);
-  return loom__msg_extract(&c->pend_head, &c->pend_tail, target);
+  list = loom__msg_extract(&c->pend_head, &c->pend_tail, target);
+  for (m = list; m; m = m->next) loom__stat_add(&c->stats->done, 1);
+  return list;
 }
 
 /* the first MESSAGE or CLOSE for target after *from, or NULL */
@@ -507,6 +532,8 @@ loom_msg *loom__ctx_pull (loom_ctx *c, uint64_t target, double timeout_ms, int *
         c->pend_tail = t;
       }
       m->next = NULL;
+      loom__stat_add(&c->stats->done, 1);
+      loom__stat_add(&c->stats->in, 1);
       return m;
     }
     if (timeout_ms == 0 || loom__ctx_stopping(c)) return NULL;

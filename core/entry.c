@@ -327,6 +327,7 @@ int luaopen_loom_core (lua_State *L) {
   loom__worker_open(L, c);
   loom__shared_open(L, c);
   loom__frozen_open(L);
+  loom__trace_open(L, c);
   loom__testref_open(L);
   return 1;
 }

@@ -10,7 +10,9 @@
 ** Lock order: a port pair's, a channel's or a shared block's lock may be
 ** held while taking a mailbox lock; no other two of loom's locks (runtime,
 ** mailbox, pair, channel, shared block, stop) are ever held together, and
-** none is held while Lua code runs or an error is raised.
+** none is held while Lua code runs or an error is raised.  Tracing's
+** two (trace.c): the tracer's lock may be held while taking one thread's
+** trace buffer lock, never the other way round.
 */
 #ifndef LOOM_INT_H
 #define LOOM_INT_H
@@ -100,6 +102,7 @@ typedef struct loom_msg {
   uint64_t target;        /* endpoint id in the receiving thread */
   int kind;
   lua_Integer aux;        /* EXIT: the exit code */
+  uint64_t flow;          /* trace: the flow id of its post, 0 untraced */
   size_t len, cap;        /* cap: size of an owned buffer */
   unsigned char *data;    /* points at inline_[] or at an owned buffer */
   loom_ref *refs;         /* owned references the blob points at, or NULL */
@@ -119,6 +122,29 @@ void loom__msg_freelist(loom_msg *m);
 #define LOOM_SPARE_MAX (32u << 20)  /* larger ones are given back at once */
 
 /* {======================================================================
+** L0: a thread's figures for worker:stats().  Written by that thread
+** alone (each a running count or a snapshot it stores, relaxed), read by
+** its parent at any time; every figure is atomic, but no two are promised
+** to be read at the same instant.
+** ======================================================================= */
+typedef struct loom_tstats {
+  atomic_uint_fast64_t in;       /* MESSAGEs delivered to it */
+  atomic_uint_fast64_t out;      /* MESSAGEs it posted */
+  atomic_uint_fast64_t done;     /* messages of every kind it took out */
+  atomic_uint_fast64_t mem;      /* bytes of its Lua state, lately */
+  atomic_uint_fast64_t idle;     /* ns its loop spent idle in the poll */
+  atomic_uint_fast64_t asleep;   /* uv_hrtime() it went into the poll, 0: out */
+  atomic_uint_fast64_t start, end;   /* uv_hrtime(): its life (end 0: running) */
+  atomic_uint_fast64_t cpu;      /* ns of CPU, stored when it ends */
+} loom_tstats;
+
+/* The owner's update of its own figure (one writer: no read-modify-write). */
+static inline void loom__stat_add (atomic_uint_fast64_t *v, uint64_t n) {
+  atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
+
+/* {======================================================================
 ** L1: mailbox (mailbox.c): one per thread that runs loom.  Shared by its
 ** owner (the only reader) and every sender; freed when its atomic refcount
 ** drops to 0.  'lock' guards head, tail, async, closed and waiters; 'cond'
@@ -134,6 +160,7 @@ typedef struct loom_mailbox {
   int waiters;            /* owner threads blocked on 'cond' */
   atomic_int nonempty;    /* head != NULL, for the owner's lock-free spin */
   atomic_int awake;       /* 1: the owner will look before it blocks */
+  atomic_uint_fast64_t pushed;   /* messages ever queued (worker:stats) */
 } loom_mailbox;
 
 loom_mailbox *loom__mailbox_new(void);
@@ -242,7 +269,9 @@ loom_chan *loom__chan_named(loom_runtime *rt, const char *name, size_t cap,
 ** L1: runtime (runtime.c): shared by every thread of one runtime and
 ** refcounted (atomic).  cfg, t0, spin_ns, open_core and worker_main are
 ** immutable once the first state is attached (the entry layer sets the
-** last two, so the cores below never name what is above them).  next_id is atomic.  'lock' guards the
+** last two, so the cores below never name what is above them).  next_id
+** and trace are atomic (trace is read relaxed by every trace point: a
+** thread that sees the switch late records or misses a few events).  'lock' guards the
 ** head of boot and spare/sparecap; a boot entry never changes once
 ** published, so a reader that took the head under the lock walks the list
 ** without it.
@@ -281,6 +310,7 @@ struct loom_runtime {
   size_t sparecap;
   loom_bcgroup *bcast;              /* BroadcastChannel names in use */
   struct loom_kept *kept;           /* blocks kept for the runtime's life */
+  atomic_int trace;                 /* tracing is on (trace.c sets it) */
 };
 
 /* A block kept as long as the runtime, one per key (a host type's
@@ -443,6 +473,7 @@ struct loom_worker {
   loom_pair *pair;             /* end 0: parent's Worker, end 1: parentPort */
   loom_msg *exitmsg;           /* made at spawn, so an exit is never lost */
   loom_stop stop;
+  loom_tstats stats;           /* the worker thread's figures (their rules) */
   uv_thread_t thread;
   int started, joined;
   int held, exited;            /* its handle holds the parent's loop; EXIT came */
@@ -525,5 +556,101 @@ int loom__shared_wait(loom_shared *s, size_t off, int64_t expected, int width,
 ** ones through their flag, async ones by pushing their WAKE.  Returns how
 ** many were woken. */
 size_t loom__shared_notify(loom_shared *s, size_t off, size_t count);
+
+
+/* {======================================================================
+** L1: tracing (trace.c, above its fence).  Each thread running loom
+** records events into its own buffer (loom_tbuf, in its context) in
+** fixed-size chunks; a full chunk joins that buffer's own list, so the
+** hot path takes only the thread's own lock, which no other thread takes
+** except a collector (the main thread draining, or trace.stop) for the
+** moment it moves the chunks out.  The runtime's tracer (a block kept by
+** the runtime) lists the buffers that recorded something and keeps the
+** chunks of threads that have ended.  Out of memory drops events and
+** counts them; so does a thread whose undrained chunks pass
+** LOOM_TRACE_MAXBYTES.
+** ======================================================================= */
+enum {                         /* event kinds (names: loom__trace_kindname) */
+  LOOM_TR_SPAWN = 1, LOOM_TR_ONLINE, LOOM_TR_TERMINATE, LOOM_TR_EXIT,
+  LOOM_TR_ERROR, LOOM_TR_POST, LOOM_TR_DELIVER, LOOM_TR_PUSH, LOOM_TR_POP,
+  LOOM_TR_QUEUED, LOOM_TR_STARTED, LOOM_TR_FINISHED, LOOM_TR_FAILED,
+  LOOM_TR_CANCELLED, LOOM_TR_NKINDS
+};
+
+#define LOOM_TRACE_CHUNK (32u << 10)       /* bytes of records per chunk */
+#define LOOM_TRACE_TEXT 240                /* longest text kept per event */
+#define LOOM_TRACE_MAXBYTES (64u << 20)    /* undrained, per thread */
+
+/* One event in a chunk, followed by 'len' bytes of text, padded to 8. */
+typedef struct loom_trec {
+  uint64_t ts, dur;            /* ns since the runtime's t0; dur 0: instant */
+  uint64_t flow;               /* links post -> delivery, queued -> run; 0 none */
+  int64_t a, b;                /* figures of the kind (size, target, code, id) */
+  uint32_t kind, len;
+} loom_trec;
+
+/* A chunk: owned by its buffer until a collector takes it (then by the
+** collector). */
+typedef struct loom_tchunk {
+  struct loom_tchunk *next;
+  uint64_t tid;                /* the thread that recorded it */
+  uint64_t dropped;            /* events that thread lost before these */
+  size_t len;                  /* bytes of records used in data[] */
+  char tname[64];
+  union { uint64_t align; unsigned char data[1]; } u;   /* LOOM_TRACE_CHUNK bytes */
+} loom_tchunk;
+
+struct loom_tracer;
+
+/* A thread's trace buffer, inside its context.  Owned by that thread; a
+** collector reaches it through the tracer's list.  'lock' guards cur,
+** full, fullt, bytes and dropped.  tid and tname: set by the owner before
+** its first event, read-only after.  tr, next, prev: under the tracer's
+** lock (tr is written once, by the owner, when it registers, and read
+** without the lock by the owner only).  seq: owner only. */
+typedef struct loom_tbuf {
+  uv_mutex_t lock;
+  int ready;                   /* lock initialised */
+  loom_tchunk *cur;            /* being filled, or NULL */
+  loom_tchunk *full, *fullt;   /* full chunks, oldest first */
+  size_t bytes;                /* in full..fullt */
+  uint64_t dropped;            /* lost since the last chunk was made */
+  uint64_t seq;                /* flow ids: tid << 32 | seq */
+  uint64_t tid;
+  char tname[64];
+  struct loom_tracer *tr;      /* NULL until the first event */
+  struct loom_tbuf *next, *prev;
+} loom_tbuf;
+
+/* Trace points test this first: one relaxed load when tracing is off.
+** Built with -DLOOM_NO_TRACE, the points compile to nothing (the bench's
+** baseline). */
+#ifdef LOOM_NO_TRACE
+#define LOOM_TRACING(rt) ((void)(rt), 0)
+#else
+#define LOOM_TRACING(rt) atomic_load_explicit(&(rt)->trace, memory_order_relaxed)
+#endif
+
+/* Owner: set up (never fails: a buffer whose lock could not be made
+** records nothing) and name it; close it (what it holds goes to the
+** tracer, where the next collection finds it). */
+void loom__tbuf_init(loom_tbuf *tb, uint64_t tid, const char *name);
+void loom__tbuf_name(loom_tbuf *tb, uint64_t tid, const char *name);
+void loom__tbuf_close(loom_tbuf *tb);
+/* Owner: a new flow id (never 0). */
+uint64_t loom__trace_flow(loom_tbuf *tb);
+/* Owner: record one event.  t0: uv_hrtime() when it began (the event
+** lasts until now), or 0 for an instant now.  text may be NULL. */
+void loom__trace(loom_runtime *rt, loom_tbuf *tb, int kind, uint64_t t0,
+                 uint64_t flow, int64_t a, int64_t b, const char *text,
+                 size_t len);
+/* Tracing on or off for every thread of rt.  0, or -1 when out of memory
+** (the tracer could not be made). */
+int loom__trace_enable(loom_runtime *rt, int on);
+/* Any thread: take every recorded chunk (each thread's in order, its
+** partial one last); *dropped: events lost meanwhile.  NULL if none. */
+loom_tchunk *loom__trace_take(loom_runtime *rt, uint64_t *dropped);
+void loom__tchunk_freelist(loom_tchunk *c);
+const char *loom__trace_kindname(int kind);
 
 #endif

@@ -58,6 +58,9 @@ struct loom_ctx {
   loom_msg *current;          /* being delivered; freed if that raises */
   loom_buf scratch;           /* encoder buffer, reused */
   loom_refs scratch_refs;     /* references met by the encoder, reused */
+  loom_tbuf trace;            /* this thread's trace events (trace.c) */
+  loom_tstats *stats;         /* its figures: the worker's, or 'own' */
+  loom_tstats own;
   int dispatch_ref;           /* Lua dispatch(target, kind, value, aux) */
   int fast_ref;               /* table target -> sole 'message' listener */
   int immediate_ref;          /* Lua function running setImmediate queue */
@@ -218,6 +221,7 @@ void loom__testref_open(lua_State *L);   /* core.testref, for the specs */
 ** is the views' method table, core.sharedwaits the hook of shared.lua. */
 void loom__shared_open(lua_State *L, loom_ctx *c);
 void loom__frozen_open(lua_State *L);   /* loom.freeze (frozen.c) */
+void loom__trace_open(lua_State *L, loom_ctx *c);   /* trace.c's binding */
 /* A port userdata for end 'end' of p, holding a reference of its own
 ** (taken once the userdata exists: raising leaves p as it was). */
 void loom__port_push(lua_State *L, loom_ctx *c, loom_pair *p, int end);

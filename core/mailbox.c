@@ -86,6 +86,7 @@ int loom__mailbox_push (loom_mailbox *mb, loom_msg *m) {
     atomic_store(&mb->nonempty, 1);
   }
   mb->tail = m;
+  atomic_fetch_add_explicit(&mb->pushed, 1, memory_order_relaxed);
   /* Wake the owner only if it may be asleep: 'nonempty' is stored before
   ** 'awake' is loaded, and the owner stores 'awake' before it loads
   ** 'nonempty' (both sequentially consistent), so one of the two sees the

@@ -37,6 +37,7 @@ loom_msg *loom__msg_new (int kind, uint64_t target, loom_buf *b, loom_refs *refs
   m->target = target;
   m->kind = kind;
   m->aux = 0;
+  m->flow = 0;
   m->len = len;
   m->refs = rv;
   m->nrefs = 0;

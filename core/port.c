@@ -436,6 +436,7 @@ static int l_post (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   lport *lp = (lport *)lua_touserdata(L, lua_upvalueindex(2));
   loom_msg *m;
+  uint64_t t0 = 0;
   if (!lua_rawequal(L, 1, lua_upvalueindex(3))) {
     const char *want = "loom.MessagePort";
     if (luaL_getmetafield(L, lua_upvalueindex(3), "__name") == LUA_TSTRING)
@@ -445,6 +446,7 @@ static int l_post (lua_State *L) {
   }
   if (lp->gone) return luaL_error(L, "postMessage: port was transferred");
   if (lp->pair == NULL) return luaL_error(L, "postMessage: port is closed");
+  if (LOOM_TRACING(c->rt)) t0 = uv_hrtime();
   if (lua_isnoneornil(L, 3))
     m = loom__ctx_pack(L, c, 2, "postMessage", "msg", LOOM_MSG_MESSAGE);
   else {
@@ -453,11 +455,24 @@ static int l_post (lua_State *L) {
     m = loom__ctx_pack(L, c, 2, "postMessage", "msg", LOOM_MSG_MESSAGE);
     xfer_commit(L, c, xs, 3, m, "postMessage");
   }
-  if (loom__pair_post(lp->pair, lp->end, m, 0)) {
+  if (t0) {     /* the post lasts from before the clone to after the push */
+    uint64_t flow = m->flow = loom__trace_flow(&c->trace);
+    int64_t size = (int64_t)m->len;
+    int r = loom__pair_post(lp->pair, lp->end, m, 0);
+    loom__trace(c->rt, &c->trace, LOOM_TR_POST, t0, r ? 0 : flow, size,
+                (int64_t)lp->pair->id[1 - lp->end], NULL, 0);
+    if (r) {
+      lua_pushboolean(L, 0);
+      lua_pushliteral(L, "closed");
+      return 2;
+    }
+  }
+  else if (loom__pair_post(lp->pair, lp->end, m, 0)) {
     lua_pushboolean(L, 0);
     lua_pushliteral(L, "closed");
     return 2;
   }
+  loom__stat_add(&c->stats->out, 1);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -513,6 +528,9 @@ static int l_receive (lua_State *L) {
   }
   loom__msg_free(lp->taken);
   lp->taken = m;                 /* a decode that raises leaves it here */
+  if (m->flow && LOOM_TRACING(c->rt))   /* delivered by hand: an instant */
+    loom__trace(c->rt, &c->trace, LOOM_TR_DELIVER, 0, m->flow, (int64_t)m->len,
+                (int64_t)lp->id, NULL, 0);
   if (loom__decode_msg(L, m))
     return luaL_error(L, "%s: %s", fname, lua_tostring(L, -1));
   lp->taken = NULL;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
@@ -355,6 +356,8 @@ static int wmain (lua_State *L) {
   lua_pop(L, 1);
   if (c->rt->cfg.on_state) c->rt->cfg.on_state(L, c->rt->cfg.ud);
   lua_settop(L, 0);
+  if (LOOM_TRACING(c->rt))
+    loom__trace(c->rt, &c->trace, LOOM_TR_ONLINE, 0, 0, 0, 0, NULL, 0);
   post_parent(c, LOOM_MSG_ONLINE, NULL, NULL);
   switch (w->kind) {
     case LOOM_SRC_FILE: {   /* read by the parent: skip a '#' first line */
@@ -427,6 +430,12 @@ static int report (lua_State *L) {
     c->scratch.len = 0;
     if (loom__encode(L, -1, &c->scratch, &c->scratch_refs, "error", err, sizeof err))
       return luaL_error(L, "%s", err);
+  }
+  if (LOOM_TRACING(c->rt)) {
+    size_t n = 0;
+    const char *s = lua_tolstring(L, 2, &n);
+    if (s == NULL) s = "(error object is not a string)", n = strlen(s);
+    loom__trace(c->rt, &c->trace, LOOM_TR_ERROR, 0, 0, 0, 0, s, n);
   }
   post_parent(c, LOOM_MSG_ERROR, &c->scratch, &c->scratch_refs);
   loom__refs_clear(&c->scratch_refs);    /* if the message could not be made */
@@ -509,6 +518,9 @@ void loom__state_main (void *arg) {
     c.self = w;
     c.stop = &w->stop;
     c.thread_id = w->id;
+    loom__tbuf_name(&c.trace, w->id, w->name ? w->name : "worker");
+    c.stats = &w->stats;
+    atomic_store_explicit(&w->stats.start, uv_hrtime(), memory_order_relaxed);
     if (loom__ctx_install(L, &c) == 0 && !loom__stop_attach(&w->stop, L))
       code = run(&c, &mem);
     loom__stop_detach(&w->stop);
@@ -516,6 +528,15 @@ void loom__state_main (void *arg) {
   }
   if (L) lua_close(L);            /* finalizers may still call os.exit */
   if (ok && c.exiting) code = c.exit_code;
+  if (ok && LOOM_TRACING(rt))
+    loom__trace(rt, &c.trace, LOOM_TR_EXIT, 0, 0, (int64_t)code, 0, NULL, 0);
+  {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+      atomic_store_explicit(&w->stats.cpu, (uint64_t)ts.tv_sec * 1000000000u +
+                            (uint64_t)ts.tv_nsec, memory_order_relaxed);
+    atomic_store_explicit(&w->stats.end, uv_hrtime(), memory_order_relaxed);
+  }
   if (ok) loom__ctx_close(&c);
   else loom__mailbox_close(w->inbox);   /* no state: exit 1, nothing ran */
   loom__pair_shut(w->pair);             /* posts to it fail from now on */

@@ -285,7 +285,13 @@ static int l_whold (lua_State *L) {
 }
 
 static int h_terminate (lua_State *L) {
-  loom__worker_terminate(checkhandle(L)->w);
+  loom_worker *w = checkhandle(L)->w;
+  if (LOOM_TRACING(w->rt)) {
+    loom_ctx *c = loom__ctx_get(L);
+    if (c) loom__trace(c->rt, &c->trace, LOOM_TR_TERMINATE, 0, 0, (int64_t)w->id, 0,
+                       w->name, w->name ? strlen(w->name) : 0);
+  }
+  loom__worker_terminate(w);
   return 0;
 }
 
@@ -511,6 +517,9 @@ static int l_spawn (lua_State *L) {
   atomic_fetch_add(&w->refs, 1);          /* the children list's */
   w->next = k->list;
   k->list = w;
+  if (LOOM_TRACING(c->rt))
+    loom__trace(c->rt, &c->trace, LOOM_TR_SPAWN, 0, 0, (int64_t)w->id, 0,
+                w->name, w->name ? strlen(w->name) : 0);
   lua_pushvalue(L, 4);
   lua_pushinteger(L, (lua_Integer)w->id);
   loom__port_push(L, c, w->pair, 0);
@@ -602,8 +611,69 @@ static int l_stats (lua_State *L) {
   return 1;
 }
 
+static uint64_t figure (atomic_uint_fast64_t *v) {
+  return (uint64_t)atomic_load_explicit(v, memory_order_relaxed);
+}
+
+/* The worker thread's CPU time in ns: from its clock while it runs, else
+** what it stored when it ended. */
+static uint64_t cputime (loom_worker *w) {
+#ifdef __linux__
+  if (w->started && !w->joined && figure(&w->stats.end) == 0) {
+    clockid_t cid;
+    struct timespec ts;
+    if (pthread_getcpuclockid(w->thread, &cid) == 0 && clock_gettime(cid, &ts) == 0)
+      return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  }
+#endif
+  return figure(&w->stats.cpu);
+}
+
+/* handle:stats() -> messagesIn, messagesOut, queueLength, memory (bytes
+** of its Lua state, as of its last delivery), cpu (ms), and its loop's
+** utilisation as Node's performance.eventLoopUtilization() gives it:
+** idle and active ms since it started, active / (idle + active).  Idle is
+** time libuv spent waiting in the poll (UV_METRICS_IDLE_TIME); a wait
+** outside the loop (receive, pop, sleep) counts as active. */
+static int h_stats (lua_State *L) {
+  loom_worker *w = checkhandle(L)->w;
+  uint64_t start = figure(&w->stats.start), end = figure(&w->stats.end);
+  uint64_t pushed = (uint64_t)atomic_load_explicit(&w->inbox->pushed, memory_order_relaxed);
+  uint64_t done = figure(&w->stats.done), idle = figure(&w->stats.idle), life;
+  uint64_t asleep = figure(&w->stats.asleep);
+  double active;
+  if (end == 0) {
+    end = uv_hrtime();
+    if (asleep && end > asleep) idle += end - asleep;   /* in the poll now */
+  }
+  life = start && end > start ? end - start : 0;
+  if (idle > life) idle = life;
+  active = (double)(life - idle) / 1e6;
+  lua_createtable(L, 0, 7);
+  lua_pushinteger(L, (lua_Integer)figure(&w->stats.in));
+  lua_setfield(L, -2, "messagesIn");
+  lua_pushinteger(L, (lua_Integer)figure(&w->stats.out));
+  lua_setfield(L, -2, "messagesOut");
+  lua_pushinteger(L, (lua_Integer)(pushed > done ? pushed - done : 0));
+  lua_setfield(L, -2, "queueLength");
+  lua_pushinteger(L, (lua_Integer)figure(&w->stats.mem));
+  lua_setfield(L, -2, "memory");
+  lua_pushnumber(L, (lua_Number)cputime(w) / 1e6);
+  lua_setfield(L, -2, "cpu");
+  lua_createtable(L, 0, 3);
+  lua_pushnumber(L, (lua_Number)idle / 1e6);
+  lua_setfield(L, -2, "idle");
+  lua_pushnumber(L, active);
+  lua_setfield(L, -2, "active");
+  lua_pushnumber(L, life ? active / ((lua_Number)life / 1e6) : 0);
+  lua_setfield(L, -2, "utilization");
+  lua_setfield(L, -2, "eventLoopUtilization");
+  return 1;
+}
+
 static const luaL_Reg handle_meth[] = {
   {"terminate", h_terminate},
+  {"stats", h_stats},
   {NULL, NULL}
 };
 

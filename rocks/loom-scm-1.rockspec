@@ -25,6 +25,7 @@ build = {
       sources = {
         "core/buf.c",
         "core/message.c", "core/mailbox.c", "core/runtime.c", "core/stop.c",
+        "core/trace.c",
         "core/ctx.c", "core/serial.c", "core/state.c",
         "core/loop.c", "core/port.c", "core/channel.c", "core/broadcast.c", "core/worker.c",
         "core/shared.c", "core/frozen.c", "core/testref.c",
@@ -48,5 +49,6 @@ build = {
     ["loom.worker"] = "lua/loom/worker.lua",
     ["loom.pool"] = "lua/loom/pool.lua",
     ["loom.shared"] = "lua/loom/shared.lua",
+    ["loom.trace"] = "lua/loom/trace.lua",   -- trace.start needs lua-cjson
   },
 }

@@ -27,6 +27,24 @@ describe("examples", function()
     assert.matches("rc=0", out, 1, true)
   end)
 
+  it("trace.lua traces the primes pool and draws the timeline", function()
+    if H.no_fork(pending) then return end
+    local json = os.tmpname()
+    local out = run_example("trace.lua", "1000000", "2", json)
+    local svg = json .. ".svg"
+    os.remove(json)
+    local f = io.open(svg)
+    local s = f and f:read("a") or ""
+    if f then f:close() end
+    os.remove(svg)
+    assert.matches("ok: the count is pi(1000000) = 78498", out, 1, true)
+    assert.matches("tasks: 10 queued, 10 run, 0 failed", out, 1, true)
+    assert.matches("ok: every task was queued and run", out, 1, true)
+    assert.matches("rc=0", out, 1, true)
+    assert.matches("^<svg ", s)
+    assert.matches("main [0]", s, 1, true)
+  end)
+
   it("async.lua maps in parallel with futures", function()
     if H.no_fork(pending) then return end
     local out = run_example("async.lua")

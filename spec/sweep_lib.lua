@@ -380,6 +380,26 @@ E{ key = "loom.Worker", variant = "eval = true", t = L, f = "Worker", n = 1, whe
    args = function() return pack("return", { eval = true }) end, result = isworker,
    argnames = { { "source" } } }
 
+-- loom.trace: start writes a file (made in the temp dir; a bad path may
+-- make one in the current directory, removed after the call)
+local T = function() return loom.trace end
+local function tracepath() return os.tmpname() end
+local function tracedone(c)
+  pcall(loom.trace.stop)
+  local p = c.args and c.args[1]
+  if type(p) == "string" and p ~= "" and #p < 200 then os.remove(p) end
+end
+E{ key = "loom.trace.start", t = T, f = "start", n = 2,
+   args = function() return pack(tracepath(), { interval = 50 }) end,
+   result = function(res) return res[1] == true or (res[1] == nil and type(res[2]) == "string") end,
+   after = tracedone,
+   opts = { pos = 2, keys = { "interval" }, base = function() return { interval = 50 } end } }
+E{ key = "loom.trace.stop", t = T, f = "stop", args = A(), result = istype("boolean"),
+   after = tracedone }
+E{ key = "loom.trace.on", t = T, f = "on", args = A(noop), result = istype("function"),
+   after = tracedone }
+E{ key = "loom.trace.active", t = T, f = "active", args = A(), result = istype("boolean") }
+
 -- methods ------------------------------------------------------------
 
 -- M{ key, f, self = maker, closed = { {label, maker} }, n, args, ... }
@@ -521,6 +541,8 @@ emitters("loom.Pool", sharedpool, POOL_CLOSED, "drain")
 
 M{ key = "loom.Worker.terminate", f = "terminate", self = liveworker,
    closed = WORKER_CLOSED, args = A(), result = is("loom.Future") }
+M{ key = "loom.Worker.stats", f = "stats", self = shared, closed = WORKER_CLOSED, args = A(),
+   result = istype("table") }
 M{ key = "loom.Worker.ref", f = "ref", self = shared, closed = WORKER_CLOSED, args = A(), result = isself }
 M{ key = "loom.Worker.unref", f = "unref", self = shared, closed = WORKER_CLOSED, args = A(),
    result = isself, after = function(c) if c.self == S.shared then S.shared:ref() end end }

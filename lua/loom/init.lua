@@ -12,6 +12,7 @@ local env = require "loom.env"
 local port = require "loom.port"   -- teaches the cloner MessagePorts
 local channel = require "loom.channel"   -- and Channels
 local broadcast = require "loom.broadcast"
+local trace = require "loom.trace"
 require "loom.shared"   -- waitAsync's Future: views can arrive in any message
 
 local M = {
@@ -45,6 +46,8 @@ local M = {
   SharedBuffer = core.SharedBuffer, freeze = core.freeze,
   -- the loop
   run = core.run, poll = core.poll,
+  -- tracing: start, stop, on
+  trace = trace,
 }
 
 core.setdispatch(endpoint.dispatch, timers.runimmediates, endpoint.fast)
@@ -76,6 +79,15 @@ function M.exit(code)
   if code ~= nil and math.type(code) ~= "integer" then events.argerror("exit", 1, "integer", code) end
   if M.isMainThread then os.exit(code or 0, true) end
   core.exit(code or 0)
+end
+
+-- LOOM_TRACE=path traces the whole program (the main thread's loom)
+if M.isMainThread then
+  local path = os.getenv("LOOM_TRACE")
+  if path and path ~= "" then
+    local ok, err = trace.start(path)
+    if not ok then io.stderr:write("loom: LOOM_TRACE: ", tostring(err), "\n") end
+  end
 end
 
 core.boot("loom", debug.getinfo(1, "f").func)

@@ -42,6 +42,11 @@ local function workermain()
   local OK, ERR, SKIP = 1, 2, 3
   local FLUSH_COUNT, FLUSH_MS = 32, 3
   local conc = wd.conc
+  -- trace points (nothing while tracing is off): flow = tf + task id
+  local core = require "loom.core"
+  local tp, TR, tf, uid = core.trace_point, core.TRACE, wd.tf, wd.uid
+  local T_STARTED, T_FINISHED, T_FAILED = TR["task.started"], TR["task.finished"],
+                                          TR["task.failed"]
 
   -- the task module
   local ok, mod
@@ -100,7 +105,11 @@ local function workermain()
     end
   end
 
-  local function result(id, status, v, t0, t1)
+  local function result(id, status, v, t0, t1, name)
+    if status == OK then tp(T_FINISHED, tf + id, id, uid, name, nil, t0)
+    elseif status == ERR then
+      tp(T_FAILED, tf + id, id, uid, name, tostring(v[1]), t0)
+    end
     out[on * 5 + 3], out[on * 5 + 4], out[on * 5 + 5], out[on * 5 + 6], out[on * 5 + 7] =
       id, status, v, t0, t1
     on = on + 1
@@ -169,18 +178,21 @@ local function workermain()
 
   local onesig = setmetatable({ id = 0 }, Signal)
 
-  local curname
+  -- a task's error names the task (name and id) and its worker (thread
+  -- id and the pool's name), before the traceback
+  local curname, curid
+  local where = ("worker %d '%s'"):format(loom.threadId, loom.workerName or "pool")
   local function handler(e)
-    return { e, debug.traceback(("in pool task '%s': %s"):format(curname, tostring(e)), 2),
-             handled = true }
+    return { e, debug.traceback(("in pool task '%s' (task %d, %s): %s"):format(curname,
+                                curid, where, tostring(e)), 2), handled = true }
   end
 
-  local function finished(id, t0)
+  local function finished(id, t0, name)
     return function(f)
       active = active - 1
       local t1 = now()
-      if f._s == fut.FULFILLED then result(id, OK, f._v, t0, t1)
-      else result(id, ERR, { f._v, f._tb }, t0, t1) end
+      if f._s == fut.FULFILLED then result(id, OK, f._v, t0, t1, name)
+      else result(id, ERR, { f._v, f._tb }, t0, t1, name) end
       pump()
     end
   end
@@ -204,16 +216,17 @@ local function workermain()
         if type(fn) ~= "function" then
           result(id, ERR, { name == nil and "run: the task module has no default task"
                             .. " (give a name)" or ("run: no task named '%s'"):format(name) },
-                 t0, t0)
+                 t0, t0, name or "default")
         else
-          curname = name or "default"
+          curname, curid = name or "default", id
+          tp(T_STARTED, tf + id, id, uid, curname)
           active = active + 1
           local sig
           if conc == 1 then sig = onesig; sig.id = id     -- one task at a time: one signal
           else sig = setmetatable({ id = id }, Signal) end
           local okr, r = xpcall(fn, handler, arg, sig)
           if okr and isFuture(r) and r._s == fut.PENDING then
-            whendone(r, finished(id, t0))
+            whendone(r, finished(id, t0, curname))
           else
             active = active - 1
             local t1 = now()
@@ -221,14 +234,14 @@ local function workermain()
               -- the handler itself failed (out of memory): the bare error
               if type(r) ~= "table" or r.handled ~= true then r = { r } end
               r.handled = nil
-              result(id, ERR, r, t0, t1)
+              result(id, ERR, r, t0, t1, curname)
             elseif isFuture(r) then
-              if r._s == fut.FULFILLED then result(id, OK, r._v, t0, t1)
+              if r._s == fut.FULFILLED then result(id, OK, r._v, t0, t1, curname)
               else
                 r:catch(function() end)
-                result(id, ERR, { r._v, r._tb }, t0, t1)
+                result(id, ERR, { r._v, r._tb }, t0, t1, curname)
               end
-            else result(id, OK, r, t0, t1) end
+            else result(id, OK, r, t0, t1, curname) end
           end
         end
       end
@@ -266,6 +279,8 @@ local type, tostring, pairs, ipairs, error, setmetatable, getmetatable, pcall, s
       type, tostring, pairs, ipairs, error, setmetatable, getmetatable, pcall, select
 local floor, ceil, huge, mtype = math.floor, math.ceil, math.huge, math.type
 local now = core.now
+local tp, TR = core.trace_point, core.TRACE
+local T_QUEUED, T_CANCELLED = TR["task.queued"], TR["task.cancelled"]
 local settle, newfuture, FULFILLED, REJECTED = future.settle, future.new, future.FULFILLED,
                                                future.REJECTED
 local Future, PENDING = future.Future, future.PENDING
@@ -406,6 +421,7 @@ end
 
 local function abort(p, t, reason)
   if t._s ~= PENDING then return end
+  tp(T_CANCELLED, p._tf + t._id, t._id, p._uid, t._name or "default", tostring(reason))
   local W = t._w
   if not W then         -- still queued: it never runs (left in the queue, skipped)
     p._np = p._np - 1
@@ -517,7 +533,8 @@ spawn = function(p)
   -- W.starting: counted in p._spawning until READY, FAILED or its exit
   local W = { tasks = {}, n = 0, alive = true, ready = false, starting = true, heard = 0 }
   local ok, w = pcall(require("loom.worker").Worker, workermain, {
-    name = p._name, workerData = { kind = p._kind, src = p._src, conc = p._conc },
+    name = p._name, workerData = { kind = p._kind, src = p._src, conc = p._conc,
+                                   tf = p._tf, uid = p._uid },
     resourceLimits = p._limits,
   })
   if not ok then
@@ -856,6 +873,8 @@ function M.Pool(opts)
     _completed = 0, _failed = 0, _busy = 0, _life = 0, _t0 = now(),
     _rt = { n = 0, sum = 0 }, _wt = { n = 0, sum = 0 },
   }, Pool))
+  p._uid = core.trace_uid()          -- the pool's flows: _tf + task id
+  p._tf = p._uid << 32
   -- the first worker checks the options Worker checks (resourceLimits)
   if minT > 0 then
     local ok, err = pcall(spawn, p)
@@ -949,6 +968,7 @@ local function run(p, arg, opts, fname)
   end
   if not p._active then sync(p) end
   schedule(p)
+  tp(T_QUEUED, p._tf + id, id, p._uid, name or "default", nil, f._tsub)
   return f
 end
 
@@ -994,10 +1014,16 @@ function Pool:stats()
     out = out + W.n
     life = life + (t - W.born)
   end
+  local workers = {}
+  for i, W in ipairs(self._workers) do   -- each thread's figures
+    local s = W.w:stats()
+    s.threadId, s.tasks = W.w.threadId, W.n
+    workers[i] = s
+  end
   return {
     completed = self._completed, failed = self._failed,
     queued = self._np + out - running, running = running,
-    threads = #self._workers,
+    threads = #self._workers, workers = workers,
     utilization = life > 0 and math.min(1, self._busy / life) or 0,
     runTime = summary(self._rt), waitTime = summary(self._wt),
   }

@@ -101,10 +101,15 @@ function Worker:_control(kind, v, aux)
   elseif kind == MSG.ERROR then
     local err, tb = v, nil
     if type(v) == "table" then err, tb = v[1], v[2] end   -- else: why it failed to decode
+    -- the traceback says which worker it came from (an error passed up
+    -- from a nested worker names its own in the message: the whole chain)
+    tb = ("in worker %d%s\n%s"):format(self.threadId,
+      self.name and (" '" .. self.name .. "'") or "", tostring(tb or "(no traceback)"))
     if not self:emit("error", err, tb) then
       if type(err) == "string" or err == nil then
         err = ("uncaught error in worker %d%s: %s\n%s"):format(self.threadId,
-          self.name and (" '" .. self.name .. "'") or "", tostring(err), tostring(tb))
+          self.name and (" '" .. self.name .. "'") or "", tostring(err),
+          (tb:gsub("^[^\n]*\n", "")))
       end
       error(err, 0)
     end
@@ -144,6 +149,13 @@ function Worker:terminate()
     self._exitf:next(function() again:close() end)
   end
   return self._exitf
+end
+
+-- stats() -> messagesIn, messagesOut, queueLength, memory (bytes), cpu
+-- (ms), eventLoopUtilization {idle, active, utilization} (core/worker.c)
+function Worker:stats()
+  checkworker(self, "stats")
+  return self._h:stats()
 end
 
 function Worker:ref()
