@@ -487,7 +487,8 @@ static const char SHARED_OP[] =
   "assert(f:await() == 'timed-out' and g:await() == 'ok')\n";
 
 /* a pool: a task, a map and a failing task, then close (the pool is made
-** armed too: a failure may leave a half-made pool for lua_close to stop) */
+** armed too: a failure may leave a half-made pool for lua_close to stop;
+** loom.pool itself is loaded in the setup) */
 static const char POOL_OP[] =
   "local P = loom.Pool{ source = 'return function(x) if x < 0 then error(\"neg\") end "
   "return x * 2 end', maxThreads = 2 }\n"
@@ -508,6 +509,13 @@ static const char POOL_OP[] =
 ** and then every 4th or 20th, to stay within ctest's 120 s.
 ** $TEST_ALLOC_FULL=1 sweeps every N of everything. */
 #define ALL (1L << 30)
+/* the pool op starts two threads per N: under either sanitizer, every N
+** up to 64, then every 5th */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define POOL_STRIDE 64, 5
+#else
+#define POOL_STRIDE ALL, 1
+#endif
 #if defined(__SANITIZE_THREAD__)
 #define REQUIRE_STRIDE 400, 20
 #define LAZY_STRIDE 100, 4
@@ -529,7 +537,7 @@ static const opspec ops[] = {
   {"channel", LOOM_SETUP, CHANNEL_OP, "", ALL, 1},
   {"port+transfer", LOOM_SETUP, PORT_OP, "", ALL, 1},
   {"shared", SHARED_SETUP, SHARED_OP, LOOP_GUARD, ALL, 1},
-  {"pool", LOOM_SETUP, POOL_OP, LOOP_GUARD, ALL, 1},
+  {"pool", LOOM_SETUP "assert(loom.Pool)\n", POOL_OP, LOOP_GUARD, POOL_STRIDE},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 
