@@ -161,7 +161,7 @@ static void on_prepare (uv_prepare_t *h) {
   loom_ctx *c = (loom_ctx *)h->data;
   uint64_t start = 0;
   int rounds = 0, delivered = 0;
-  if (c->stopping) return;
+  if (c->stopping || (c->poll_deadline && c->poll_left == 0)) return;
   while (!uv_is_active((uv_handle_t *)c->idle) && loom__ctx_spin(c)) {
     if (start == 0) start = uv_hrtime();
     if (loom__ctx_deliver(c, -1) > 0) delivered = 1;
@@ -216,10 +216,13 @@ int loom__ctx_poll (loom_ctx *c, lua_State *L, int budget_us, int max) {
   lua_State *saved = loom__ctx_setstate(c, L);
   int r;
   c->poll_deadline = uv_hrtime() + (uint64_t)(budget_us > 0 ? budget_us : 0) * 1000;
+  c->poll_left = max > 0 ? max : -1;
+  c->poll_count = 0;
   c->running = 1;
   c->stopping = 0;
   uv_run(&c->loop, UV_RUN_NOWAIT);   /* timers, wake-ups, immediates */
-  r = loom__ctx_deliver(c, max > 0 ? max : -1);
+  loom__ctx_deliver(c, -1);
+  r = c->poll_count;
   c->running = 0;
   c->poll_deadline = 0;
   c->L = saved;
@@ -323,7 +326,9 @@ int loom__ctx_pcall (loom_ctx *c, int nargs, int nres) {
   int base = lua_gettop(L) - nargs, st;
   lua_pushcfunction(L, loom__ctx_msgh);
   lua_insert(L, base);
+  c->depth++;
   st = lua_pcall(L, nargs, nres, base);
+  c->depth--;
   lua_remove(L, base);
   if (st != LUA_OK) {
     if (st == LUA_ERRMEM) {        /* no handler ran: forget an old traceback */
@@ -451,7 +456,11 @@ static int deliver_batch (lua_State *L) {
 int loom__ctx_deliver (loom_ctx *c, int max) {
   lua_State *L = c->L;
   loom_msg *tail, *list = loom__mailbox_take(c->mb, &tail), *saved = c->current;
-  int n = 0;
+  /* loom_poll's own deliveries (from the async, the spin, its last
+  ** call) keep to its count; a callback's nested wait (an await in a
+  ** handler) must see its message, and does not */
+  int n = 0, counted = c->poll_deadline && c->depth == 0;
+  if (counted && c->poll_left >= 0 && (max < 0 || max > c->poll_left)) max = c->poll_left;
   if (list) {
     if (c->pend_tail) c->pend_tail->next = list;
     else c->pend_head = list;
@@ -465,6 +474,10 @@ int loom__ctx_deliver (loom_ctx *c, int max) {
     n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
     if (n > 0) loom__ctx_expect(c);
+    if (counted) {
+      c->poll_count += n;
+      if (c->poll_left > 0) c->poll_left -= n;
+    }
     atomic_store_explicit(&c->stats->mem, (uint64_t)lua_gc(L, LUA_GCCOUNT) * 1024 +
                           (uint64_t)lua_gc(L, LUA_GCCOUNTB), memory_order_relaxed);
   }

@@ -3,6 +3,7 @@
 ** the main thread's context, every binding), loom_open, loom_poll and
 ** loom_backend_fd.  The only file that knows every concept.
 */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "loom_lua.h"
@@ -168,6 +169,16 @@ int loom_poll (lua_State *L, int budget_us, int max_messages) {
   loom_ctx *c = loom__ctx_get(L);
   if (c == NULL || c->running || c->closed) return 0;
   return loom__ctx_poll(c, L, budget_us, max_messages);
+}
+
+int loom_pending (lua_State *L) {
+  loom_ctx *c = loom__ctx_get(L);
+  uint64_t pushed, done;
+  if (c == NULL || c->closed) return 0;
+  pushed = (uint64_t)atomic_load_explicit(&c->mb->pushed, memory_order_relaxed);
+  done = (uint64_t)atomic_load_explicit(&c->stats->done, memory_order_relaxed);
+  if (pushed <= done) return 0;
+  return pushed - done > INT_MAX ? INT_MAX : (int)(pushed - done);
 }
 
 int loom_backend_fd (lua_State *L) {

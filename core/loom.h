@@ -66,6 +66,12 @@ typedef struct loom_config {
   ** never spin.  (A state that requires "loom" without loom_open reads
   ** $LOOM_SPIN_US instead.) */
   int spin_us;
+  /* How long closing a state waits for the workers it spawned to stop
+  ** (terminated, their waits woken), in milliseconds: one deadline for all
+  ** of them and, in turn, for their own workers.  A worker still running
+  ** then (stuck in a foreign C call) is detached, with a warning.  0 (or
+  ** less) = the default, 5000. */
+  int close_ms;
 } loom_config;
 
 /* Make a runtime (NULL when out of memory). The caller holds one reference. */
@@ -87,6 +93,14 @@ LOOM_API int loom_open(lua_State *L, loom_runtime *rt);
 ** max_messages messages (<= 0: no limit).  Returns how many events ran, or
 ** -1 when an uncaught Lua error was raised: it is left on the stack. */
 LOOM_API int loom_poll(lua_State *L, int budget_us, int max_messages);
+
+/* How many events wait for loom_poll on the host thread of 'L': messages
+** (of every port, worker and channel, in the order they came) queued for
+** it and not yet delivered; 0 when none (or no runtime).  A host whose
+** frame has time left calls loom_poll again while this is > 0.  On the
+** host thread, like loom_poll; workers may be posting meanwhile: the figure
+** is a snapshot. */
+LOOM_API int loom_pending(lua_State *L);
 
 /* A file descriptor that becomes readable when loom_poll has work, for
 ** hosts that sleep in their own poll(2); -1 where there is none. */

@@ -303,6 +303,7 @@ struct loom_runtime {
   loom_config cfg;
   uint64_t t0;                      /* uv_hrtime() at creation */
   uint64_t spin_ns;                 /* from cfg.spin_us */
+  uint64_t close_ns;                /* from cfg.close_ms */
   int (*open_core)(lua_State *L);   /* luaopen_loom_core, for workers */
   void (*worker_main)(void *w);     /* the body of a worker thread */
   loom_boot *boot;                  /* bytecode of loom's Lua modules */
@@ -473,6 +474,10 @@ struct loom_worker {
   loom_pair *pair;             /* end 0: parent's Worker, end 1: parentPort */
   loom_msg *exitmsg;           /* made at spawn, so an exit is never lost */
   loom_stop stop;
+  /* Any thread: the deadline (uv_hrtime()) of the parent's close, stored
+  ** before it terminates this worker, so that this worker's own close of
+  ** its children keeps to it; 0: none. */
+  _Atomic uint64_t deadline;
   loom_tstats stats;           /* the worker thread's figures (their rules) */
   uv_thread_t thread;
   int started, joined;
@@ -495,7 +500,7 @@ void loom__worker_terminate(loom_worker *w);
 ** nanoseconds; 0: no limit).  A thread still running then is detached: it
 ** frees what it owns when it ends.  Returns 0, or -1 when detached. */
 int loom__worker_join(loom_worker *w, uint64_t deadline);
-#define LOOM_JOIN_GRACE_NS (5 * (uint64_t)1000000000)
+#define LOOM_JOIN_GRACE_NS (5 * (uint64_t)1000000000)   /* cfg.close_ms's default */
 
 /* {======================================================================
 ** L1: shared memory (shared.c, above its fence).  A block is shared by

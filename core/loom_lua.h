@@ -65,6 +65,9 @@ struct loom_ctx {
   int fast_ref;               /* table target -> sole 'message' listener */
   int immediate_ref;          /* Lua function running setImmediate queue */
   uint64_t poll_deadline;     /* uv_hrtime() bound of loom_poll, or 0 */
+  int poll_left;              /* inside loom_poll: messages it may still deliver (-1: any) */
+  int poll_count;             /* inside loom_poll: messages it delivered */
+  int depth;                  /* Lua callbacks running (loom__ctx_pcall) */
   struct { loom_kindfn fn; void *ud; } kinds[LOOM_MSG_NKINDS];
 };
 

@@ -21,6 +21,8 @@ loom_runtime *loom_runtime_new (const loom_config *cfg) {
   rt->t0 = uv_hrtime();
   if (rt->cfg.spin_us == 0) rt->cfg.spin_us = LOOM_SPIN_US_DEFAULT;
   rt->spin_ns = rt->cfg.spin_us > 0 ? (uint64_t)rt->cfg.spin_us * 1000u : 0;
+  if (rt->cfg.close_ms <= 0) rt->cfg.close_ms = (int)(LOOM_JOIN_GRACE_NS / 1000000u);
+  rt->close_ns = (uint64_t)rt->cfg.close_ms * 1000000u;
   return rt;
 }
 

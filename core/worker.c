@@ -202,8 +202,8 @@ static void unlink_child (children *k, loom_worker *w) {
 ** say so through the host's warn hook, or on stderr. */
 static void warn_detached (loom_worker *w) {
   char msg[160];
-  snprintf(msg, sizeof msg, "loom: worker %llu did not stop within %d s; detached",
-           (unsigned long long)w->id, (int)(LOOM_JOIN_GRACE_NS / 1000000000u));
+  snprintf(msg, sizeof msg, "loom: worker %llu did not stop within %d ms; detached",
+           (unsigned long long)w->id, w->rt->cfg.close_ms);
   if (w->rt->cfg.warn) w->rt->cfg.warn(w->rt->cfg.ud, msg);
   else fprintf(stderr, "%s\n", msg);
 }
@@ -219,7 +219,7 @@ static void on_exitmsg (loom_ctx *c, loom_msg *m, void *ud) {
         w->held = 0;
         loom__ctx_ref(c, -1);
       }
-      if (loom__worker_join(w, uv_hrtime() + LOOM_JOIN_GRACE_NS))
+      if (loom__worker_join(w, uv_hrtime() + c->rt->close_ns))
         warn_detached(w);
       unlink_child(k, w);
       return;
@@ -227,14 +227,27 @@ static void on_exitmsg (loom_ctx *c, loom_msg *m, void *ud) {
   }
 }
 
+#define CLOSE_MARGIN_NS (20 * (uint64_t)1000000)   /* at least; a tenth of close_ms */
+
 static int kids_gc (lua_State *L) {
   children *k = (children *)lua_touserdata(L, 1);
-  uint64_t deadline = uv_hrtime() + LOOM_JOIN_GRACE_NS;
-  loom_worker *w;
+  loom_worker *w, *me = (loom_worker *)k->c->self;
+  uint64_t deadline = uv_hrtime() + k->c->rt->close_ns, up;
   if (k->closed) return 0;
   k->closed = 1;
+  /* a worker closing because its parent closes keeps the parent's
+  ** deadline, a little earlier, so that it is done when its parent looks */
+  if (me && (up = atomic_load(&me->deadline)) != 0) {
+    uint64_t margin = k->c->rt->close_ns / 10;
+    if (margin < CLOSE_MARGIN_NS) margin = CLOSE_MARGIN_NS;
+    up = up > margin ? up - margin : 0;
+    if (up < deadline) deadline = up;
+  }
   loom__ctx_setkind(k->c, LOOM_MSG_EXIT, NULL, NULL);
-  for (w = k->list; w; w = w->next) loom__worker_terminate(w);
+  for (w = k->list; w; w = w->next) {
+    atomic_store(&w->deadline, deadline);
+    loom__worker_terminate(w);
+  }
   while ((w = k->list) != NULL) {   /* one deadline for all of them */
     if (loom__worker_join(w, deadline)) warn_detached(w);
     unlink_child(k, w);

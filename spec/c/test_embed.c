@@ -5,11 +5,15 @@
 */
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <string.h>
 #include <lualib.h>
 #include <lauxlib.h>
 #include "loom.h"
+
+#define LOOM_STR_(x) #x
+#define LOOM_STR(x) LOOM_STR_(x)
 
 static int failures = 0, checks = 0;
 #define CHECK(cond, ...) do { checks++; if (!(cond)) { failures++; \
@@ -316,6 +320,171 @@ static void test_children (lua_State *L) {
 
 /* }================================================================== */
 
+/* }================================================================== */
+
+/* {==================================================================
+** Destroy: closing the host state stops every worker of the runtime
+** (terminated, their waits woken) against one deadline, cfg.close_ms,
+** shared by nested workers; those stuck in a foreign C call are detached
+** with a warning and free themselves when the call returns.
+** =================================================================== */
+#define CLOSE_MS 500
+#define STUCK_MS 2500
+
+typedef struct destroyhost {
+  _Atomic int starts, stops, warnings;
+} destroyhost;
+
+static double now_ms (void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* an engine call loom cannot interrupt */
+static int l_stuck (lua_State *L) {
+  struct timespec ts;
+  lua_Integer ms = luaL_checkinteger(L, 1);
+  ts.tv_sec = (time_t)(ms / 1000);
+  ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+  while (nanosleep(&ts, &ts) != 0) {}
+  return 0;
+}
+
+static void d_state (lua_State *L, void *ud) { (void)ud; lua_register(L, "stuck", l_stuck); }
+static void d_start (void *ud, uint64_t id) { (void)id; ((destroyhost *)ud)->starts++; }
+static void d_stop (void *ud, uint64_t id) { (void)id; ((destroyhost *)ud)->stops++; }
+static void d_warn (void *ud, const char *msg) {
+  CHECK(strstr(msg, "detached") != NULL, "warning: %s", msg);
+  if (getenv("TEST_EMBED_VERBOSE")) fprintf(stderr, "test_embed: %s\n", msg);
+  ((destroyhost *)ud)->warnings++;
+}
+
+static int run (lua_State *L, const char *code);
+
+/* loom_pending counts what loom_poll has still to deliver, exactly once
+** the senders are done */
+static void test_pending (lua_State *L) {
+  int i, before, n, after;
+  CHECK(loom_pending(L) == 0, "nothing pending at first (%d)", loom_pending(L));
+  run(L, "local loom = require 'loom'\n"
+         "got, flooded = 0, false\n"
+         "W = loom.Worker(function()\n"
+         "  local loom = require 'loom'\n"
+         "  for i = 1, 1000 do loom.parentPort:postMessage(i) end\n"
+         "  loom.sleep(1e9)\n"
+         "end)\n"
+         "W:on('message', function() got = got + 1 end)\n"
+         "W:on('exit', function() flooded = true end)\n");
+  /* until the flood is in: 1000 and what the worker's start sent, steady */
+  for (i = 0, before = -1; i < 10000; i++) {
+    n = loom_pending(L);
+    if (n >= 1000 && n == before) break;
+    before = n;
+    nap(); nap(); nap();
+  }
+  CHECK(before >= 1000, "the flood waits (%d)", before);
+  n = loom_poll(L, 1000000, 10);
+  after = loom_pending(L);
+  CHECK(n == 10 && after == before - 10, "ten delivered, %d left (%d ran)", after, n);
+  for (i = 0; i < 10000 && loom_pending(L) > 0; i++)
+    CHECK(loom_poll(L, 1000, 100) >= 0, "poll");
+  CHECK(loom_pending(L) == 0, "all delivered (%d left)", loom_pending(L));
+  run(L, "W:terminate(); W = nil\n");
+  for (i = 0; i < 10000; i++) {       /* the exit comes when the thread ends */
+    lua_getglobal(L, "flooded");
+    n = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (n) break;
+    if (loom_pending(L) == 0) nap();
+    else CHECK(loom_poll(L, 1000, 100) >= 0, "poll");
+  }
+  lua_getglobal(L, "got");
+  lua_getglobal(L, "flooded");
+  CHECK(lua_tointeger(L, -2) == 1000 && lua_toboolean(L, -1), "every message (%d), then the exit (%d)",
+        (int)lua_tointeger(L, -2), lua_toboolean(L, -1));
+  lua_pop(L, 2);
+}
+
+static void test_destroy (void) {
+  static destroyhost dh;       /* outlives the test: detached threads end later */
+  loom_config cfg;
+  loom_runtime *rt;
+  lua_State *L;
+  double t0, took;
+  int i, ready = 0;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.on_state = d_state;
+  cfg.thread_start = d_start;
+  cfg.thread_stop = d_stop;
+  cfg.warn = d_warn;
+  cfg.ud = &dh;
+  cfg.close_ms = CLOSE_MS;
+  rt = loom_runtime_new(&cfg);
+  L = luaL_newstate();
+  luaL_openlibs(L);
+  CHECK(rt != NULL && loom_open(L, rt) == 0, "runtime and attach");
+  loom_runtime_release(rt);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_loom_core);
+  lua_setfield(L, -2, "loom.core");
+  lua_pop(L, 1);
+  /* each says 'ready', then blocks: in a pop, a receive, a sleep, a shared
+  ** wait, a spin, two foreign C calls, and a spin whose own child is stuck
+  ** in a C call */
+  run(L, "package.path = 'lua/?.lua;lua/?/init.lua;' .. package.path\n"
+         "loom = require 'loom'\n"
+         "ready = 0\n"
+         "local P = \"local loom = require 'loom'; local ms = ...; \" ..\n"
+         "          \"loom.parentPort:postMessage('ready'); \"\n"
+         "local bodies = {\n"
+         "  \"loom.Channel():pop()\",\n"
+         "  \"loom.MessageChannel().port1:receive()\",\n"
+         "  \"loom.sleep(1e9)\",\n"
+         "  \"loom.workerData:view('int32'):wait(1, 0)\",\n"
+         "  \"while true do end\",\n"
+         "  \"stuck(ms)\",\n"
+         "  \"stuck(ms)\",\n"
+         "  \"local kid = loom.Worker(P .. 'stuck(ms)', { eval = true, argv = { ms } }) \" ..\n"
+         "  \"kid:on('message', function(m) loom.parentPort:postMessage(m) end) \" ..\n"
+         "  \"loom.setTimeout(function() while true do end end, 200)\",\n"
+         "}\n"
+         "local B = loom.SharedBuffer(8)\n"
+         "for _, b in ipairs(bodies) do\n"
+         "  local src = b:find('kid') and ('local P = ' .. string.format('%q', P) .. ' ' .. P .. b)\n"
+         "            or P .. b\n"
+         "  local w = loom.Worker(src, { eval = true, argv = { " LOOM_STR(STUCK_MS) " }, workerData = B })\n"
+         "  w:on('message', function() ready = ready + 1 end)\n"
+         "end\n");
+  for (i = 0; i < 20000 && ready < 9; i++) {
+    CHECK(loom_poll(L, 1000, 0) >= 0, "poll: %s", lua_tostring(L, -1));
+    lua_getglobal(L, "ready");
+    ready = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (ready < 9) nap();
+  }
+  CHECK(ready == 9, "every worker blocked (%d of 9 ready)", ready);
+  /* three stuck threads: one after the other, the close would take 3 x CLOSE_MS */
+  t0 = now_ms();
+  lua_close(L);
+  took = now_ms() - t0;
+  CHECK(took >= CLOSE_MS * 0.8, "the close waited for the stuck ones (%.0f ms)", took);
+  CHECK(took < CLOSE_MS * 2.4, "one deadline for all (%.0f ms, %d ms each)", took, CLOSE_MS);
+  if (getenv("TEST_EMBED_VERBOSE")) fprintf(stderr, "test_embed: the close took %.0f ms\n", took);
+  /* the two stuck ones and the grandchild (its parent closes a tenth of
+  ** close_ms early, to be done when the host looks; on a loaded machine
+  ** that parent may be detached too) */
+  CHECK(dh.warnings == 3 || dh.warnings == 4, "three detached, each with a warning (%d)",
+        (int)dh.warnings);
+  /* the detached ones end with their C call and free what they own */
+  for (i = 0; i < 1000 && dh.stops < dh.starts; i++) {
+    struct timespec ts = {0, 10000000};
+    nanosleep(&ts, NULL);
+  }
+  CHECK(dh.starts == 9 && dh.stops == 9, "every thread ended (%d started, %d stopped)",
+        (int)dh.starts, (int)dh.stops);
+}
+
 /* Two runtimes in one process: named channels and BroadcastChannels of
 ** the same name, workers of each, never meet. */
 static lua_State *newhost (loom_runtime **rt) {
@@ -440,6 +609,7 @@ int main (void) {
   CHECK(rc == LUA_OK, "results: %s", rc ? lua_tostring(L, -1) : "");
   test_hosttypes(L);
   test_children(L);
+  test_pending(L);
   /* a host that sleeps in poll(2) on the backend fd is woken by a message */
   rc = luaL_dostring(L,
     "local loom = require 'loom'\n"
@@ -489,8 +659,9 @@ int main (void) {
   CHECK(rc == LUA_OK, "spinning worker");
   lua_close(L);
   CHECK(st.states >= 7, "on_state ran for each worker that ran (%d)", (int)st.states);
-  CHECK(st.starts == 10 && st.stops == 10, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
+  CHECK(st.starts == 11 && st.stops == 11, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
   test_two_runtimes();
+  test_destroy();
   printf("test_embed: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
 }
