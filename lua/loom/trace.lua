@@ -212,7 +212,14 @@ function M.start(path, opts)
     end
   end
   if S.file then error(("start: already tracing to '%s'"):format(S.path), 2) end
-  S.cjson = S.cjson or require "cjson"
+  if not S.cjson then
+    local ok, cj = pcall(require, "cjson")
+    if not ok then
+      error("start: writing a trace needs lua-cjson (Debian: apt-get install lua-cjson): "
+            .. tostring(cj), 2)
+    end
+    S.cjson = cj
+  end
   local f, err = io.open(path, "w")
   if not f then return nil, "start: " .. tostring(err) end
   f:setvbuf("full")
