@@ -6,8 +6,9 @@ LUA ?= lua5.4
 BUSTED ?= /usr/bin/busted
 CMAKE_FLAGS ?=
 LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
+LUA_ENV_VG = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" LUA_CPATH="$(CURDIR)/$(VALGRIND_BUILD)/?.so;;"
 
-.PHONY: test-valgrind-all all deps build test test-nospin demo bench test-asan test-tsan test-valgrind fuzz fuzz-build fuzz-corpus check rock clean
+.PHONY: test-valgrind-all all deps build test test-nospin demo bench bench-embed test-asan test-tsan test-valgrind fuzz fuzz-build fuzz-corpus check rock clean
 
 all: build
 
@@ -34,6 +35,11 @@ demo: build
 bench: build
 	$(LUA_ENV) $(LUA) bench/run.lua
 
+# the C API's costs for an engine (bench/embed.c): loom_poll on an empty
+# queue, a flood per ms of budget, C round trips against the Lua one
+bench-embed: build
+	cd $(BUILD) && ./loom_bench_embed
+
 # the same suite under AddressSanitizer+UBSan and under ThreadSanitizer
 test-asan:
 	@$(MAKE) --no-print-directory test BUILD=build-asan CMAKE_FLAGS=-DLOOM_SANITIZE=address
@@ -44,11 +50,16 @@ test-tsan:
 # sweep (4,800 calls, many in workers and child processes) takes most of
 # an hour there, so this target leaves it out (VALGRIND_EXCLUDE=) and
 # test-valgrind-all runs it too; it runs under ASan and TSan in CI.
+# It runs on a build without mimalloc (build-valgrind), whose blocks
+# valgrind could not see; the sanitizer builds leave it out for the same
+# reason: the suite runs on both heaps.
 VALGRIND_SPECS ?= spec
 VALGRIND_EXCLUDE ?= --exclude-pattern=sweep_spec
-test-valgrind: build
+VALGRIND_BUILD ?= build-valgrind
+test-valgrind:
 	@.ci/deps valgrind
-	$(LUA_ENV) valgrind -q --fair-sched=yes --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+	@$(MAKE) --no-print-directory build BUILD=$(VALGRIND_BUILD) CMAKE_FLAGS=-DLOOM_MIMALLOC=OFF
+	$(LUA_ENV_VG) valgrind -q --fair-sched=yes --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
 	  $(LUA) $(BUSTED) -o plainTerminal $(VALGRIND_EXCLUDE) $(VALGRIND_SPECS)
 test-valgrind-all:
 	@$(MAKE) --no-print-directory test-valgrind VALGRIND_EXCLUDE=

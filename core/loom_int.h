@@ -658,4 +658,18 @@ loom_tchunk *loom__trace_take(loom_runtime *rt, uint64_t *dropped);
 void loom__tchunk_freelist(loom_tchunk *c);
 const char *loom__trace_kindname(int kind);
 
+/* {======================================================================
+** The C heap: with libmimalloc (LOOM_HAVE_MIMALLOC), every malloc, free,
+** realloc and strdup of loom's C files is mimalloc's: per-thread heaps, and
+** a message allocated by its sender and freed by its receiver costs no
+** lock.  Every file includes this header after the system ones, and loom
+** frees only what loom allocated (never memory of Lua or libuv), so the
+** two heaps never meet.  Lua states keep their own allocator (the
+** worker's plain_alloc is loom's realloc, so mimalloc's too).
+** ======================================================================= */
+#ifdef LOOM_HAVE_MIMALLOC
+#include <mimalloc-override.h>
+#endif
+/* }====================================================================== */
+
 #endif

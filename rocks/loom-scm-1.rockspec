@@ -17,6 +17,7 @@ dependencies = {
 }
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
+  MIMALLOC = { header = "mimalloc.h", library = "mimalloc" },   -- Debian: libmimalloc-dev
 }
 build = {
   type = "builtin",
@@ -31,10 +32,10 @@ build = {
         "core/shared.c", "core/frozen.c", "core/testref.c",
         "core/entry.c", "core/host.c", "core/noembed.c",
       },
-      defines = { "_POSIX_C_SOURCE=200809L" },
-      incdirs = { "core", "$(LIBUV_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)" },
-      libraries = { "uv", "pthread" },
+      defines = { "_POSIX_C_SOURCE=200809L", "LOOM_HAVE_MIMALLOC" },
+      incdirs = { "core", "$(LIBUV_INCDIR)", "$(MIMALLOC_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(MIMALLOC_LIBDIR)" },
+      libraries = { "uv", "mimalloc", "pthread" },
     },
     ["loom"] = "lua/loom/init.lua",
     ["loom.events"] = "lua/loom/events.lua",
