@@ -157,7 +157,12 @@ enum { LOOM_EV_ONLINE = 1, LOOM_EV_MESSAGE, LOOM_EV_ERROR, LOOM_EV_EXIT };
 ** of a child: ONLINE; MESSAGE with the worker's value on top of L; ERROR
 ** with the error value on top of L; EXIT with the exit code.  The
 ** callback must leave the stack as it found it; an error it raises is
-** raised from loom_poll.  After EXIT no event comes. */
+** raised from loom_poll.  After EXIT no event comes.  Inside it the host
+** may post to, terminate and release any child (this one included: no
+** callback follows a release) and spawn more; it must not close the
+** state (as in Lua, a state is not closed from inside a call of its
+** own): return, and lua_close it after loom_poll returns.  A worker
+** whose on_state hook raises gets ERROR with that error, then EXIT 1. */
 typedef void (*loom_child_cb)(void *ud, loom_child *w, int event, lua_State *L,
                               long long exit_code);
 

@@ -485,6 +485,117 @@ static void test_destroy (void) {
         (int)dh.starts, (int)dh.stops);
 }
 
+/* {==================================================================
+** Hooks that fail, and callbacks that let go: an init hook that raises
+** fails its worker (an error event naming it, exit 1, nothing leaked); a
+** child's callback may terminate and release its own child, after which no
+** callback comes
+** =================================================================== */
+static void failing_state (lua_State *L, void *ud) {
+  (void)ud;
+  luaL_error(L, "engine init failed");
+}
+
+typedef struct letgo {
+  int messages, errors, exits, after;
+  int released;
+  char err[128];
+} letgo;
+
+static void on_letgo (void *ud, loom_child *w, int ev, lua_State *L, long long code) {
+  letgo *g = (letgo *)ud;
+  (void)code;
+  if (g->released) { g->after++; return; }
+  if (ev == LOOM_EV_ERROR) {
+    g->errors++;
+    snprintf(g->err, sizeof g->err, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+  }
+  else if (ev == LOOM_EV_EXIT) g->exits++;
+  else if (ev == LOOM_EV_MESSAGE && ++g->messages == 3) {
+    loom_child_terminate(w);            /* from inside its own callback */
+    loom_child_release(w);
+    g->released = 1;
+  }
+}
+
+static void test_failing_hooks (void) {
+  static hoststats hs;
+  loom_config cfg;
+  loom_runtime *rt;
+  lua_State *L;
+  loom_spawn_opts o;
+  loom_child *w = NULL;
+  letgo g;
+  int i;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.on_state = failing_state;
+  cfg.thread_start = on_start;
+  cfg.thread_stop = on_stop;
+  cfg.ud = &hs;
+  rt = loom_runtime_new(&cfg);
+  L = luaL_newstate();
+  luaL_openlibs(L);
+  CHECK(rt != NULL && loom_open(L, rt) == 0, "runtime and attach");
+  loom_runtime_release(rt);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_loom_core);
+  lua_setfield(L, -2, "loom.core");
+  lua_pop(L, 1);
+  /* a Lua Worker: its error event names the hook's error, exit 1 */
+  run(L, "package.path = 'lua/?.lua;lua/?/init.lua;' .. package.path\n"
+         "loom = require 'loom'\n"
+         "failed, code = nil, nil\n"
+         "local w = loom.Worker('error(\"never runs\")', { eval = true })\n"
+         "w:on('error', function(e) failed = tostring(e) end)\n"
+         "w:on('exit', function(c) code = c end)\n");
+  for (i = 0; i < 20000; i++) {
+    CHECK(loom_poll(L, 1000, 0) >= 0, "poll");
+    lua_getglobal(L, "code");
+    if (!lua_isnil(L, -1)) { lua_pop(L, 1); break; }
+    lua_pop(L, 1);
+    nap();
+  }
+  run(L, "assert(code == 1, 'exit code ' .. tostring(code))\n"
+         "assert(failed and failed:find('engine init failed', 1, true), tostring(failed))\n");
+  /* a child spawned from C: ERROR then EXIT */
+  memset(&o, 0, sizeof o);
+  memset(&g, 0, sizeof g);
+  o.code = "require('loom').parentPort:postMessage('never')";
+  CHECK(loom_spawn(L, &o, on_letgo, &g, &w) == 0, "spawn");
+  for (i = 0; i < 20000 && !g.exits; i++) {
+    CHECK(loom_poll(L, 1000, 0) >= 0, "poll");
+    if (!g.exits) nap();
+  }
+  CHECK(g.errors == 1 && strstr(g.err, "engine init failed") != NULL, "the child's error: %s", g.err);
+  CHECK(g.exits == 1 && g.messages == 0, "then its exit (%d, %d)", g.exits, g.messages);
+  loom_child_release(w);
+  lua_close(L);
+  CHECK(hs.starts == 2 && hs.stops == 2, "both threads ended (%d, %d)", (int)hs.starts,
+        (int)hs.stops);
+}
+
+static void test_letgo (lua_State *L) {
+  loom_spawn_opts o;
+  loom_child *w = NULL;
+  letgo g;
+  int i;
+  memset(&o, 0, sizeof o);
+  memset(&g, 0, sizeof g);
+  o.code = "local port = require('loom').parentPort\n"
+           "while true do port:postMessage('tick') end\n";     /* a flood, for ever */
+  CHECK(loom_spawn(L, &o, on_letgo, &g, &w) == 0, "spawn a flood");
+  for (i = 0; i < 20000 && !g.released; i++) {
+    CHECK(loom_poll(L, 1000, 16) >= 0, "poll");
+    if (!g.released) nap();
+  }
+  CHECK(g.released, "the callback let go (%d messages)", g.messages);
+  for (i = 0; i < 200; i++) {               /* what was queued is dropped */
+    CHECK(loom_poll(L, 1000, 0) >= 0, "poll");
+    nap();
+  }
+  CHECK(g.after == 0, "no callback after the release (%d)", g.after);
+}
+
 /* Two runtimes in one process: named channels and BroadcastChannels of
 ** the same name, workers of each, never meet. */
 static lua_State *newhost (loom_runtime **rt) {
@@ -610,6 +721,7 @@ int main (void) {
   test_hosttypes(L);
   test_children(L);
   test_pending(L);
+  test_letgo(L);
   /* a host that sleeps in poll(2) on the backend fd is woken by a message */
   rc = luaL_dostring(L,
     "local loom = require 'loom'\n"
@@ -659,9 +771,10 @@ int main (void) {
   CHECK(rc == LUA_OK, "spinning worker");
   lua_close(L);
   CHECK(st.states >= 7, "on_state ran for each worker that ran (%d)", (int)st.states);
-  CHECK(st.starts == 11 && st.stops == 11, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
+  CHECK(st.starts == 12 && st.stops == 12, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
   test_two_runtimes();
   test_destroy();
+  test_failing_hooks();
   printf("test_embed: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
 }
