@@ -161,7 +161,10 @@ static void on_prepare (uv_prepare_t *h) {
   loom_ctx *c = (loom_ctx *)h->data;
   uint64_t start = 0;
   int rounds = 0, delivered = 0;
-  if (c->stopping || (c->poll_deadline && c->poll_left == 0)) return;
+  /* loom_poll's own turn never blocks and must not spin: the host owns
+  ** the thread (its next post waits for loom_poll to return); a wait
+  ** nested in a callback (depth > 0) spins and blocks as usual */
+  if (c->stopping || (c->poll_deadline && c->depth == 0)) return;
   while (!uv_is_active((uv_handle_t *)c->idle) && loom__ctx_spin(c)) {
     if (start == 0) start = uv_hrtime();
     if (loom__ctx_deliver(c, -1) > 0) delivered = 1;
