@@ -155,6 +155,7 @@ const char *loom_strerror (int err) {
     case LOOM_ESPAWN: return "the worker could not be spawned";
     case LOOM_ECLOSED: return "the worker has exited or closed its port";
     case LOOM_ECLONE: return "the value cannot be cloned";
+    case LOOM_ETIMEDOUT: return "timed out";
     default: return "unknown loom error";
   }
 }

@@ -8,6 +8,7 @@
 ** calls: a failure is an error code, never a longjmp into the host.
 ** Sits beside entry.c, on top: it uses loom only through its Lua API.
 */
+#include <poll.h>
 #include <string.h>
 #include "loom_lua.h"
 
@@ -46,28 +47,35 @@ static void getloom (lua_State *L) {
   lua_remove(L, -2);
 }
 
-/* (opts) -> child */
+/* (opts, fn or nil, data or nil) -> child */
 static int spawn_p (lua_State *L) {
   const loom_spawn_opts *o = (const loom_spawn_opts *)lua_touserdata(L, 1);
   static const char *const events[] = {"online", "message", "error", "exit"};
   loom_child *w;
   int i;
-  getloom(L);                                          /* 2 */
-  w = (loom_child *)lua_newuserdatauv(L, sizeof *w, 0);   /* 3 */
+  getloom(L);                                          /* 4 */
+  w = (loom_child *)lua_newuserdatauv(L, sizeof *w, 0);   /* 5 */
   memset(w, 0, sizeof *w);
   w->selfref = w->wref = LUA_NOREF;
-  lua_getfield(L, 2, "Worker");                        /* 4 */
+  lua_getfield(L, 4, "Worker");                        /* 6 */
   if (o->code) lua_pushlstring(L, o->code, o->code_len ? o->code_len : strlen(o->code));
-  else lua_pushstring(L, o->file);
+  else if (o->file) lua_pushstring(L, o->file);
+  else lua_pushvalue(L, 2);                            /* the function */
   lua_createtable(L, 0, 4);
-  lua_pushboolean(L, o->code != NULL);
-  lua_setfield(L, -2, "eval");
+  if (o->code) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "eval");
+  }
   if (o->name) {
     lua_pushstring(L, o->name);
     lua_setfield(L, -2, "name");
   }
   if (o->data) {
     lua_pushlstring(L, o->data, o->data_len);
+    lua_setfield(L, -2, "workerData");
+  }
+  else if (!lua_isnil(L, 3)) {
+    lua_pushvalue(L, 3);
     lua_setfield(L, -2, "workerData");
   }
   if (o->max_memory_mb > 0 || o->stack_kb > 0) {
@@ -82,22 +90,22 @@ static int spawn_p (lua_State *L) {
     }
     lua_setfield(L, -2, "resourceLimits");
   }
-  lua_call(L, 2, 1);                                   /* 4: the Worker */
+  lua_call(L, 2, 1);                                   /* 6: the Worker */
   for (i = 0; i < 4; i++) {
-    lua_getfield(L, 4, "on");
-    lua_pushvalue(L, 4);
+    lua_getfield(L, 6, "on");
+    lua_pushvalue(L, 6);
     lua_pushstring(L, events[i]);
-    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 5);
     lua_pushinteger(L, i + 1);                         /* LOOM_EV_* */
     lua_pushcclosure(L, on_event, 2);
     lua_call(L, 3, 0);
   }
   w->L = L;                    /* its callback is set by the caller */
-  lua_pushvalue(L, 4);
+  lua_pushvalue(L, 6);
   w->wref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 5);
   w->selfref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 5);
   return 1;
 }
 
@@ -109,15 +117,26 @@ static int status (int st, int otherwise) {
 int loom_spawn (lua_State *L, const loom_spawn_opts *o, loom_child_cb cb, void *ud,
                 loom_child **out) {
   loom_child *w;
-  int st;
-  if (L == NULL || o == NULL || out == NULL || (o->code == NULL && o->file == NULL))
-    return LOOM_EINVAL;
+  int st, top;
+  if (L == NULL || o == NULL || out == NULL) return LOOM_EINVAL;
   *out = NULL;
+  top = lua_gettop(L);
+  if ((o->code != NULL) + (o->file != NULL) + (o->fn_idx != 0) != 1 ||
+      (o->data != NULL && o->data_idx != 0) ||
+      (o->fn_idx != 0 && (lua_absindex(L, o->fn_idx) < 1 || lua_absindex(L, o->fn_idx) > top ||
+                          !lua_isfunction(L, o->fn_idx))) ||
+      (o->data_idx != 0 && (lua_absindex(L, o->data_idx) < 1 ||
+                            lua_absindex(L, o->data_idx) > top)))
+    return LOOM_EINVAL;
   if (loom__ctx_get(L) == NULL) return LOOM_ENOLOOM;
-  if (!lua_checkstack(L, 4)) return LOOM_ENOMEM;
+  if (!lua_checkstack(L, 6)) return LOOM_ENOMEM;
   lua_pushcfunction(L, spawn_p);
   lua_pushlightuserdata(L, (void *)o);
-  st = lua_pcall(L, 1, 1, 0);
+  if (o->fn_idx) lua_pushvalue(L, o->fn_idx < 0 ? o->fn_idx - 2 : o->fn_idx);
+  else lua_pushnil(L);
+  if (o->data_idx) lua_pushvalue(L, o->data_idx < 0 ? o->data_idx - 3 : o->data_idx);
+  else lua_pushnil(L);
+  st = lua_pcall(L, 3, 1, 0);
   if (st != LUA_OK) return status(st, LOOM_ESPAWN);    /* the reason stays */
   w = (loom_child *)lua_touserdata(L, -1);
   lua_pop(L, 1);
@@ -191,6 +210,29 @@ void loom_child_terminate (loom_child *w) {
   lua_pushcfunction(L, terminate_p);
   lua_pushlightuserdata(L, w);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
+int loom_child_wait (loom_child *w, int timeout_ms) {
+  uint64_t until;
+  if (w == NULL || w->wref == LUA_NOREF || timeout_ms < 0) return LOOM_EINVAL;
+  until = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
+  for (;;) {
+    loom_ctx *c;
+    if (w->exited) return 0;
+    if (uv_hrtime() >= until) return LOOM_ETIMEDOUT;
+    if (loom_poll(w->L, 1000, 0) < 0) return -1;
+    if (w->exited) return 0;
+    /* nothing came: sleep on the loop until something does, or 1 ms */
+    c = loom__ctx_get(w->L);
+    if (c == NULL || c->closed) return LOOM_ECLOSED;
+    if (loom_pending(w->L) == 0) {
+      struct pollfd p;
+      p.fd = uv_backend_fd(&c->loop);
+      p.events = POLLIN;
+      p.revents = 0;
+      (void)poll(&p, 1, 1);
+    }
+  }
 }
 
 void loom_child_release (loom_child *w) {

@@ -32,6 +32,7 @@ extern "C" {
 #define LOOM_ESPAWN (-1002)    /* a worker could not be spawned */
 #define LOOM_ECLOSED (-1003)   /* the worker has exited or closed its port */
 #define LOOM_ECLONE (-1004)    /* a value cannot be cloned */
+#define LOOM_ETIMEDOUT (-110)  /* a bounded wait ended first */
 
 /* A static string for an error code (any thread). */
 LOOM_API const char *loom_strerror(int err);
@@ -141,12 +142,17 @@ LOOM_API int loom_register_type(lua_State *L, int mtidx, const loom_hosttype *t)
 typedef struct loom_child loom_child;
 
 typedef struct loom_spawn_opts {
-  const char *code;         /* Lua source to run, or NULL ... */
+  const char *code;         /* Lua source to run (text only), or NULL ... */
   size_t code_len;          /* (0: strlen(code)) */
-  const char *file;         /* ... a Lua file to run */
+  const char *file;         /* ... a Lua file to run, or NULL ... */
+  int fn_idx;               /* ... or the Lua function at this index of L
+                            ** (say, the host's own bytecode, loaded with
+                            ** luaL_loadbufferx): cloned, upvalues and all,
+                            ** as loom.Worker(fn) clones it; 0: none */
   const char *name;         /* or NULL */
-  const char *data;         /* workerData: a string the worker reads, or NULL */
+  const char *data;         /* workerData: a string the worker reads, or NULL ... */
   size_t data_len;
+  int data_idx;             /* ... or the value at this index of L, cloned; 0: none */
   double max_memory_mb;     /* 0: no limit */
   int stack_kb;             /* 0: the runtime's default */
 } loom_spawn_opts;
@@ -167,9 +173,10 @@ typedef void (*loom_child_cb)(void *ud, loom_child *w, int event, lua_State *L,
                               long long exit_code);
 
 /* Spawn a worker from L (which has required "loom").  0 and *out, or
-** LOOM_EINVAL (no code and no file, NULL out), LOOM_ENOLOOM, LOOM_ENOMEM,
-** or LOOM_ESPAWN (the worker could not be made: the reason is pushed onto
-** L as a string). */
+** LOOM_EINVAL (not exactly one of code, file and fn_idx; both data and
+** data_idx; NULL out), LOOM_ENOLOOM, LOOM_ENOMEM, or LOOM_ESPAWN (the
+** worker could not be made, or fn_idx/data_idx cannot be cloned: the
+** reason is pushed onto L as a string).  L's stack is kept. */
 LOOM_API int loom_spawn(lua_State *L, const loom_spawn_opts *o, loom_child_cb cb,
                         void *ud, loom_child **out);
 /* Post the value at idx of the host state (cloned) / a string of n bytes
@@ -184,6 +191,12 @@ LOOM_API void loom_child_terminate(loom_child *w);
 /* The host lets go of the handle: no more callbacks; the worker runs on
 ** until it ends (or its parent state closes). */
 LOOM_API void loom_child_release(loom_child *w);
+/* A bounded wait for the worker's end: runs loom_poll (so every event,
+** of this child and others, reaches its callback) until EXIT has come or
+** timeout_ms have passed.  0 once it has exited, LOOM_ETIMEDOUT, or -1
+** when a callback raised (the error is on the stack, as from loom_poll).
+** Not from inside a callback. */
+LOOM_API int loom_child_wait(loom_child *w, int timeout_ms);
 
 /* The Lua module "loom.core". */
 LOOM_API int luaopen_loom_core(lua_State *L);

@@ -574,6 +574,72 @@ static void test_failing_hooks (void) {
         (int)hs.stops);
 }
 
+static int writer (lua_State *L, const void *p, size_t n, void *ud) {
+  luaL_addlstring((luaL_Buffer *)ud, (const char *)p, n);
+  (void)L;
+  return 0;
+}
+
+/* A worker from the host's own bytecode, with a value for workerData; a
+** bounded wait for its end, and for a worker that does not end */
+static void test_bytecode_wait (lua_State *L) {
+  loom_spawn_opts o;
+  loom_child *w = NULL;
+  childlog g;
+  luaL_Buffer b;
+  int top = lua_gettop(L), r;
+  CHECK(luaL_loadstring(L, "local loom = require 'loom'\n"
+                           "loom.parentPort:postMessage('bc ' .. loom.workerData.x * 2)") == LUA_OK,
+        "load the chunk");
+  luaL_buffinit(L, &b);                      /* its bytecode, as an engine ships it */
+  lua_pushvalue(L, -2);
+  lua_dump(L, writer, &b, 1);
+  lua_pop(L, 1);
+  luaL_pushresult(&b);
+  lua_remove(L, -2);                         /* the bytecode string */
+  CHECK(luaL_loadbufferx(L, lua_tostring(L, -1), luaL_len(L, -1), "=engine", "b") == LUA_OK,
+        "load the bytecode");
+  lua_remove(L, -2);                         /* the function */
+  lua_createtable(L, 0, 1);
+  lua_pushinteger(L, 21);
+  lua_setfield(L, -2, "x");                  /* workerData = { x = 21 } */
+  memset(&o, 0, sizeof o);
+  memset(&g, 0, sizeof g);
+  o.fn_idx = -2;
+  o.data_idx = -1;
+  o.data = "both";
+  CHECK(loom_spawn(L, &o, on_child, &g, &w) == LOOM_EINVAL, "data and data_idx: refused");
+  o.data = NULL;
+  o.code = "x";
+  CHECK(loom_spawn(L, &o, on_child, &g, &w) == LOOM_EINVAL, "code and fn_idx: refused");
+  o.code = NULL;
+  o.fn_idx = -1;                             /* a table, not a function */
+  CHECK(loom_spawn(L, &o, on_child, &g, &w) == LOOM_EINVAL, "fn_idx not a function: refused");
+  o.fn_idx = -2;
+  CHECK(loom_spawn(L, &o, on_child, &g, &w) == 0, "spawn from bytecode: %s",
+        lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+  CHECK(lua_gettop(L) == top + 2, "spawn keeps the stack");
+  lua_settop(L, top);
+  r = loom_child_wait(w, 10000);
+  CHECK(r == 0 && g.exited && g.code == 0, "waited for its end (%d, %lld)", r, g.code);
+  CHECK(g.messages == 1 && strcmp(g.last, "bc 42") == 0, "its message: %s", g.last);
+  CHECK(loom_child_wait(w, 10) == 0, "a wait after the end returns at once");
+  loom_child_release(w);
+  /* a worker that does not end: the wait times out, then terminate ends it */
+  memset(&o, 0, sizeof o);
+  memset(&g, 0, sizeof g);
+  o.code = "while true do end";
+  CHECK(loom_spawn(L, &o, on_child, &g, &w) == 0, "spawn a spinner");
+  r = loom_child_wait(w, 50);
+  CHECK(r == LOOM_ETIMEDOUT && !g.exited, "the wait timed out (%d)", r);
+  loom_child_terminate(w);
+  r = loom_child_wait(w, 10000);
+  CHECK(r == 0 && g.exited && g.code == 1, "terminated, then waited (%d, %lld)", r, g.code);
+  CHECK(loom_child_wait(NULL, 10) == LOOM_EINVAL, "NULL child");
+  loom_child_release(w);
+  CHECK(lua_gettop(L) == top, "stack kept");
+}
+
 static void test_letgo (lua_State *L) {
   loom_spawn_opts o;
   loom_child *w = NULL;
@@ -722,6 +788,7 @@ int main (void) {
   test_children(L);
   test_pending(L);
   test_letgo(L);
+  test_bytecode_wait(L);
   /* a host that sleeps in poll(2) on the backend fd is woken by a message */
   rc = luaL_dostring(L,
     "local loom = require 'loom'\n"
@@ -771,7 +838,7 @@ int main (void) {
   CHECK(rc == LUA_OK, "spinning worker");
   lua_close(L);
   CHECK(st.states >= 7, "on_state ran for each worker that ran (%d)", (int)st.states);
-  CHECK(st.starts == 12 && st.stops == 12, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
+  CHECK(st.starts == 14 && st.stops == 14, "thread hooks (%d, %d)", (int)st.starts, (int)st.stops);
   test_two_runtimes();
   test_destroy();
   test_failing_hooks();
