@@ -296,6 +296,7 @@ void loom__ctx_close (loom_ctx *c) {
   loom__mailbox_release(c->mb);
   loom__buf_free(&c->scratch);
   loom__refs_free(&c->scratch_refs);
+  loom__msgcache_free(&c->mcache);
   loom__tbuf_close(&c->trace);   /* its events wait for the collector */
   loom_runtime_release(c->rt);
 }
@@ -385,7 +386,7 @@ static void msgdone (loom_ctx *c, loom_msg *m) {
     loom__runtime_give_spare(c->rt, &b);
     loom__buf_free(&b);
   }
-  loom__msg_free(m);
+  loom__msg_freec(&c->mcache, m);   /* its block for this thread's next post */
 }
 
 static int deliver_batch (lua_State *L) {
@@ -590,7 +591,7 @@ loom_msg *loom__ctx_pack (lua_State *L, loom_ctx *c, int idx,
   c->scratch.len = 0;
   if (loom__encode(L, idx, &c->scratch, &c->scratch_refs, root, err, sizeof err))
     luaL_error(L, "%s: %s", who, err);
-  m = loom__msg_new(kind, 0, &c->scratch, &c->scratch_refs);
+  m = loom__msg_newc(&c->mcache, kind, 0, &c->scratch, &c->scratch_refs);
   if (m == NULL) {
     loom__refs_clear(&c->scratch_refs);
     luaL_error(L, "%s: cannot clone %s: not enough memory", who, root);

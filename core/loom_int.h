@@ -107,8 +107,19 @@ typedef struct loom_msg {
   unsigned char *data;    /* points at inline_[] or at an owned buffer */
   loom_ref *refs;         /* owned references the blob points at, or NULL */
   uint32_t nrefs;
+  uint32_t room;          /* bytes inline_[] can hold (a reused block: >= len) */
   unsigned char inline_[];
 } loom_msg;
+
+/* A thread's spare message blocks (one owner thread, no lock): a message
+** the thread took delivery of gives its block back here, and the thread's
+** next small post reuses it, warm in this CPU's cache, instead of a
+** malloc/free pair split across two threads. */
+typedef struct loom_msgcache {
+  loom_msg *head;
+  int n;
+} loom_msgcache;
+#define LOOM_MSG_REUSE 64     /* payloads up to this reuse blocks */
 
 /* A message holding a copy of (or, when large, the storage of) 'b', and
 ** the references of 'refs' (moved: 'refs' is left empty).  Small payloads
@@ -117,6 +128,11 @@ typedef struct loom_msg {
 loom_msg *loom__msg_new(int kind, uint64_t target, loom_buf *b, loom_refs *refs);
 /* Free a message and release every reference it still holds. */
 void loom__msg_free(loom_msg *m);
+/* The same two through a thread's cache (its owner only; k may be NULL). */
+loom_msg *loom__msg_newc(loom_msgcache *k, int kind, uint64_t target, loom_buf *b,
+                         loom_refs *refs);
+void loom__msg_freec(loom_msgcache *k, loom_msg *m);
+void loom__msgcache_free(loom_msgcache *k);
 void loom__msg_freelist(loom_msg *m);
 #define LOOM_SPARE_MIN (1u << 20)   /* buffers worth keeping */
 #define LOOM_SPARE_MAX (32u << 20)  /* larger ones are given back at once */

@@ -58,6 +58,7 @@ struct loom_ctx {
   loom_msg *current;          /* being delivered; freed if that raises */
   loom_buf scratch;           /* encoder buffer, reused */
   loom_refs scratch_refs;     /* references met by the encoder, reused */
+  loom_msgcache mcache;       /* blocks of delivered messages, for the next posts */
   loom_tbuf trace;            /* this thread's trace events (trace.c) */
   loom_tstats *stats;         /* its figures: the worker's, or 'own' */
   loom_tstats own;

@@ -10,7 +10,10 @@
 
 #define MSG_INLINE_MAX 4096   /* larger payloads move their buffer */
 
-loom_msg *loom__msg_new (int kind, uint64_t target, loom_buf *b, loom_refs *refs) {
+#define REUSE_KEEP 64          /* blocks a thread keeps */
+
+loom_msg *loom__msg_newc (loom_msgcache *k, int kind, uint64_t target, loom_buf *b,
+                          loom_refs *refs) {
   size_t len = b ? b->len : 0;
   loom_ref *rv = NULL;
   loom_msg *m;
@@ -18,9 +21,20 @@ loom_msg *loom__msg_new (int kind, uint64_t target, loom_buf *b, loom_refs *refs
     rv = (loom_ref *)malloc(refs->n * sizeof *rv);
     if (rv == NULL) return NULL;
   }
-  if (len <= MSG_INLINE_MAX) {
-    m = (loom_msg *)malloc(sizeof(loom_msg) + len);
+  if (len <= LOOM_MSG_REUSE && k && k->head && k->head->room >= len) {
+    m = k->head;             /* a block this thread took delivery of */
+    k->head = m->next;
+    k->n--;
+    m->data = m->inline_;
+    m->cap = 0;
+    if (len) memcpy(m->inline_, b->p, len);
+  }
+  else if (len <= MSG_INLINE_MAX) {
+    /* small ones get the room any small one needs, so the block can be reused */
+    size_t room = len <= LOOM_MSG_REUSE ? LOOM_MSG_REUSE : len;
+    m = (loom_msg *)malloc(sizeof(loom_msg) + room);
     if (m == NULL) { free(rv); return NULL; }
+    m->room = (uint32_t)room;
     m->data = m->inline_;
     m->cap = 0;
     if (len) memcpy(m->inline_, b->p, len);
@@ -28,6 +42,7 @@ loom_msg *loom__msg_new (int kind, uint64_t target, loom_buf *b, loom_refs *refs
   else {
     m = (loom_msg *)malloc(sizeof(loom_msg));
     if (m == NULL) { free(rv); return NULL; }
+    m->room = 0;
     m->data = b->p;  /* the buffer now belongs to the message */
     m->cap = b->cap;
     b->p = NULL;
@@ -49,14 +64,36 @@ loom_msg *loom__msg_new (int kind, uint64_t target, loom_buf *b, loom_refs *refs
   return m;
 }
 
-void loom__msg_free (loom_msg *m) {
+loom_msg *loom__msg_new (int kind, uint64_t target, loom_buf *b, loom_refs *refs) {
+  return loom__msg_newc(NULL, kind, target, b, refs);
+}
+
+void loom__msg_freec (loom_msgcache *k, loom_msg *m) {
   uint32_t i;
   if (m == NULL) return;
   for (i = 0; i < m->nrefs; i++)
     if (m->refs[i].vt) m->refs[i].vt->release(m->refs[i].p);
   free(m->refs);
   if (m->data != m->inline_) free(m->data);
-  free(m);
+  if (k && m->room == LOOM_MSG_REUSE && k->n < REUSE_KEEP) {
+    m->refs = NULL;
+    m->nrefs = 0;
+    m->next = k->head;
+    k->head = m;
+    k->n++;
+  }
+  else free(m);
+}
+
+void loom__msg_free (loom_msg *m) { loom__msg_freec(NULL, m); }
+
+void loom__msgcache_free (loom_msgcache *k) {
+  while (k->head) {
+    loom_msg *m = k->head;
+    k->head = m->next;
+    free(m);
+  }
+  k->n = 0;
 }
 
 void loom__msg_freelist (loom_msg *m) {
