@@ -8,7 +8,7 @@ CMAKE_FLAGS ?=
 LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
 LUA_ENV_VG = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" LUA_CPATH="$(CURDIR)/$(VALGRIND_BUILD)/?.so;;"
 
-.PHONY: test-valgrind-all all deps build test test-nospin demo bench bench-embed test-asan test-tsan test-valgrind fuzz fuzz-build fuzz-corpus check rock clean
+.PHONY: test-valgrind-all all deps build test test-nospin demo bench bench-embed lint test-asan test-tsan test-valgrind fuzz fuzz-build fuzz-corpus check rock clean
 
 all: build
 
@@ -34,6 +34,12 @@ demo: build
 
 bench: build
 	$(LUA_ENV) $(LUA) bench/run.lua
+
+# luacheck (Debian's lua-check) over every Lua file; .luacheckrc says why
+# each of its few exceptions is there
+lint:
+	@.ci/deps lua-check
+	luacheck -q lua spec examples bench
 
 # the C API's costs for an engine (bench/embed.c): loom_poll on an empty
 # queue, a flood per ms of budget, C round trips against the Lua one

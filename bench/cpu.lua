@@ -18,7 +18,7 @@ local function tasks()
   return function(range)
     local c = 0
     for n = range[1], range[2] - 1 do
-      if n < 2 then
+      if n < 2 then                            -- luacheck: ignore 542 (not prime)
       elseif n < 4 then c = c + 1
       elseif n % 2 ~= 0 then
         local d, prime = 3, true

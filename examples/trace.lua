@@ -17,9 +17,9 @@ local out = arg and arg[3] or "trace.json"
 assert(loom.trace.start(out))
 do   -- run the primes example as it is, with its own arguments
   local saved = arg
-  arg = { [0] = DIR .. "/primes.lua", limit, threads }
+  arg = { [0] = DIR .. "/primes.lua", limit, threads }   -- luacheck: ignore 121
   dofile(DIR .. "/primes.lua")
-  arg = saved
+  arg = saved   -- luacheck: ignore 121
 end
 loom.trace.stop()
 

@@ -66,7 +66,8 @@ local function render(jsonpath, svgpath, width)
         local task = ev:find("^task%.") ~= nil
         local x0 = x(e.ts)
         local wd = math.max(x(e.ts + e.dur) - x0, 0.6)
-        w(('<rect x="%.2f" y="%d" width="%.2f" height="%d" fill="%s" stroke="white" stroke-width="0.3"><title>%s</title></rect>\n')
+        w(('<rect x="%.2f" y="%d" width="%.2f" height="%d" fill="%s" stroke="white" '
+           .. 'stroke-width="0.3"><title>%s</title></rect>\n')
           :format(x0, task and y + 2 or y + LANE - 12, wd, task and LANE - 16 or 7,
                   COLORS[ev] or "#7a5cc4", esc(("%s  %.3f ms"):format(e.name, e.dur / 1000))))
       else

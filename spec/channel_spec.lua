@@ -311,9 +311,9 @@ describe("loom.select", function()
     assert.is_false(ok)
     assert.truthy(err:find("at most 64", 1, true), err)
     for _, t in ipairs({ -1, 0 / 0, "1" }) do
-      local ok, err = pcall(loom.select, { a }, t)
-      assert.is_false(ok)
-      assert.truthy(tostring(err):find("timeout", 1, true), err)
+      local ok2, err2 = pcall(loom.select, { a }, t)
+      assert.is_false(ok2)
+      assert.truthy(tostring(err2):find("timeout", 1, true), err2)
     end
   end)
 end)

@@ -516,6 +516,7 @@ describe("loom.clone", function()
     end)
 
     it("gives a sent function's _ENV the worker's globals", function()
+      -- luacheck: globals where
       local w = H.spawn(function()
         local loom = require "loom"
         where = "worker"                   -- a global of the worker state

@@ -218,7 +218,7 @@ describe("hostile input", function()
   it("#14 a function sandboxed with local _ENV stays sandboxed after a clone", function()
     local sandboxed
     do
-      local _ENV = { x = 1 }
+      local _ENV = { x = 1 }   -- luacheck: ignore 211 (the upvalue is the point)
       sandboxed = function() return os end     -- 'os' of the sandbox: nil
     end
     local c = loom.clone(sandboxed)

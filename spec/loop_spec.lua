@@ -98,7 +98,7 @@ describe("the event loop", function()
     it("closes with a to-be-closed variable", function()
       local fired = false
       do
-        local t <close> = loom.setTimeout(function() fired = true end, 10)
+        local t <close> = loom.setTimeout(function() fired = true end, 10)   -- luacheck: ignore 211
       end
       H.run()
       assert.is_false(fired)

@@ -14,7 +14,7 @@ local function await(f, ms)
     error(("await: not settled after %d ms"):format(ms), 0)
   end, ms)
   guard:unref()
-  local ok, v, tb = pcall(function() return f:await() end)
+  local ok, v = pcall(function() return f:await() end)
   guard:close()
   if not ok then error(v, 0) end
   return v

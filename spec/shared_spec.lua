@@ -145,7 +145,7 @@ describe("views", function()
     assert.is_nil(v["1"])
     assert.are.equal(-5, v[1.0])
     local n = 0
-    for _, x in ipairs(v) do n = n + 1 end
+    for _ in ipairs(v) do n = n + 1 end
     assert.are.equal(4, n)
     assert.matches("bad argument #2 to 'newindex' %(view index out of range %(1..4%)%)", errof(function() v[0] = 1 end))
     assert.matches("view index out of range", errof(function() v[5] = 1 end))

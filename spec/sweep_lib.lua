@@ -23,8 +23,8 @@
 --   "exit"   loom.exit on the main thread: one child process per value.
 local loom = require "loom"
 
-local type, pcall, select, tostring, pairs, ipairs, getmetatable, setmetatable =
-      type, pcall, select, tostring, pairs, ipairs, getmetatable, setmetatable
+local type, pcall, select, tostring, pairs, ipairs, getmetatable =
+      type, pcall, select, tostring, pairs, ipairs, getmetatable
 local unpack, pack = table.unpack, table.pack
 
 local S = {}
@@ -713,7 +713,7 @@ local function closedbcast() local b = bcast(); b:close(); return b end
 local BCAST_CLOSED = { { "a closed channel", closedbcast } }
 E{ key = "loom.BroadcastChannel", t = L, f = "BroadcastChannel", args = A("sweep"),
    result = is("loom.BroadcastChannel"), argnames = { { "BroadcastChannel" } },
-   after = function(c, res) if type(res) == "table" and type(res[1]) == "table" then pcall(res[1].close, res[1]) end end }
+   after = function(_, res) if type(res) == "table" and type(res[1]) == "table" then pcall(res[1].close, res[1]) end end }
 M{ key = "loom.BroadcastChannel.postMessage", f = "postMessage", self = bcast, closed = BCAST_CLOSED,
    args = A(1), result = posted, argnames = { { "cannot clone msg" } } }
 M{ key = "loom.BroadcastChannel.close", f = "close", self = bcast, closed = BCAST_CLOSED, args = A(),
@@ -1310,7 +1310,9 @@ function S.run_fresh(e, bound_ms)
       if not r.blocked then bad("expected to block until terminate(), but " .. short(r.msg and r.msg[1]))
       elseif r.code ~= 1 then bad("terminated while blocked, exit code " .. tostring(r.code)) end
     elseif x == "error" or x == "return" then
-      if r.msg == nil then bad(("expected it to %s, but it blocked (exit code %s)"):format(x == "error" and "raise" or "return", tostring(r.code)))
+      if r.msg == nil then
+        bad(("expected it to %s, but it blocked (exit code %s)")
+            :format(x == "error" and "raise" or "return", tostring(r.code)))
       else
         if r.msg[2] then bad(r.msg[2]) end
         if x == "error" and r.msg[1] ~= "raised" then bad("expected an error, it returned") end
@@ -1351,7 +1353,10 @@ function S.run_exit(e, run_script)
     local w = label(e) .. ", " .. where
     local line = out:match("RAISED\t([^\n]*)") or out:match("RETURNED\t([^\n]*)")
     if type(x) == "table" then
-      if rc ~= x.exit then findings[#findings + 1] = ("%s: exit status %s, expected %d: %s"):format(w, tostring(rc), x.exit, short(out)) end
+      if rc ~= x.exit then
+        findings[#findings + 1] = ("%s: exit status %s, expected %d: %s")
+                                  :format(w, tostring(rc), x.exit, short(out))
+      end
       if line then findings[#findings + 1] = w .. ": did not exit: " .. short(out) end
     else
       if not out:find("RAISED", 1, true) then findings[#findings + 1] = w .. ": expected an error: " .. short(out)

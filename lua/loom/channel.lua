@@ -10,7 +10,8 @@ local endpoint = require "loom.endpoint"
 local timers = require "loom.timers"
 local port = require "loom.port"
 
-local setmetatable, getmetatable, error, type, select, tostring = setmetatable, getmetatable, error, type, select, tostring
+local setmetatable, getmetatable, error, type, tostring =
+      setmetatable, getmetatable, error, type, tostring
 local MSG_READY = core.MSG.READY
 local SERVE_BATCH = 64          -- values per loop turn, then an immediate
 

@@ -254,7 +254,7 @@ local function workermain()
 
   -- a task that ends its worker: the results before it are sent first
   local exit = os.exit
-  os.exit = function(...)
+  os.exit = function(...)   -- luacheck: ignore 122 (on purpose)
     pcall(flush)
     return exit(...)
   end
@@ -275,8 +275,8 @@ local future = require "loom.future"
 local timers = require "loom.timers"
 local abortmod = require "loom.abort"
 
-local type, tostring, pairs, ipairs, error, setmetatable, getmetatable, pcall, select =
-      type, tostring, pairs, ipairs, error, setmetatable, getmetatable, pcall, select
+local type, tostring, pairs, ipairs, error, setmetatable, getmetatable, pcall =
+      type, tostring, pairs, ipairs, error, setmetatable, getmetatable, pcall
 local floor, ceil, huge, mtype = math.floor, math.ceil, math.huge, math.type
 local now = core.now
 local tp, TR = core.trace_point, core.TRACE
@@ -370,13 +370,6 @@ local function finish(p, t, state, v, tb)
   settle(t, state, v, tb)
 end
 
-local function sample(list, v)
-  local n = list.n + 1
-  list.n = n
-  list.sum = list.sum + v
-  list[(n - 1) % SAMPLES + 1] = v
-end
-
 -- the tasks of W in the order they were handed to it
 local function outstanding(W)
   local list = {}
@@ -459,7 +452,7 @@ local function onresults(p, W, m)
         sum, cnt = sum + d, cnt + 1
         local w = t0 - t._tsub
         if w < 0 then w = 0 end
-        local k = rt.n + 1          -- (sample(), inlined: this is the hot path)
+        local k = rt.n + 1          -- (a sample of each, inlined: the hot path)
         rt.n, rt.sum, rt[(k - 1) % SAMPLES + 1] = k, rt.sum + d, d
         k = wt.n + 1
         wt.n, wt.sum, wt[(k - 1) % SAMPLES + 1] = k, wt.sum + w, w
@@ -523,7 +516,7 @@ local function onexit(p, W, code)
   flush(p)
 end
 
-local function retire(p, W)
+local function retire(_, W)
   W.retiring, W.expected = true, true
   pcall(W.w.postMessage, W.w, { EXIT })
 end
@@ -647,13 +640,13 @@ local function send(p, W, k)
   local q, qh, qt = p._q, p._qh, p._qt
   local msg, n, transfer = { RUN, 0 }, 0, nil
   local sent = {}
-  local i = qh
+  local at = qh
   -- the message first, the queue after: out of memory while the message
   -- grows leaves the queue as it was
-  while n < k and i <= qt do
-    local t = q[i]
+  while n < k and at <= qt do
+    local t = q[at]
     if t._transfer and n > 0 then break end   -- a task with a transfer list goes alone
-    i = i + 1
+    at = at + 1
     if not t._removed then
       local j = n * 3 + 3
       msg[j], msg[j + 1], msg[j + 2] = t._id, t._name, t._arg
@@ -662,15 +655,15 @@ local function send(p, W, k)
       if t._transfer then transfer = t._transfer; break end
     end
   end
-  for x = qh, i - 1 do q[x] = nil end
-  qh = i
+  for x = qh, at - 1 do q[x] = nil end
+  qh = at
   p._qh = qh
   if qh > qt then p._q, p._qh, p._qt = {}, 1, 0 end
   if n == 0 then return end
   msg[2] = n
   p._np = p._np - n
-  local ok, err = pcall(W.w.postMessage, W.w, msg, transfer)
-  if ok and err == false then ok, err = false, "the worker has exited" end
+  local ok, posted = pcall(W.w.postMessage, W.w, msg, transfer)
+  if ok and posted == false then ok = false end       -- the worker has exited
   if not ok then
     -- one by one, to find what cannot be cloned (or the worker is gone)
     for i = 1, n do
@@ -703,7 +696,7 @@ flush = function(p)
   p._flushq = false
   if p._np > 0 then
     local cap = p._conc + prefetch(p)
-    local ready, room = {}, 0
+    local ready = {}
     for _, W in ipairs(p._workers) do
       if W.alive and not W.retiring and W.n < cap then ready[#ready + 1] = W end
     end

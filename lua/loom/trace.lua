@@ -183,7 +183,7 @@ local function finish()
             S.cjson.encode({ loom = core.version, dropped = S.dropped }), "}\n")
     f:close()
   end
-  if S.exit and os.exit == M._exit then os.exit = S.exit end
+  if S.exit and os.exit == M._exit then os.exit = S.exit end   -- luacheck: ignore 122
   S.exit = nil
   S.fns, S.failed, S.named, S.first, S.path, S.dropped = {}, {}, {}, true, nil, 0
 end
@@ -207,7 +207,8 @@ function M.start(path, opts)
       end
     end
     local iv = opts.interval
-    if iv ~= nil and (type(iv) ~= "number" or not (iv > 0) or iv == math.huge) then
+    -- (not (iv > 0): NaN fails too)
+    if iv ~= nil and (type(iv) ~= "number" or not (iv > 0) or iv == math.huge) then   -- luacheck: ignore 581
       error("bad argument #2 to 'start' (option 'interval' must be a number of ms > 0)", 2)
     end
   end
@@ -231,7 +232,7 @@ function M.start(path, opts)
   S.guard = setmetatable({}, { __gc = function() if S.file then pcall(M.stop) end end })
   if not S.exit then
     S.exit = os.exit
-    os.exit = M._exit
+    os.exit = M._exit   -- luacheck: ignore 122
   end
   local ok, e = pcall(begin)
   if not ok then
