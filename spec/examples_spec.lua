@@ -45,6 +45,21 @@ describe("examples", function()
     assert.matches("main [0]", s, 1, true)
   end)
 
+  it("histogram.lua fills shared bins with atomic adds from several workers", function()
+    if H.no_fork(pending) then return end
+    local out = run_example("histogram.lua", "100000", "2")
+    assert.matches("ok: 100000 samples in 40 bins from 2 workers, as one thread counts them", out, 1, true)
+    assert.matches("rc=0", out, 1, true)
+  end)
+
+  it("lookup.lua prices orders in workers from one frozen table", function()
+    if H.no_fork(pending) then return end
+    local out = run_example("lookup.lua", "3000", "2")
+    assert.matches("20000 orders priced by 2 workers from one frozen table of 3000 items", out, 1, true)
+    assert.matches("ok: every worker's total is the one thread's", out, 1, true)
+    assert.matches("rc=0", out, 1, true)
+  end)
+
   it("async.lua maps in parallel with futures", function()
     if H.no_fork(pending) then return end
     local out = run_example("async.lua")
