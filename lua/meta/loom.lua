@@ -60,13 +60,19 @@ function Future.reject(f, e, tb) end
 local Timer = {}
 function Timer:ref() end
 function Timer:unref() end
+---@return boolean
+function Timer:hasRef() end
 function Timer:close() end
+
+--- What setImmediate returns: it can only be cancelled.
+---@class loom.Immediate
+local Immediate = {}
+function Immediate:close() end
 
 ---@class loom.AbortSignal: loom.Emitter
 ---@field aborted boolean
 ---@field reason any
 local AbortSignal = {}
-function AbortSignal:throwIfAborted() end
 ---@param ms number
 ---@return loom.AbortSignal
 function AbortSignal.timeout(ms) end
@@ -84,7 +90,7 @@ function AbortController:abort(reason) end
 ---@field argv? any[]              becomes `...` of the worker's main chunk
 ---@field transfer? any[]          ports moved into the worker with workerData
 ---@field resourceLimits? { maxMemoryMb?: number, stackSizeKb?: integer }
----@field env? "share"             environment data shared, not cloned
+---@field env? "clone"|"share"     environment data: cloned (the default; "share" clones too, for now)
 
 ---@class loom.WorkerStats
 ---@field messagesIn integer
@@ -127,7 +133,7 @@ function MessagePort:unref() end
 --- A blocking pull (nil is a valid message, hence the flag).
 ---@param timeout_ms? loom.Timeout
 ---@return boolean got
----@return any valueOrReason  the value, or "timeout" | "closed"
+---@return any valueOrReason  the value, or "timeout" | "empty" (timeout 0) | "closed"
 function MessagePort:receive(timeout_ms) end
 
 ---@class loom.MessageChannel
@@ -281,6 +287,7 @@ function trace.active() end
 ---@field threadId integer
 ---@field parentPort? loom.MessagePort  nil on the main thread
 ---@field workerData any
+---@field workerName? string       the worker's name option, in a worker
 ---@field Future loom.Future
 ---@field AbortSignal loom.AbortSignal
 ---@field MessagePort loom.MessagePort
@@ -307,7 +314,7 @@ function loom.BroadcastChannel(name) end
 ---@param capacity? integer
 ---@return loom.Channel
 function loom.Channel(capacity) end
---- The first ready source and its value; fair.
+--- The first ready source and its value; fair.  nil, "timeout" | "closed" (every source closed).
 ---@param sources (loom.Channel|loom.MessagePort)[]  at most 64
 ---@param timeout_ms? loom.Timeout
 ---@return loom.Channel|loom.MessagePort|nil source
@@ -372,13 +379,13 @@ function loom.setTimeout(fn, ms, ...) end
 ---@return loom.Timer
 function loom.setInterval(fn, ms, ...) end
 ---@param fn function
----@return loom.Timer
+---@return loom.Immediate
 function loom.setImmediate(fn, ...) end
 ---@param t loom.Timer
 function loom.clearTimeout(t) end
 ---@param t loom.Timer
 function loom.clearInterval(t) end
----@param t loom.Timer
+---@param t loom.Immediate
 function loom.clearImmediate(t) end
 --- Awaits inside loom.async; blocks otherwise (terminate still stops it).
 ---@param ms number
