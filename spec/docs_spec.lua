@@ -2,7 +2,7 @@
 -- module, every method of its classes, and every LOOM_API function and
 -- public macro of core/loom.h; the examples marked `-- runs` run.
 local H = require "helper"
-local loom = require "loom"
+local A = require "api_lib"
 
 local ROOT = H.dir .. "/.."
 
@@ -31,12 +31,8 @@ describe("docs/lua-api.md", function()
   local doc = slurp("docs/lua-api.md")
 
   it("names every public field of the module as loom.<name>", function()
-    local names = { Worker = true, Pool = true }
-    for k in pairs(loom) do
-      if type(k) == "string" and not k:find("^_") and k ~= "WorkerClass" then names[k] = true end
-    end
     local missing = {}
-    for k in pairs(names) do
+    for k in pairs(A.public_names()) do
       if not has(doc, "loom." .. k) then missing[#missing + 1] = k end
     end
     table.sort(missing)
@@ -44,48 +40,7 @@ describe("docs/lua-api.md", function()
   end)
 
   it("names every method of the classes users hold", function()
-    local ch = loom.MessageChannel()
-    local w = loom.Worker("return", { eval = true })
-    local objects = {
-      Worker = w, MessagePort = ch.port1, Channel = loom.Channel(),
-      BroadcastChannel = loom.BroadcastChannel("docs"), SharedBuffer = loom.SharedBuffer(8),
-      View = loom.SharedBuffer(8):view("int32"), Future = loom.Future.new(),
-      AbortController = loom.AbortController(), AbortSignal = loom.AbortController().signal,
-      Timer = loom.setTimeout(function() end, 1),
-      Pool = loom.Pool{ source = "return function() end", minThreads = 0 },
-    }
-    local missing = {}
-    for cls, o in pairs(objects) do
-      local seen = {}
-      local function scan(t)
-        if type(t) ~= "table" or seen[t] then return end
-        seen[t] = true
-        for k, v in pairs(t) do
-          if type(k) == "string" and type(v) == "function" and not k:find("^_") and
-             not has(doc, ":" .. k) and not has(doc, "." .. k) then
-            missing[#missing + 1] = cls .. ":" .. k
-          end
-        end
-        local m2 = getmetatable(t)
-        if type(m2) == "table" then scan(m2.__index) end
-      end
-      -- fields of the object itself (Channel's push, pop, tryPop; postMessage)
-      for k, v in pairs(type(o) == "table" and o or {}) do
-        if type(k) == "string" and type(v) == "function" and not k:find("^_") and
-           not has(doc, ":" .. k) then
-          missing[#missing + 1] = cls .. ":" .. k
-        end
-      end
-      local mt = getmetatable(o)
-      scan(type(mt) == "table" and mt.__index)
-    end
-    objects.Timer:close()
-    objects.BroadcastChannel:close()
-    ch.port1:close()
-    objects.Pool:destroy()
-    w:terminate()
-    loom.run()
-    table.sort(missing)
+    local missing = A.missing_methods(function(_, k) return has(doc, ":" .. k) or has(doc, "." .. k) end)
     assert(#missing == 0, "not in docs/lua-api.md: " .. table.concat(missing, ", "))
   end)
 
