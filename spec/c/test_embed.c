@@ -362,6 +362,21 @@ static void d_warn (void *ud, const char *msg) {
 
 static int run (lua_State *L, const char *code);
 
+/* A host state on a runtime of its own (cfg may be NULL: default hooks),
+** attached, with loom's C half preloaded as a static host has it. */
+static lua_State *newhost (const loom_config *cfg) {
+  lua_State *L = luaL_newstate();
+  loom_runtime *rt = loom_runtime_new(cfg);
+  luaL_openlibs(L);
+  CHECK(rt != NULL && loom_open(L, rt) == 0, "runtime and attach");
+  loom_runtime_release(rt);               /* the state holds it now */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_loom_core);
+  lua_setfield(L, -2, "loom.core");
+  lua_pop(L, 1);
+  return L;
+}
+
 /* loom_pending counts what loom_poll has still to deliver, exactly once
 ** the senders are done */
 static void test_pending (lua_State *L) {
@@ -409,7 +424,6 @@ static void test_pending (lua_State *L) {
 static void test_destroy (void) {
   static destroyhost dh;       /* outlives the test: detached threads end later */
   loom_config cfg;
-  loom_runtime *rt;
   lua_State *L;
   double t0, took;
   int i, ready = 0;
@@ -420,15 +434,7 @@ static void test_destroy (void) {
   cfg.warn = d_warn;
   cfg.ud = &dh;
   cfg.close_ms = CLOSE_MS;
-  rt = loom_runtime_new(&cfg);
-  L = luaL_newstate();
-  luaL_openlibs(L);
-  CHECK(rt != NULL && loom_open(L, rt) == 0, "runtime and attach");
-  loom_runtime_release(rt);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_loom_core);
-  lua_setfield(L, -2, "loom.core");
-  lua_pop(L, 1);
+  L = newhost(&cfg);
   /* each says 'ready', then blocks: in a pop, a receive, a sleep, a shared
   ** wait, a spin, two foreign C calls, and a spin whose own child is stuck
   ** in a C call */
@@ -521,7 +527,6 @@ static void on_letgo (void *ud, loom_child *w, int ev, lua_State *L, long long c
 static void test_failing_hooks (void) {
   static hoststats hs;
   loom_config cfg;
-  loom_runtime *rt;
   lua_State *L;
   loom_spawn_opts o;
   loom_child *w = NULL;
@@ -532,15 +537,7 @@ static void test_failing_hooks (void) {
   cfg.thread_start = on_start;
   cfg.thread_stop = on_stop;
   cfg.ud = &hs;
-  rt = loom_runtime_new(&cfg);
-  L = luaL_newstate();
-  luaL_openlibs(L);
-  CHECK(rt != NULL && loom_open(L, rt) == 0, "runtime and attach");
-  loom_runtime_release(rt);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_loom_core);
-  lua_setfield(L, -2, "loom.core");
-  lua_pop(L, 1);
+  L = newhost(&cfg);
   /* a Lua Worker: its error event names the hook's error, exit 1 */
   run(L, "package.path = 'lua/?.lua;lua/?/init.lua;' .. package.path\n"
          "loom = require 'loom'\n"
@@ -664,19 +661,6 @@ static void test_letgo (lua_State *L) {
 
 /* Two runtimes in one process: named channels and BroadcastChannels of
 ** the same name, workers of each, never meet. */
-static lua_State *newhost (loom_runtime **rt) {
-  lua_State *L = luaL_newstate();
-  luaL_openlibs(L);
-  *rt = loom_runtime_new(NULL);
-  CHECK(*rt != NULL && loom_open(L, *rt) == 0, "runtime and attach");
-  loom_runtime_release(*rt);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_loom_core);
-  lua_setfield(L, -2, "loom.core");
-  lua_pop(L, 1);
-  return L;
-}
-
 static int run (lua_State *L, const char *code) {
   int rc = luaL_dostring(L, code);
   CHECK(rc == LUA_OK, "script: %s", rc ? lua_tostring(L, -1) : "");
@@ -685,8 +669,7 @@ static int run (lua_State *L, const char *code) {
 }
 
 static void test_two_runtimes (void) {
-  loom_runtime *ra, *rb;
-  lua_State *A = newhost(&ra), *B = newhost(&rb);
+  lua_State *A = newhost(NULL), *B = newhost(NULL);
   int i, done = 0;
   run(A, "package.path = 'lua/?.lua;lua/?/init.lua;' .. package.path\n"
          "loom = require 'loom'\n"
