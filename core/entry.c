@@ -237,6 +237,7 @@ static loom_ctx *main_ctx (lua_State *L) {
     const char *e = getenv("LOOM_SPIN_US");   /* for measuring the spin */
     memset(&cfg, 0, sizeof cfg);
     if (e && *e) cfg.spin_us = atoi(e) > 0 ? atoi(e) : -1;
+    loom__alloc_adopt(ML);            /* not a host's state */
     rt = loom_runtime_new(&cfg);
     own = 1;
     if (rt == NULL) luaL_error(L, "loom: not enough memory");

@@ -211,6 +211,14 @@ void loom__fuzz_made(lua_State *L);
 /* The body of a worker thread: build its state, run it, report, close. */
 void loom__state_main(void *w);
 
+/* alloc.c: the Lua states' heaps.  _libc: lauxlib's allocator's twin;
+** _fast: mimalloc's heap of the calling thread, giving blocks of libc's
+** back to libc (NULL without libmimalloc); _adopt: L switches to _fast if
+** its allocator is lauxlib's (a plain interpreter's, never a host's). */
+void *loom__alloc_libc(void *ud, void *ptr, size_t osize, size_t nsize);
+lua_Alloc loom__alloc_fast(void);
+void loom__alloc_adopt(lua_State *L);
+
 /* {======================================================================
 ** L3: bindings.  Each adds its functions to the table on top; every
 ** function gets the context as upvalue 1.

@@ -222,12 +222,6 @@ typedef struct memlimit {
   size_t used, limit;
 } memlimit;
 
-static void *plain_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
-  (void)ud; (void)osize;
-  if (nsize == 0) { free(ptr); return NULL; }
-  return realloc(ptr, nsize);
-}
-
 static void *limited_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
   memlimit *m = (memlimit *)ud;
   size_t old = ptr ? osize : 0;
@@ -466,6 +460,11 @@ static lua_Integer run (loom_ctx *c, memlimit *mem) {
   if (loom__ctx_pcall(c, 1, 0) != LUA_OK && !c->has_error)
     return c->exiting ? c->exit_code : 1;   /* terminated */
   if (!c->has_error && !c->exiting && !loom__ctx_stopping(c)) {
+    lua_Alloc fast = loom__alloc_fast();
+    if (fast && !c->rt->cfg.alloc) {   /* booted: messages churn mimalloc's */
+      if (mem->limit != SIZE_MAX) mem->base = fast;
+      else lua_setallocf(L, fast, NULL);
+    }
     c->running = 1;
     while (uv_run(&c->loop, UV_RUN_DEFAULT) && !c->stopping)
       ;
@@ -500,7 +499,7 @@ void loom__state_main (void *arg) {
   }
 #endif
   if (rt->cfg.thread_start) rt->cfg.thread_start(rt->cfg.ud, w->id);
-  mem.base = rt->cfg.alloc ? rt->cfg.alloc : plain_alloc;
+  mem.base = rt->cfg.alloc ? rt->cfg.alloc : loom__alloc_libc;
   mem.base_ud = rt->cfg.alloc ? rt->cfg.alloc_ud : NULL;
   mem.used = 0;
   mem.limit = w->mem_limit ? w->mem_limit : SIZE_MAX;

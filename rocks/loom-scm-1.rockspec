@@ -24,7 +24,7 @@ build = {
   modules = {
     ["loom.core"] = {
       sources = {
-        "core/buf.c",
+        "core/buf.c", "core/alloc.c",
         "core/message.c", "core/mailbox.c", "core/runtime.c", "core/stop.c",
         "core/trace.c",
         "core/ctx.c", "core/serial.c", "core/state.c",
