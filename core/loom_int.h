@@ -680,8 +680,8 @@ const char *loom__trace_kindname(int kind);
 ** a message allocated by its sender and freed by its receiver costs no
 ** lock.  Every file includes this header after the system ones, and loom
 ** frees only what loom allocated (never memory of Lua or libuv), so the
-** two heaps never meet.  Lua states keep their own allocator (the
-** worker's plain_alloc is loom's realloc, so mimalloc's too).
+** two heaps never meet.  The Lua states' heaps are alloc.c's (which
+** alone undoes this override, to give libc's blocks back to libc).
 ** ======================================================================= */
 #ifdef LOOM_HAVE_MIMALLOC
 #include <mimalloc-override.h>
