@@ -10,6 +10,7 @@ local co_create, co_resume, co_yield, co_running, co_status =
       coroutine.create, coroutine.resume, coroutine.yield, coroutine.running,
       coroutine.status
 local traceback = debug.traceback
+local table_move = table.move
 local argerror = events.argerror
 
 local M = {}
@@ -92,15 +93,32 @@ local function drain()
   if not ok then error(err, 0) end
 end
 
+-- hold(fn, ...): pcall(fn, ...), the callbacks of what it settles held
+-- until it returns and then run in order (a batch of settles drains once;
+-- the pool's results).  A callback that raises raises from here.
+function M.hold(fn, a, b, c)
+  if draining then return pcall(fn, a, b, c) end
+  draining = true
+  local ok, err = pcall(fn, a, b, c)
+  draining = false
+  if qhead <= qtail then drain() end
+  return ok, err
+end
+
 local function settle(f, state, v, tb)
   if f._s ~= PENDING then return false end
   f._s, f._v, f._tb = state, v, tb
   local cbs = f._cbs
   f._cbs = nil
   if cbs then
-    for i = 1, #cbs do
-      queue[qtail + 1], queue[qtail + 2] = cbs[i], f
+    if type(cbs) == "function" then        -- one callback: no list
+      queue[qtail + 1], queue[qtail + 2] = cbs, f
       qtail = qtail + 2
+    else
+      for i = 1, #cbs do
+        queue[qtail + 1], queue[qtail + 2] = cbs[i], f
+        qtail = qtail + 2
+      end
     end
     if not draining then drain() end
   elseif state == REJECTED and not f._awaited then
@@ -136,9 +154,11 @@ local function whendone(f, cb)
     unhandled[f] = nil
     return cb(f)
   end
+  -- _cbs: the one callback, or the list of them in order
   local cbs = f._cbs
-  if not cbs then cbs = {}; f._cbs = cbs end
-  cbs[#cbs + 1] = cb
+  if not cbs then f._cbs = cb
+  elseif type(cbs) == "function" then f._cbs = { cbs, cb }
+  else cbs[#cbs + 1] = cb end
 end
 M.whendone = whendone
 
@@ -259,11 +279,28 @@ end
 local function value(f) return f._v end
 local function fulfil(out, acc) settle(out, FULFILLED, acc) end
 
--- every value, in order; the first rejection rejects
+-- every value, in order; the first rejection rejects.  (gather's shape
+-- with one callback for the whole list, not one per entry: the list is
+-- copied, and each future in the copy is replaced by its value at the end)
 function M.all(list)
-  return gather(list, "all", function(out, f)
-    if f._s == REJECTED then settle(out, REJECTED, f._v, f._tb); return true end
-  end, value, fulfil)
+  checklist(list, "all")
+  local n = #list
+  local out, left, vals = newfuture(), n, table_move(list, 1, n, 1, {})
+  local function one(f)
+    if out._s ~= PENDING then return end
+    if f._s == REJECTED then settle(out, REJECTED, f._v, f._tb); return end
+    left = left - 1
+    if left == 0 then
+      for i = 1, n do
+        local x = vals[i]
+        if isfuture(x) then vals[i] = x._v end
+      end
+      settle(out, FULFILLED, vals)
+    end
+  end
+  if n == 0 then settle(out, FULFILLED, vals) end
+  for i = 1, n do whendone(vals[i], one) end
+  return out
 end
 
 -- the first to settle, either way

@@ -284,6 +284,7 @@ local T_QUEUED, T_CANCELLED = TR["task.queued"], TR["task.cancelled"]
 local settle, newfuture, FULFILLED, REJECTED = future.settle, future.new, future.FULFILLED,
                                                future.REJECTED
 local Future, PENDING = future.Future, future.PENDING
+local hold = future.hold
 
 local M = {}
 
@@ -537,7 +538,7 @@ spawn = function(p)
   W.w = w
   p._all[#p._all + 1] = W
   if not p._active then w:unref() end
-  w:on("message", function(m) guard(p, pcall(onmessage, p, W, m)) end)
+  w:on("message", function(m) guard(p, hold(onmessage, p, W, m)) end)
   w:on("error", function(e, tb)
     W.err, W.errtb = e, tb
   end)
