@@ -12,7 +12,10 @@
 --   spin_pingpong: the same, busy-waiting on load.
 --   waitasync_pingpong: the main thread is ping with waitAsync (a Future),
 --     one worker is pong with wait.  1,000 warm-up + 20,000 measured.
+-- Run as loadfile(this)("floor") (bench/floor_atomics.lua): the two add
+-- workloads only, each add a loomfloor.add instead of a view's add.
 local DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local FLOOR = select(1, ...) == "floor"
 local loom = require "loom"
 local C = dofile(DIR .. "/lib/common.lua")
 local now, summarize, check = C.now, C.summarize, C.check
@@ -55,9 +58,17 @@ end
 local function addtest(nworkers, n)
   local sab, ia = newshared()
   local specs = {}
-  for i = 1, nworkers do specs[i] = { mode = "add", n = n } end
+  local fl, cells, addr
+  if FLOOR then
+    fl = require "loomfloor"
+    cells = fl.cells(16)
+    addr = fl.addr(cells)
+  end
+  for i = 1, nworkers do
+    specs[i] = FLOOR and { mode = "floor_add", n = n, addr = addr } or { mode = "add", n = n }
+  end
   local wall, results = runworkers(sab, ia, specs)
-  local final = ia:load(CTR)
+  local final = FLOOR and fl.load(addr, CTR) or ia:load(CTR)
   check(final == nworkers * n, ("final %d ~= %d"):format(final, nworkers * n))
   local loops = {}
   for i, r in ipairs(results) do loops[i] = r.ms end
@@ -107,6 +118,10 @@ end
 local out = {}
 out.add_contended = addtest(2, ADDS)
 out.add_uncontended = addtest(1, ADDS)
+if FLOOR then
+  C.emit("atomics_floor", out)
+  return
+end
 out.wait_notify_pingpong = pingpong(false, PP, PP_WARM)
 out.spin_pingpong = pingpong(true, PP, PP_WARM)
 out.waitasync_pingpong = waitasync_pingpong(WA, WA_WARM)

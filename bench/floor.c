@@ -1,5 +1,6 @@
 /*
-** floor.c: loomfloor, the floor under bench/pingpong.lua.
+** floor.c: loomfloor, the floor under bench/pingpong.lua (and, at the
+** end, the one under the atomics' adds).
 **
 ** Two Lua states exchange messages through loom's own codec (loom__encode,
 ** loom__decode) over the fastest queue there is: two single-producer
@@ -450,6 +451,51 @@ static int l_pair (lua_State *L) {
 
 /* }====================================================================== */
 
+/* {======================================================================
+** The floor under the atomics (bench/floor_atomics.lua): a Lua call of a C
+** function that adds to an int32 at a raw address, checking nothing.  It
+** is what any Lua binding of an atomic add costs at least.
+**   local cells = loomfloor.cells(n)   n zeroed int32 cells (a userdata:
+**                                      keep it while the address is used)
+**   local addr = loomfloor.addr(cells) the address, an integer that can
+**                                      go to another thread in a message
+**   loomfloor.add(addr, i, d)          atomic add d to cell i (1-based);
+**                                      returns the old value
+**   loomfloor.load(addr, i)
+** ======================================================================= */
+
+static int l_cells (lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  void *p;
+  luaL_argcheck(L, n > 0 && n <= 1 << 20, 1, "1..2^20 cells");
+  p = lua_newuserdatauv(L, (size_t)n * sizeof(int32_t) + CL, 0);
+  memset(p, 0, (size_t)n * sizeof(int32_t) + CL);
+  return 1;
+}
+
+static int l_addr (lua_State *L) {
+  uintptr_t a = (uintptr_t)lua_touserdata(L, 1);
+  luaL_argcheck(L, a != 0 && lua_type(L, 1) == LUA_TUSERDATA, 1, "cells expected");
+  lua_pushinteger(L, (lua_Integer)((a + CL - 1) & ~(uintptr_t)(CL - 1)));   /* own line */
+  return 1;
+}
+
+static _Atomic int32_t *cell (lua_State *L) {
+  return (_Atomic int32_t *)(uintptr_t)lua_tointeger(L, 1) + (lua_tointeger(L, 2) - 1);
+}
+
+static int l_add (lua_State *L) {
+  lua_pushinteger(L, atomic_fetch_add(cell(L), (int32_t)lua_tointeger(L, 3)));
+  return 1;
+}
+
+static int l_load (lua_State *L) {
+  lua_pushinteger(L, atomic_load(cell(L)));
+  return 1;
+}
+
+/* }====================================================================== */
+
 int luaopen_loomfloor (lua_State *L) {
   static const luaL_Reg methods[] = {
     {"post", m_post}, {"recv", m_recv}, {"close", m_close}, {NULL, NULL}
@@ -471,5 +517,13 @@ int luaopen_loomfloor (lua_State *L) {
   lua_setfield(L, -2, "__close");
   lua_pushcclosure(L, l_pair, 1);
   lua_setfield(L, -2, "pair");
+  lua_pushcfunction(L, l_cells);
+  lua_setfield(L, -2, "cells");
+  lua_pushcfunction(L, l_addr);
+  lua_setfield(L, -2, "addr");
+  lua_pushcfunction(L, l_add);
+  lua_setfield(L, -2, "add");
+  lua_pushcfunction(L, l_load);
+  lua_setfield(L, -2, "load");
   return 1;
 }

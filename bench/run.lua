@@ -304,7 +304,13 @@ local ROWS = {
   },
   atomics = {
     { "2 workers x 10M add, same slot", "ops/s", "rate", "add_contended.ops_per_s", target = 0.75 },
+    { "2 workers x 10M add vs the floor (f)", "ops/s", "rate", "add_contended.ops_per_s",
+      ref = "floor", refpath = "add_contended.ops_per_s" },
+    { "the floor itself: 2 x 10M adds at a raw address (F)", "ops/s", "rate",
+      "add_contended.ops_per_s", from = "floor" },
     { "1 worker x 10M add", "ops/s", "rate", "add_uncontended.ops_per_s" },
+    { "1 worker x 10M add vs the floor (f)", "ops/s", "rate", "add_uncontended.ops_per_s",
+      ref = "floor", refpath = "add_uncontended.ops_per_s" },
     { "wait/notify ping-pong, mean", "us", "time", "wait_notify_pingpong.mean_us", target = 1 },
     { "wait/notify ping-pong, p50", "us", "time", "wait_notify_pingpong.latency_us.p50" },
     { "wait/notify ping-pong, p99", "us", "time", "wait_notify_pingpong.latency_us.p99" },
@@ -358,7 +364,7 @@ ROWS.pool = {
 }
 
 -- floors: run after the loom script of the workload, before Node
-local FLOORS = { pingpong = "floor_pingpong" }
+local FLOORS = { pingpong = "floor_pingpong", atomics = "floor_atomics" }
 
 local function get(t, path)
   if t == nil then return nil end
@@ -535,7 +541,7 @@ for _, name in ipairs(todo) do
   rows[#rows + 1] = { "[" .. name .. "]", "", "", "", "", "", "" }
   for _, row in ipairs(ROWS[name]) do
     local label, unit, kind, lpath = row[1], row[2], row[3], row[4]
-    local lv = get(L, lpath)
+    local lv = get(row.from == "floor" and F or L, lpath)   -- (F): the floor against Node
     local nv, ncell, r, rcell, tcell
     local met = ""
     if row.ref == "floor" then
@@ -569,7 +575,8 @@ for _, name in ipairs(todo) do
         met = r == nil and "?" or r >= row.target and "yes" or "NO"
       end
     end
-    rows[#rows + 1] = { label, unit, L and fmt(lv, unit) or "FAILED", ncell, rcell, tcell, met }
+    local lsrc = row.from == "floor" and F or L
+    rows[#rows + 1] = { label, unit, lsrc and fmt(lv, unit) or "FAILED", ncell, rcell, tcell, met }
   end
 end
 
@@ -607,8 +614,11 @@ end
 if floornote then
   print("(f) reference column = the floor in this run (bench/floor_pingpong.lua: the same "
         .. "round trips between two Lua states")
-  print("    through loom's codec over SPSC rings, both spinning), not Node; "
-        .. "ratio = loom/floor, how many times slower than the floor loom is")
+  print("    through loom's codec over SPSC rings, both spinning; bench/floor_atomics.lua: "
+        .. "the same add loops calling a C function")
+  print("    that adds at a raw address and checks nothing), not Node; "
+        .. "ratio = how many times slower than the floor loom is")
+  print("(F) loom column = the floor itself, against Node: what no Lua binding can beat")
 end
 print()
 if res["loom.pool"] or res["loom.cpu"] then

@@ -520,6 +520,30 @@ static uint64_t cas (unsigned char *p, int size, uint64_t expected, uint64_t x) 
 #undef CAS
 }
 
+/* The int32 cell an atomic's (view, index) names, reading nothing but the
+** arguments (an int32 view is a counter or a flag, the hot case); NULL
+** sends the caller the checked way, which raises for what is wrong. */
+static uint32_t *cell32 (lua_State *L) {
+  sview *v;
+  lua_Integer i;
+  int ok;
+  if (!istagged(L)) return NULL;
+  v = (sview *)lua_touserdata(L, 1);
+  if (v->s == NULL || v->kind != K_I32) return NULL;
+  i = lua_tointegerx(L, 2, &ok);
+  if (!ok || i < 1 || (lua_Unsigned)i > v->len) return NULL;
+  return (uint32_t *)(void *)v->p + (i - 1);
+}
+
+/* the int32 operand at 'arg', or 0 (the checked way raises for it) */
+static int operand32 (lua_State *L, int arg, uint32_t *x) {
+  int ok;
+  lua_Integer n = lua_tointegerx(L, arg, &ok);
+  if (!ok || n < INT32_MIN || n > INT32_MAX) return 0;
+  *x = (uint32_t)n;
+  return 1;
+}
+
 static int atomic_op (lua_State *L, int op) {
   sview *v = checkint(L);
   size_t at = checkindex(L, v, 2);
@@ -528,8 +552,23 @@ static int atomic_op (lua_State *L, int op) {
   return 1;
 }
 
-static int v_add (lua_State *L) { return atomic_op(L, OP_ADD); }
-static int v_sub (lua_State *L) { return atomic_op(L, OP_SUB); }
+static int v_add (lua_State *L) {
+  uint32_t *c = cell32(L), x;
+  if (c && operand32(L, 3, &x)) {
+    lua_pushinteger(L, (int32_t)__atomic_fetch_add(c, x, __ATOMIC_SEQ_CST));
+    return 1;
+  }
+  return atomic_op(L, OP_ADD);
+}
+
+static int v_sub (lua_State *L) {
+  uint32_t *c = cell32(L), x;
+  if (c && operand32(L, 3, &x)) {
+    lua_pushinteger(L, (int32_t)__atomic_fetch_sub(c, x, __ATOMIC_SEQ_CST));
+    return 1;
+  }
+  return atomic_op(L, OP_SUB);
+}
 static int v_band (lua_State *L) { return atomic_op(L, OP_AND); }
 static int v_bor (lua_State *L) { return atomic_op(L, OP_OR); }
 static int v_bxor (lua_State *L) { return atomic_op(L, OP_XOR); }
@@ -545,8 +584,15 @@ static int v_cas (lua_State *L) {
 }
 
 static int v_load (lua_State *L) {
-  sview *v = checkint(L);
-  size_t at = checkindex(L, v, 2);
+  uint32_t *c = cell32(L);
+  sview *v;
+  size_t at;
+  if (c) {
+    lua_pushinteger(L, (int32_t)__atomic_load_n(c, __ATOMIC_SEQ_CST));
+    return 1;
+  }
+  v = checkint(L);
+  at = checkindex(L, v, 2);
   lua_pushinteger(L, fromraw(v->kind, loadraw(v->p + at, kinds[v->kind].size,
                                                __ATOMIC_SEQ_CST)));
   return 1;
@@ -554,9 +600,18 @@ static int v_load (lua_State *L) {
 
 /* returns the value stored, as Atomics.store does */
 static int v_store (lua_State *L) {
-  sview *v = checkint(L);
-  size_t at = checkindex(L, v, 2);
-  lua_Integer x = checkoperand(L, 3, v->kind);
+  uint32_t *c = cell32(L), y;
+  sview *v;
+  size_t at;
+  lua_Integer x;
+  if (c && operand32(L, 3, &y)) {
+    __atomic_store_n(c, y, __ATOMIC_SEQ_CST);
+    lua_pushinteger(L, (int32_t)y);
+    return 1;
+  }
+  v = checkint(L);
+  at = checkindex(L, v, 2);
+  x = checkoperand(L, 3, v->kind);
   storeraw(v->p + at, kinds[v->kind].size, (uint64_t)x, __ATOMIC_SEQ_CST);
   lua_pushinteger(L, x);
   return 1;

@@ -21,6 +21,12 @@ if mode == "add" then
   local t0 = now()
   for _ = 1, n do add(ia, CTR, 1) end
   loom.parentPort:postMessage({ ms = now() - t0 })
+elseif mode == "floor_add" then      -- bench/floor_atomics.lua: the same loop, no binding
+  local fadd, addr = require "loomfloor".add, wd.addr
+  ready()
+  local t0 = now()
+  for _ = 1, n do fadd(addr, CTR, 1) end
+  loom.parentPort:postMessage({ ms = now() - t0 })
 elseif mode == "ping" or mode == "pong" or mode == "spin_ping" or mode == "spin_pong" then
   -- turn word: 0 = ping's turn, 1 = pong's.  One round trip = ping -> pong -> ping.
   local spin = mode:find("^spin_") ~= nil
