@@ -496,6 +496,141 @@ static int l_load (lua_State *L) {
 
 /* }====================================================================== */
 
+/* {======================================================================
+** The floor under the sender of c. throughput (bench/floor_throughput.lua):
+** a minimal encoder, the least any encoder of a Lua value must do: walk it
+** through the Lua API (one lua_next pass per table) and write tags and
+** bytes, loom's format, into a buffer reused from call to call.  No
+** reference table (a cycle or a shared table is not found: only the depth
+** stops it), no error path, no clone hooks.
+**   n = loomfloor.minencode(v)   the bytes written
+**   n = loomfloor.encode(v)      the same value through loom__encode, into
+**                                a reused buffer (what a post encodes)
+** ======================================================================= */
+
+typedef struct minenc { unsigned char *p; size_t len, cap; } minenc;
+
+static unsigned char *room (minenc *e, size_t n) {
+  if (e->cap - e->len < n) {
+    size_t ncap = e->cap ? e->cap * 2 : 256;
+    unsigned char *np;
+    while (ncap - e->len < n) ncap *= 2;
+    if ((np = (unsigned char *)realloc(e->p, ncap)) == NULL) return NULL;
+    e->p = np;
+    e->cap = ncap;
+  }
+  return e->p + e->len;
+}
+
+static int minvalue (lua_State *L, minenc *e, int idx, int depth) {
+  unsigned char *w;
+  switch (lua_type(L, idx)) {
+    case LUA_TNUMBER:
+      if ((w = room(e, 11)) == NULL) return -1;
+      if (lua_isinteger(L, idx)) {
+        lua_Integer n = lua_tointeger(L, idx);
+        uint64_t z;
+        if (n >= 0 && n < 64) { *w = (unsigned char)(0x40 + n); e->len++; return 0; }
+        z = ((uint64_t)n << 1) ^ (uint64_t)(n >> 63);
+        *w++ = 0x03;
+        e->len++;
+        do { *w++ = (unsigned char)((z & 0x7f) | (z > 0x7f ? 0x80 : 0)); e->len++; z >>= 7; } while (z);
+      }
+      else {
+        double d = (double)lua_tonumber(L, idx);
+        *w = 0x04;
+        memcpy(w + 1, &d, sizeof d);
+        e->len += 9;
+      }
+      return 0;
+    case LUA_TSTRING: {
+      size_t n;
+      const char *str = lua_tolstring(L, idx, &n);
+      if ((w = room(e, n + 11)) == NULL) return -1;
+      if (n < 128) { *w++ = (unsigned char)(0x80 + n); e->len++; }
+      else {
+        size_t z = n;
+        *w++ = 0x05;
+        e->len++;
+        do { *w++ = (unsigned char)((z & 0x7f) | (z > 0x7f ? 0x80 : 0)); e->len++; z >>= 7; } while (z);
+      }
+      memcpy(w, str, n);
+      e->len += n;
+      return 0;
+    }
+    case LUA_TTABLE: {
+      uint32_t narr = 0, nrec = 0;
+      size_t at;
+      if (depth > 100 || !lua_checkstack(L, 3) || (w = room(e, 9)) == NULL) return -1;
+      *w = 0x06;
+      at = e->len + 1;
+      e->len += 9;
+      lua_pushnil(L);
+      while (lua_next(L, idx)) {
+        int k = lua_gettop(L) - 1;
+        if (nrec == 0 && lua_isinteger(L, k) && lua_tointeger(L, k) == (lua_Integer)narr + 1) {
+          if (minvalue(L, e, k + 1, depth + 1)) return -1;
+          narr++;
+        }
+        else {
+          if (minvalue(L, e, k, depth + 1) || minvalue(L, e, k + 1, depth + 1)) return -1;
+          nrec++;
+        }
+        lua_pop(L, 1);
+      }
+      memcpy(e->p + at, &narr, 4);
+      memcpy(e->p + at + 4, &nrec, 4);
+      return 0;
+    }
+    case LUA_TBOOLEAN:
+      if ((w = room(e, 1)) == NULL) return -1;
+      *w = lua_toboolean(L, idx) ? 0x02 : 0x01;
+      e->len++;
+      return 0;
+    default:
+      if ((w = room(e, 1)) == NULL) return -1;
+      *w = 0x00;
+      e->len++;
+      return 0;
+  }
+}
+
+/* the two encoders' buffers: the minimal one's own (libc's realloc here),
+** loom's grown by loom's buffer code (its heap, mimalloc's or not) */
+typedef struct encbufs { minenc m; loom_buf b; } encbufs;
+
+static int encgc (lua_State *L) {
+  encbufs *e = (encbufs *)lua_touserdata(L, 1);
+  free(e->m.p);
+  loom__buf_free(&e->b);
+  memset(e, 0, sizeof *e);
+  return 0;
+}
+
+static int l_minencode (lua_State *L) {
+  minenc *e = &((encbufs *)lua_touserdata(L, lua_upvalueindex(1)))->m;
+  int top = lua_gettop(L);
+  luaL_checkany(L, 1);
+  e->len = 0;
+  if ((e->p == NULL && room(e, 1) == NULL) || (e->p[e->len++] = 0x10, minvalue(L, e, 1, 0)))
+    return luaL_error(L, "minencode: too deep, or not enough memory");
+  lua_settop(L, top);
+  lua_pushinteger(L, (lua_Integer)e->len);
+  return 1;
+}
+
+static int l_encode (lua_State *L) {
+  loom_buf *b = &((encbufs *)lua_touserdata(L, lua_upvalueindex(1)))->b;
+  char err[256];
+  luaL_checkany(L, 1);
+  b->len = 0;
+  if (fl_encode(L, 1, b, err, sizeof err)) return luaL_error(L, "%s", err);
+  lua_pushinteger(L, (lua_Integer)b->len);
+  return 1;
+}
+
+/* }====================================================================== */
+
 int luaopen_loomfloor (lua_State *L) {
   static const luaL_Reg methods[] = {
     {"post", m_post}, {"recv", m_recv}, {"close", m_close}, {NULL, NULL}
@@ -525,5 +660,18 @@ int luaopen_loomfloor (lua_State *L) {
   lua_setfield(L, -2, "add");
   lua_pushcfunction(L, l_load);
   lua_setfield(L, -2, "load");
+  {                                    /* one buffer for both encoders */
+    encbufs *e = (encbufs *)lua_newuserdatauv(L, sizeof *e, 0);
+    memset(e, 0, sizeof *e);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, encgc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, l_minencode, 1);
+    lua_setfield(L, -3, "minencode");
+    lua_pushcclosure(L, l_encode, 1);
+    lua_setfield(L, -2, "encode");
+  }
   return 1;
 }

@@ -276,6 +276,15 @@ local ROWS = {
   throughput = {
     { "integers one-way (post -> reply)", "msg/s", "rate", "int.msgs_per_s", target = 3 },
     { "small objects one-way (post -> reply)", "msg/s", "rate", "object.msgs_per_s", target = 3 },
+    { "small objects one-way vs the sender's floor (f)", "msg/s", "rate", "object.msgs_per_s",
+      ref = "floor", refpath = "object.build_minencode.msgs_per_s", within = 1.25 },
+    { "integers one-way vs the sender's floor (f)", "msg/s", "rate", "int.msgs_per_s",
+      ref = "floor", refpath = "int.build_minencode.msgs_per_s" },
+    { "objects: build + loom's encoder vs build + minimal encoder (F/f)", "msg/s", "rate",
+      "object.build_encode.msgs_per_s", from = "floor", ref = "floor",
+      refpath = "object.build_minencode.msgs_per_s" },
+    { "the floor itself: objects built + minimally encoded (F)", "msg/s", "rate",
+      "object.build_minencode.msgs_per_s", from = "floor", node = "object.msgs_per_s" },
     { "integers: post loop alone", "msg/s", "rate", "int.post_loop_msgs_per_s" },
     { "objects: post loop alone", "msg/s", "rate", "object.post_loop_msgs_per_s" },
   },
@@ -364,7 +373,8 @@ ROWS.pool = {
 }
 
 -- floors: run after the loom script of the workload, before Node
-local FLOORS = { pingpong = "floor_pingpong", atomics = "floor_atomics" }
+local FLOORS = { pingpong = "floor_pingpong", atomics = "floor_atomics",
+                 throughput = "floor_throughput" }
 
 local function get(t, path)
   if t == nil then return nil end
@@ -616,7 +626,9 @@ if floornote then
         .. "round trips between two Lua states")
   print("    through loom's codec over SPSC rings, both spinning; bench/floor_atomics.lua: "
         .. "the same add loops calling a C function")
-  print("    that adds at a raw address and checks nothing), not Node; "
+  print("    that adds at a raw address and checks nothing; bench/floor_throughput.lua: "
+        .. "the sender's own work, building each value")
+  print("    and a minimal encoder writing loom's format), not Node; "
         .. "ratio = how many times slower than the floor loom is")
   print("(F) loom column = the floor itself, against Node: what no Lua binding can beat")
 end

@@ -20,8 +20,15 @@ extern "C" {
 #define LOOM_VERSION_PATCH 0
 #define LOOM_VERSION "0.1.0"
 
+/* loom's own objects are built with hidden visibility; only the API is
+** exported, and calls inside the library go direct, not through the PLT */
+#ifdef __GNUC__                /* (clang's too) */
+#define LOOM_PUBLIC __attribute__((visibility("default")))
+#else
+#define LOOM_PUBLIC
+#endif
 #ifndef LOOM_API
-#define LOOM_API extern
+#define LOOM_API extern LOOM_PUBLIC
 #endif
 
 /* Errors are negative numbers, as libuv's are; loom_strerror names them. */

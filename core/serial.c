@@ -248,8 +248,12 @@ static int fail (enc *e, const char *what) {
 
 static int nomem (enc *e) { return fail(e, "not enough memory"); }
 
+/* room for n more bytes: the test inline, the growth in buf.c */
+#define RESERVE(e, n) ((e)->b->cap - (e)->b->len >= (n) ? 0 \
+                       : loom__buf_reserve((e)->b, (n)) ? nomem(e) : 0)
+
 static int putbytes (enc *e, const void *p, size_t n) {
-  if (loom__buf_reserve(e->b, n)) return nomem(e);
+  if (RESERVE(e, n)) return -1;
   memcpy(e->b->p + e->b->len, p, n);
   e->b->len += n;
   return 0;
@@ -359,9 +363,10 @@ static int table (enc *e, int idx) {
   /* One pass: the run of keys 1, 2, 3... met before any other key is the
   ** array section; every other pair goes to the hash section.  (Not #t:
   ** its border can be far beyond the entries a sparse table holds.) */
-  if (putbyte(e, T_TABLE)) return -1;
-  sizepos = e->b->len;
-  if (putu32(e, 0) || putu32(e, 0)) return -1;
+  if (RESERVE(e, 9)) return -1;
+  e->b->p[e->b->len] = T_TABLE;
+  sizepos = e->b->len + 1;         /* the counts, written when known */
+  e->b->len += 9;
   seg = &e->path[e->depth++];
   lua_pushnil(L);
   while (lua_next(L, idx)) {
@@ -429,6 +434,11 @@ static const struct upseen *upvalue_seen (enc *e, const void *id, uint32_t fn,
 static int isglobals (enc *e, int idx, int derived) {
   lua_State *L = e->L;
   int i, top = lua_gettop(L), r = 0;
+  if (e->genv == NULL) {             /* looked up at the first function */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    e->genv = lua_topointer(L, -1);
+    lua_pop(L, 1);
+  }
   lua_pushvalue(L, idx);
   for (i = 0; i < 16 && lua_type(L, -1) == LUA_TTABLE; i++) {
     int t;
@@ -508,8 +518,11 @@ static int value (enc *e, int idx) {
       size_t n;
       const char *s = lua_tolstring(L, idx, &n);
       if (n <= T_SHORTSTR_MAX) {
-        if (loom__buf_reserve(e->b, n + 1)) return nomem(e);
+        if (RESERVE(e, n + 1)) return -1;
         e->b->p[e->b->len++] = (unsigned char)(T_SHORTSTR + n);
+        memcpy(e->b->p + e->b->len, s, n);
+        e->b->len += n;
+        return 0;
       }
       else if (putbyte(e, T_STR) || putvarint(e, n)) return -1;
       return putbytes(e, s, n);
@@ -541,9 +554,7 @@ int loom__encode (lua_State *L, int idx, loom_buf *b, loom_refs *refs,
   e.slots = NULL;
   e.ups = NULL;
   e.nups = e.upcap = 0;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-  e.genv = lua_topointer(L, -1);
-  lua_pop(L, 1);
+  e.genv = NULL;
   hdr = b->len;
   r = putbyte(&e, HDR_VERSION);
   if (r == 0) r = value(&e, lua_absindex(L, idx));
@@ -553,8 +564,8 @@ int loom__encode (lua_State *L, int idx, loom_buf *b, loom_refs *refs,
     for (i = nrefs; i < refs->n; i++) refs->v[i].vt->release(refs->v[i].p);
     refs->n = nrefs;
   }
-  free(e.slots);
-  free(e.ups);
+  if (e.slots) free(e.slots);
+  if (e.ups) free(e.ups);
   lua_settop(L, top);
   return r;
 }
