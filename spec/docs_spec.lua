@@ -1,17 +1,35 @@
--- docs/lua-api.md and docs/c-api.md name every public name of the Lua
--- module, every method of its classes, and every LOOM_API function and
--- public macro of core/loom.h; the examples marked `-- runs` run.
+-- The API reference and the README stay true to the code.
+--
+-- docs/lua-api.md names every public name of the Lua module and every
+-- method of its classes; docs/c-api.md every LOOM_API function and every
+-- LOOM_E* / LOOM_EV_* / LOOM_VERSION* macro of core/loom.h.
+--
+-- Every code block of README.md and docs/*.md works, by this convention
+-- (the block's fence, then its first line):
+--
+--   ```lua  a complete program: run in its own lua5.4 process, it must
+--           exit 0.  First line `-- fragment`: a piece of a program, only
+--           compiled (load).
+--   ```c    C for engines (README.md, docs/c-api.md): not checked here yet.
+--   ```sh   shell commands, not run here: they are make's targets, the
+--           examples (spec/examples_spec.lua runs them) and the rock
+--           (`make rock`).
+--
+-- A fence of any other language, or of none, fails the spec, so that no
+-- block escapes by the way it is spelled.
 local H = require "helper"
 local A = require "api_lib"
 
 local ROOT = H.dir .. "/.."
 
 local function slurp(path)
-  local f = assert(io.open(ROOT .. "/" .. path))
+  local f = assert(io.open(path:find("^/") and path or ROOT .. "/" .. path))
   local s = f:read("a")
   f:close()
   return s
 end
+
+local function ok_rc(out) return out:find("rc=0\n?$") ~= nil end
 
 -- is 'word' in s as a whole word (not a prefix of a longer name)?
 local function has(s, word)
@@ -25,6 +43,37 @@ local function has(s, word)
     end
     i = b + 1
   end
+end
+
+-- the fenced blocks of a markdown file: { lang, body, line } in order
+local function blocks_of(path)
+  local out, cur = {}, nil
+  local n = 0
+  for l in (slurp(path) .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    local fence = l:match("^%s*```(.*)$")
+    if cur then
+      if fence and fence:find("^%s*$") then
+        cur.body = table.concat(cur.lines, "\n") .. "\n"
+        out[#out + 1] = cur
+        cur = nil
+      else
+        cur.lines[#cur.lines + 1] = l
+      end
+    elseif fence then
+      cur = { lang = fence:match("^%s*(.-)%s*$"), line = n + 1, lines = {}, file = path }
+    end
+  end
+  assert(cur == nil, path .. ": a code block opened on line " .. (cur and cur.line - 1 or 0) .. " never closes")
+  return out
+end
+
+local function md_files()
+  local files = { "README.md" }
+  local p = assert(io.popen("cd " .. ROOT .. " && ls docs/*.md"))
+  for f in p:lines() do files[#files + 1] = f end
+  p:close()
+  return files
 end
 
 describe("docs/lua-api.md", function()
@@ -43,25 +92,6 @@ describe("docs/lua-api.md", function()
     local missing = A.missing_methods(function(_, k) return has(doc, ":" .. k) or has(doc, "." .. k) end)
     assert(#missing == 0, "not in docs/lua-api.md: " .. table.concat(missing, ", "))
   end)
-
-  -- the ```lua blocks whose first line is `-- runs`
-  local blocks = {}
-  for body in doc:gmatch("```lua\n(.-)```") do
-    if body:find("^%-%- runs\n") then blocks[#blocks + 1] = body end
-  end
-
-  it("has at least 12 runnable examples", function()
-    assert(#blocks >= 12, "only " .. #blocks .. " examples marked -- runs")
-  end)
-
-  for i, body in ipairs(blocks) do
-    local first = body:match("\n([^\n]*)") or ""
-    it(("example %d runs (%s ...)"):format(i, first), function()
-      if H.no_fork(pending) then return end
-      local out = H.run_script(body, 60)
-      assert(out:find("rc=0\n?$"), "example " .. i .. " failed:\n" .. body .. "\n--- output:\n" .. out)
-    end)
-  end
 end)
 
 describe("docs/c-api.md", function()
@@ -89,4 +119,52 @@ describe("docs/c-api.md", function()
     table.sort(missing)
     assert(#missing == 0, "not in docs/c-api.md: " .. table.concat(missing, ", "))
   end)
+end)
+
+describe("the code blocks of README.md and docs/", function()
+  local all, count = {}, {}
+  for _, f in ipairs(md_files()) do
+    for _, b in ipairs(blocks_of(f)) do
+      all[#all + 1] = b
+      local k = f .. " " .. b.lang
+      count[k] = (count[k] or 0) + 1
+    end
+  end
+
+  it("are found: README's example and the reference's", function()
+    assert((count["README.md lua"] or 0) >= 1, "README.md has no ```lua block")
+    assert((count["docs/lua-api.md lua"] or 0) >= 19, "docs/lua-api.md: only "
+      .. (count["docs/lua-api.md lua"] or 0) .. " ```lua blocks")
+  end)
+
+  it("are each ```lua, ```c or ```sh", function()
+    for _, b in ipairs(all) do
+      assert(b.lang == "lua" or b.lang == "c" or b.lang == "sh",
+        ("%s:%d: a block fenced ```%s (lua, c or sh expected)"):format(b.file, b.line - 1, b.lang))
+    end
+  end)
+
+  for _, b in ipairs(all) do
+    local first = b.body:match("^([^\n]*)")
+    local telling = first    -- the block's first line that tells it apart
+    for l in b.body:gmatch("[^\n]+") do
+      if not (l:find("fragment") or l:find("^local loom = require") or l:find("^#include")) then
+        telling = l
+        break
+      end
+    end
+    local what = ("%s:%d (%s)"):format(b.file, b.line, telling)
+    if b.lang == "lua" and first == "-- fragment" then
+      it("lua fragment compiles: " .. what, function()
+        local f, err = load(b.body, "=" .. b.file .. ":" .. b.line)
+        assert(f, err)
+      end)
+    elseif b.lang == "lua" then
+      it("lua program runs: " .. what, function()
+        if H.no_fork(pending) then return end
+        local out = H.run_script(b.body, 60)
+        assert(ok_rc(out), what .. " failed:\n" .. b.body .. "\n--- output:\n" .. out)
+      end)
+    end
+  end
 end)
