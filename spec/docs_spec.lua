@@ -20,9 +20,10 @@
 --           compiled (not linked) after the standard headers, lua.h,
 --           lauxlib.h, lualib.h, loom.h and an extern declaration of each
 --           DECL (`lua_State *L; int frame_time_left(void);`).
+--   ```json a configuration file: it must parse (lua-cjson).
 --   ```sh   shell commands, not run here: they are make's targets, the
 --           examples (spec/examples_spec.lua runs them) and the rock
---           (`make rock`).
+--           (spec/rock_spec.lua installs it).
 --
 -- A fence of any other language, or of none, fails the spec, so that no
 -- block escapes by the way it is spelled.
@@ -236,10 +237,10 @@ describe("the code blocks of README.md and docs/", function()
       .. (count["docs/c-api.md c"] or 0) .. " ```c blocks")
   end)
 
-  it("are each ```lua, ```c or ```sh", function()
+  it("are each ```lua, ```c, ```json or ```sh", function()
     for _, b in ipairs(all) do
-      assert(b.lang == "lua" or b.lang == "c" or b.lang == "sh",
-        ("%s:%d: a block fenced ```%s (lua, c or sh expected)"):format(b.file, b.line - 1, b.lang))
+      assert(b.lang == "lua" or b.lang == "c" or b.lang == "json" or b.lang == "sh",
+        ("%s:%d: a block fenced ```%s (lua, c, json or sh expected)"):format(b.file, b.line - 1, b.lang))
     end
   end)
 
@@ -264,6 +265,13 @@ describe("the code blocks of README.md and docs/", function()
         if H.no_fork(pending) then return end
         local out = H.run_script(b.body, 60)
         assert(ok_rc(out), what .. " failed:\n" .. b.body .. "\n--- output:\n" .. out)
+      end)
+    elseif b.lang == "json" then
+      it("json parses: " .. what, function()
+        local ok, cjson = pcall(require, "cjson")
+        if not ok then return pending("needs lua-cjson") end
+        local pok, err = pcall(cjson.decode, b.body)
+        assert(pok, what .. ": " .. tostring(err))
       end)
     elseif b.lang == "c" then
       local frag = first:find("^/%* fragment, given: ") ~= nil
