@@ -52,4 +52,10 @@ build = {
     ["loom.shared"] = "lua/loom/shared.lua",
     ["loom.trace"] = "lua/loom/trace.lua",   -- trace.start needs lua-cjson
   },
+  -- The LuaLS definitions (never required): <tree>/share/lua/5.4/meta/loom.lua,
+  -- a directory for lua-language-server's workspace.library (README, "Editor
+  -- support").  The builtin type copies lua/ whole anyway; named here so it stays.
+  install = {
+    lua = { ["meta.loom"] = "lua/meta/loom.lua" },
+  },
 }

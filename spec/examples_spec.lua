@@ -76,6 +76,14 @@ describe("examples", function()
     assert.matches("rc=0", out, 1, true)
   end)
 
+  it("select.lua serves three sensors' Channels from one thread with loom.select", function()
+    if H.no_fork(pending) then return end
+    local out = run_example("select.lua", "1000")
+    assert.matches("slow       10 readings, in order", out, 1, true)
+    assert.matches("ok: 10110 readings from 3 sensors in", out, 1, true)
+    assert.matches("rc=0", out, 1, true)
+  end)
+
   it("progress.lua draws a bar from a shared counter and counts right", function()
     if H.no_fork(pending) then return end
     local out = run_example("progress.lua", "1000000")

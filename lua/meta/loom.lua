@@ -2,7 +2,8 @@
 -- LuaLS (lua-language-server) definitions of loom's Lua API, for
 -- completion and type checks in an editor: add this directory to
 -- `workspace.library` (in .luarc.json: { "workspace.library": ["<loom>/lua/meta"] }).
--- Never required at run time; the code is lua/loom/.
+-- The rock installs it as <tree>/share/lua/5.4/meta/loom.lua (README,
+-- "Editor support").  Never required at run time; the code is lua/loom/.
 
 ---@alias loom.Timeout number   milliseconds; nil or math.huge: no limit; 0: poll
 ---@alias loom.Reason "timeout"|"closed"|"full"|"empty"
