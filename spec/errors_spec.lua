@@ -115,6 +115,15 @@ describe("misuse and failures", function()
       assert.are.equal(w, w:off("nothing", noop))
     end)
 
+    it("w:off without its listener, or with a non-string event, raises and removes nothing", function()
+      local got = 0
+      w:on("message", function() got = got + 1 end)
+      raises({ "off", "function expected, got nil" }, w.off, w, "message")
+      raises({ "off", "function" }, w.off, w, "message", 5)
+      raises({ "off", "string" }, w.off, w, 1, noop)
+      assert.are.equal(1, w:listenerCount("message"))
+    end)
+
     it("w:postMessage with a non-table transfer list", function()
       raises({ "transfer", "table", "string" }, w.postMessage, w, 1, "x")
       raises({ "transfer[1]", "MessagePort expected" }, w.postMessage, w, 1, { {} })

@@ -251,6 +251,21 @@ describe("loom.trace", function()
     for _, off in ipairs(offs) do off() end
   end)
 
+  it("off() hands its callback what was recorded since the last batch", function()
+    local kept, dropped = {}, {}
+    local offa = loom.trace.on(function(list) for _, e in ipairs(list) do kept[#kept + 1] = e end end)
+    local offb = loom.trace.on(function(list) for _, e in ipairs(list) do dropped[#dropped + 1] = e end end)
+    offb()                                  -- before anything was recorded
+    for i = 1, 3 do assert.are.equal(i, H.roundtrip(i)) end   -- far under a 50 ms batch
+    offa()
+    assert.is_false(loom.trace.active())
+    local posts = 0
+    for _, e in ipairs(kept) do if e.event == "message.post" then posts = posts + 1 end end
+    assert(posts >= 3, "off handed out " .. #kept .. " events, " .. posts .. " posts")
+    assert.are.equal(0, #dropped)
+    offa()                                  -- twice: harmless
+  end)
+
   it("refuses bad arguments, naming the function", function()
     assert.has_error(function() loom.trace.start(42) end,
       "bad argument #1 to 'start' (string (the file's path) expected, got number)")

@@ -54,7 +54,9 @@ end
 
 function Emitter:off(event, fn)
   checkself(self, "off")
-  local ls = self._ev[event]
+  if type(event) ~= "string" then argerror("off", 1, "string", event) end
+  if type(fn) ~= "function" then argerror("off", 2, "function", fn) end   -- (else nil
+  local ls = self._ev[event]                      -- matched a plain listener's _once)
   if not ls then return self end
   for i = #ls, 1, -1 do
     local f = ls[i]

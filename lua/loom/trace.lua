@@ -266,6 +266,9 @@ function M.on(fn)
   if #fns == 1 and not S.file then core.trace_take() end
   begin()
   return function()
+    local found = false
+    for i = 1, #S.fns do found = found or S.fns[i] == fn end
+    if found and S.timer then pcall(drain) end   -- what it recorded, fn still sees
     for i = #S.fns, 1, -1 do
       if S.fns[i] == fn then table.remove(S.fns, i) end
     end
