@@ -1,6 +1,7 @@
 /*
 ** floor.c: loomfloor, the floor under bench/pingpong.lua (and, at the
-** end, the one under the atomics' adds).
+** end, the floors under the atomics' adds, the throughput's sender and
+** spawn).
 **
 ** Two Lua states exchange messages through loom's own codec (loom__encode,
 ** loom__decode) over the fastest queue there is: two single-producer
@@ -631,6 +632,51 @@ static int l_encode (lua_State *L) {
 
 /* }====================================================================== */
 
+/* {======================================================================
+** The floor under a. spawn (bench/floor_spawn.lua): what any worker with a
+** thread, a Lua state and an event loop of its own costs to start and to
+** stop.  A thread is created; on it luaL_newstate + luaL_openlibs +
+** uv_loop_init, then it says it is up (an atomic store its creator spins
+** on: the floor of "first echo"), then uv_loop_close + lua_close, and it
+** ends; the creator joins it.
+**   up_ms, joined_ms = loomfloor.spawn()   both from just before the create
+** ======================================================================= */
+
+typedef struct spawnrec {
+  atomic_int up;             /* 0, then 1 (ok) or -1 (no state or loop) */
+} spawnrec;
+
+static void spawn_body (void *arg) {
+  spawnrec *r = (spawnrec *)arg;
+  uv_loop_t loop;
+  lua_State *L = luaL_newstate();
+  int loopok = uv_loop_init(&loop) == 0;
+  if (L) luaL_openlibs(L);
+  atomic_store_explicit(&r->up, L && loopok ? 1 : -1, memory_order_release);
+  if (loopok) uv_loop_close(&loop);
+  if (L) lua_close(L);
+}
+
+static int l_spawn (lua_State *L) {
+  spawnrec r;
+  uv_thread_t t;
+  uint64_t t0, t1, t2;
+  int up;
+  atomic_init(&r.up, 0);
+  t0 = uv_hrtime();
+  if (uv_thread_create(&t, spawn_body, &r)) return luaL_error(L, "spawn: cannot create a thread");
+  while ((up = atomic_load_explicit(&r.up, memory_order_acquire)) == 0) relax();
+  t1 = uv_hrtime();
+  uv_thread_join(&t);
+  t2 = uv_hrtime();
+  if (up < 0) return luaL_error(L, "spawn: no Lua state or no loop (out of memory?)");
+  lua_pushnumber(L, (lua_Number)(t1 - t0) / 1e6);
+  lua_pushnumber(L, (lua_Number)(t2 - t0) / 1e6);
+  return 2;
+}
+
+/* }====================================================================== */
+
 int luaopen_loomfloor (lua_State *L) {
   static const luaL_Reg methods[] = {
     {"post", m_post}, {"recv", m_recv}, {"close", m_close}, {NULL, NULL}
@@ -660,6 +706,8 @@ int luaopen_loomfloor (lua_State *L) {
   lua_setfield(L, -2, "add");
   lua_pushcfunction(L, l_load);
   lua_setfield(L, -2, "load");
+  lua_pushcfunction(L, l_spawn);
+  lua_setfield(L, -2, "spawn");
   {                                    /* one buffer for both encoders */
     encbufs *e = (encbufs *)lua_newuserdatauv(L, sizeof *e, 0);
     memset(e, 0, sizeof *e);

@@ -255,6 +255,10 @@ local ROWS = {
     { "spawn -> online, mean", "ms", "time", "sequential_file.online_ms.mean" },
     { "spawn -> first echo, mean", "ms", "time", "sequential_file.first_echo_ms.mean", target = 100 },
     { "spawn -> first echo, p50", "ms", "time", "sequential_file.first_echo_ms.p50", target = 100 },
+    { "spawn -> first echo, p50 vs the floor (f)", "ms", "time", "sequential_file.first_echo_ms.p50",
+      ref = "floor", refpath = "sequential.up_ms.p50", within = 1.2 },
+    { "spawn -> first echo -> exit, mean vs the floor (f)", "ms", "time",
+      "sequential_file.echo_exit_ms.mean", ref = "floor", refpath = "sequential.joined_ms.mean" },
     { "spawn (eval) -> first echo, mean", "ms", "time", "sequential_eval.first_echo_ms.mean" },
     { "terminate -> exit, mean", "ms", "time", "sequential_file.terminate_ms.mean" },
     { "8 concurrent spawns -> all echoed, p50", "ms", "time", "concurrent_8.all_echoed_ms.p50" },
@@ -374,7 +378,7 @@ ROWS.pool = {
 
 -- floors: run after the loom script of the workload, before Node
 local FLOORS = { pingpong = "floor_pingpong", atomics = "floor_atomics",
-                 throughput = "floor_throughput" }
+                 throughput = "floor_throughput", spawn = "floor_spawn" }
 
 local function get(t, path)
   if t == nil then return nil end
@@ -628,7 +632,8 @@ if floornote then
         .. "the same add loops calling a C function")
   print("    that adds at a raw address and checks nothing; bench/floor_throughput.lua: "
         .. "the sender's own work, building each value")
-  print("    and a minimal encoder writing loom's format), not Node; "
+  print("    and a minimal encoder writing loom's format; bench/floor_spawn.lua: a thread making "
+        .. "a Lua state with its libraries and a loop), not Node; "
         .. "ratio = how many times slower than the floor loom is")
   print("(F) loom column = the floor itself, against Node: what no Lua binding can beat")
 end

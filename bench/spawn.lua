@@ -6,7 +6,8 @@
 --     t0 = before loom.Worker(file); "ping" is posted right after construction
 --     (queued until the worker is up); online = 'online' event; first_echo =
 --     echo received.  The worker is then terminated and its exit awaited
---     (timed separately) before the next spawn.
+--     (timed separately) before the next spawn.  echo_exit = first_echo +
+--     terminate, set against bench/floor_spawn.lua's joined_ms.
 --  3) concurrent: 8 workers created back to back, each posted "ping"; time
 --     until all 8 echoes arrived.  1 warm-up + 10 measured repetitions.
 --  4) same as 2) with {eval = true} and the echo worker's source as a string.
@@ -62,7 +63,7 @@ local function terminateAll(list)
 end
 
 local function sequential(n, warm, useEval)
-  local online, echo, term = {}, {}, {}
+  local online, echo, term, whole = {}, {}, {}, {}
   for i = 1, warm + n do
     local r = spawnOne(useEval):await()
     local t = terminate(r.w):await()
@@ -70,10 +71,11 @@ local function sequential(n, warm, useEval)
       online[#online + 1] = r.online
       echo[#echo + 1] = r.echo
       term[#term + 1] = t
+      whole[#whole + 1] = r.echo + t
     end
   end
   return { online_ms = summarize(online), first_echo_ms = summarize(echo),
-           terminate_ms = summarize(term) }
+           terminate_ms = summarize(term), echo_exit_ms = summarize(whole) }
 end
 
 local function concurrent(k, reps, warm)

@@ -5,9 +5,10 @@ local loom = require "loom"
 
 local A = {}
 
--- the module's public names (Worker and Pool load on first use)
+-- the module's public names (Worker, Pool, BroadcastChannel and trace load
+-- on first use)
 function A.public_names()
-  local names = { Worker = true, Pool = true }
+  local names = { Worker = true, Pool = true, BroadcastChannel = true, trace = true }
   for k in pairs(loom) do
     if type(k) == "string" and (not k:find("^_") or k == "_VERSION") and k ~= "WorkerClass" then
       names[k] = true

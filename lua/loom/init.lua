@@ -1,7 +1,8 @@
 -- loom: Node.js-style workers for Lua 5.4.
 -- This module assembles the Lua half from its parts (events, futures,
 -- timers, abort, endpoints, ports, workers); what touches threads or must
--- be fast lives in C (loom.core).  Parts used rarely load on first use.
+-- be fast lives in C (loom.core).  Parts used rarely load on first use
+-- (workers, the pool, BroadcastChannel, tracing).
 local core = require "loom.core"
 local events = require "loom.events"
 local future = require "loom.future"
@@ -11,8 +12,6 @@ local endpoint = require "loom.endpoint"
 local env = require "loom.env"
 local port = require "loom.port"   -- teaches the cloner MessagePorts
 local channel = require "loom.channel"   -- and Channels
-local broadcast = require "loom.broadcast"
-local trace = require "loom.trace"
 require "loom.shared"   -- waitAsync's Future: views can arrive in any message
 
 local M = {
@@ -41,28 +40,30 @@ local M = {
   MessagePort = port.MessagePort, MessageChannel = port.MessageChannel,
   receiveMessageOnPort = port.receiveMessageOnPort,
   Channel = channel.Channel, select = channel.select,
-  BroadcastChannel = broadcast.BroadcastChannel,
   -- shared memory
   SharedBuffer = core.SharedBuffer, freeze = core.freeze,
   -- the loop
   run = core.run, poll = core.poll,
-  -- tracing: start, stop, on
-  trace = trace,
 }
 
 core.setdispatch(endpoint.dispatch, timers.runimmediates, endpoint.fast)
 
--- on first use: M[name] = the field of the module
+-- on first use: M[name] = the field of the module (the module itself when
+-- no field is named).  A worker loads what it uses: each module costs its
+-- start about 40 instructions per byte of bytecode.
 local LAZY = {
   Worker = { "loom.worker", "Worker" },
   WorkerClass = { "loom.worker", "WorkerClass" },
   Pool = { "loom.pool", "Pool" },
+  BroadcastChannel = { "loom.broadcast", "BroadcastChannel" },
+  trace = { "loom.trace" },          -- tracing: start, stop, on
 }
 
 setmetatable(M, { __index = function(t, k)
   local where = LAZY[k]
   if where then
-    local v = require(where[1])[where[2]]
+    local mod = require(where[1])
+    local v = where[2] and mod[where[2]] or mod
     rawset(t, k, v)
     return v
   elseif k == "workerData" then   -- decoded on first use (classes first)
@@ -85,7 +86,7 @@ end
 if M.isMainThread then
   local path = os.getenv("LOOM_TRACE")
   if path and path ~= "" then
-    local ok, err = trace.start(path)
+    local ok, err = M.trace.start(path)
     if not ok then io.stderr:write("loom: LOOM_TRACE: ", tostring(err), "\n") end
   end
 end
