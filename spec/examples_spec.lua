@@ -84,6 +84,16 @@ describe("examples", function()
     assert.matches("rc=0", out, 1, true)
   end)
 
+  it("deadline.lua awaits pool tasks and timers in one coroutine, aborting the late ones", function()
+    if H.no_fork(pending) then return end
+    -- the deadline leaves room for a slow (instrumented) build
+    local out = run_example("deadline.lua", "6", H.instrumented and "3000" or "300")
+    assert.matches("job  4:  18 ms of work -> 16", out, 1, true)
+    assert.matches("job  5: timeout", out, 1, true)
+    assert.matches("4 done, 2 past their deadline", out, 1, true)
+    assert.matches("rc=0", out, 1, true)
+  end)
+
   it("progress.lua draws a bar from a shared counter and counts right", function()
     if H.no_fork(pending) then return end
     local out = run_example("progress.lua", "1000000")
