@@ -668,6 +668,72 @@ static int run (lua_State *L, const char *code) {
   return rc;
 }
 
+/* A host's allocator is the host's: loom never replaces it, neither in a
+** state attached with loom_open nor in one that only preloads loom.core
+** (a counting lua_Alloc of its own; the module's main state would move to
+** mimalloc only from lauxlib's default allocator) */
+typedef struct counted { size_t calls; } counted;
+
+static void *counting_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)osize;
+  ((counted *)ud)->calls++;
+  if (nsize == 0) { free(ptr); return NULL; }
+  return realloc(ptr, nsize);
+}
+
+static void test_allocator_kept (void) {
+  counted cnt = {0};
+  void *ud;
+  lua_Alloc before, after;
+  size_t calls;
+  lua_State *L = newhost(NULL);            /* luaL_newstate, then loom_open */
+  before = lua_getallocf(L, &ud);
+  CHECK(luaL_dostring(L, "local loom = require 'loom'\n"
+                         "local w = loom.Worker('return', { eval = true })\n"
+                         "w:terminate():await()") == LUA_OK, "attached host runs a worker");
+  after = lua_getallocf(L, NULL);
+  CHECK(after == before, "loom_open's state keeps its allocator");
+  lua_close(L);
+  L = lua_newstate(counting_alloc, &cnt);  /* a host's own allocator, no loom_open */
+  CHECK(L != NULL, "counting state");
+  luaL_openlibs(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_loom_core);
+  lua_setfield(L, -2, "loom.core");
+  lua_pop(L, 1);
+  CHECK(luaL_dostring(L, "local core = require 'loom.core'\n"
+                         "local t = {} for i = 1, 1000 do t[i] = ('x'):rep(i) end") == LUA_OK,
+        "loom.core in a state of the host's allocator");
+  CHECK(lua_getallocf(L, &ud) == counting_alloc && ud == &cnt, "the host's allocator stays");
+  calls = cnt.calls;
+  CHECK(luaL_dostring(L, "local t = {} for i = 1, 100 do t[i] = {} end") == LUA_OK, "allocates");
+  CHECK(cnt.calls > calls, "and through the host's allocator (%zu -> %zu)", calls, cnt.calls);
+  lua_close(L);
+  /* lauxlib's allocator and no loom_open, as a plain interpreter: loom may
+  ** move the state to its heap; blocks from before and after must both
+  ** free right, up to the state's close */
+  L = luaL_newstate();
+  luaL_openlibs(L);
+  CHECK(luaL_dostring(L, "early = {} for i = 1, 2000 do early[i] = ('e'):rep(i % 50) end") == LUA_OK,
+        "blocks before loom");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_loom_core);
+  lua_setfield(L, -2, "loom.core");
+  lua_pop(L, 1);
+  CHECK(luaL_dostring(L, "package.path = './lua/?.lua;./lua/?/init.lua;' .. package.path\n"  /* (cwd: the checkout) */
+                         "local loom = require 'loom'\n"
+                         "for i = 1, 2000, 2 do early[i] = nil end\n"   /* freed after */
+                         "for i = 1, 2000 do early[i] = (early[i] or '') .. 'x' end\n"
+                         "collectgarbage()\n"
+                         "local w = loom.Worker(function() require('loom').parentPort:postMessage(#('y'):rep(1e5)) end)\n"
+                         "local got\n"
+                         "w:on('message', function(n) got = n end)\n"
+                         "loom.run()\n"
+                         "assert(got == 100000)") == LUA_OK,
+        "default-allocator state with loom.core: %s", lua_tostring(L, -1));
+  lua_close(L);
+}
+
 static void test_two_runtimes (void) {
   lua_State *A = newhost(NULL), *B = newhost(NULL);
   int i, done = 0;
@@ -825,6 +891,7 @@ int main (void) {
   test_two_runtimes();
   test_destroy();
   test_failing_hooks();
+  test_allocator_kept();
   printf("test_embed: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
 }
