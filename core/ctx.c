@@ -126,12 +126,12 @@ void loom__ctx_expect (loom_ctx *c) {
 int loom__ctx_spin (loom_ctx *c) {
   const atomic_int *stop = c->stop ? &c->stop->flag : NULL;
   uint64_t now;
-  if (atomic_load_explicit(&c->mb->nonempty, memory_order_acquire)) return 1;
+  if (loom__mailbox_nonempty(c->mb)) return 1;
   if (c->spin_until == 0) return 0;
   for (now = uv_hrtime(); now < c->spin_until; now = uv_hrtime()) {
     int i;
     for (i = 0; i < 64; i++) {
-      if (atomic_load_explicit(&c->mb->nonempty, memory_order_acquire)) {
+      if (loom__mailbox_nonempty(c->mb)) {
         grow(c);
         return 1;
       }

@@ -162,22 +162,29 @@ static inline void loom__stat_add (atomic_uint_fast64_t *v, uint64_t n) {
 
 /* {======================================================================
 ** L1: mailbox (mailbox.c): one per thread that runs loom.  Shared by its
-** owner (the only reader) and every sender; freed when its atomic refcount
-** drops to 0.  'lock' guards head, tail, async, closed and waiters; 'cond'
-** is signalled on a push while waiters > 0, and broadcast on interrupt.
+** owner (the only taker) and every sender; freed when its atomic refcount
+** drops to 0.  'top' is a lock-free stack of the queued messages, newest
+** first: senders push with a CAS, the owner takes all with an exchange
+** (and reverses them into order).  'lock' guards async and the waiters'
+** handshake ('waiters' changes under it); 'cond' is signalled on a push
+** while waiters > 0, and broadcast on interrupt.
 ** ======================================================================= */
 typedef struct loom_mailbox {
+  _Atomic(loom_msg *) top;       /* queued messages, newest first */
+  atomic_uint_fast64_t pushed;   /* messages ever queued (stats, pending) */
+  atomic_int closed;      /* pushes fail once set (never cleared) */
+  atomic_int awake;       /* 1: the owner will look before it blocks */
+  atomic_int waiters;     /* owner threads blocked on 'cond' */
   atomic_int refs;
   uv_mutex_t lock;
   uv_cond_t cond;
-  loom_msg *head, *tail;
   uv_async_t *async;      /* owner's wake-up, NULL unless attached */
-  int closed;             /* pushes fail once set */
-  int waiters;            /* owner threads blocked on 'cond' */
-  atomic_int nonempty;    /* head != NULL, for the owner's lock-free spin */
-  atomic_int awake;       /* 1: the owner will look before it blocks */
-  atomic_uint_fast64_t pushed;   /* messages ever queued (worker:stats) */
 } loom_mailbox;
+
+/* Any thread: is a message queued?  (The owner's lock-free spin.) */
+static inline int loom__mailbox_nonempty (loom_mailbox *mb) {
+  return atomic_load_explicit(&mb->top, memory_order_acquire) != NULL;
+}
 
 loom_mailbox *loom__mailbox_new(void);
 void loom__mailbox_retain(loom_mailbox *mb);

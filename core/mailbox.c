@@ -1,9 +1,10 @@
 /*
-** mailbox.c: one inbox per thread running loom.  Senders append under the
-** mailbox lock and wake the owner's uv_async_t (libuv coalesces many sends
-** into one callback); the owner takes the whole queue in one lock.
-** Knows no Lua.  The mutex is adaptive where glibc has one: senders
-** contend for it only for the few instructions of a push.
+** mailbox.c: one inbox per thread running loom.  A sender pushes onto a
+** lock-free stack (one CAS) and takes the lock only to wake an owner that
+** may be asleep or blocked; the owner takes the whole stack with one
+** exchange and reverses it, so each sender's messages keep their order.
+** Knows no Lua.  The mutex (adaptive where glibc has one) guards the
+** async handle and the blocking waiters' handshake, never a push.
 */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE          /* PTHREAD_MUTEX_ADAPTIVE_NP */
@@ -35,6 +36,11 @@ loom_mailbox *loom__mailbox_new (void) {
     free(mb);
     return NULL;
   }
+  atomic_init(&mb->top, NULL);
+  atomic_init(&mb->pushed, 0);
+  atomic_init(&mb->closed, 0);
+  atomic_init(&mb->awake, 0);
+  atomic_init(&mb->waiters, 0);
   atomic_init(&mb->refs, 1);
   return mb;
 }
@@ -47,7 +53,7 @@ void loom__mailbox_release (loom_mailbox *mb) {
   /* acq_rel: the last holder must see every other holder's writes. */
   if (mb == NULL || atomic_fetch_sub_explicit(&mb->refs, 1, memory_order_acq_rel) != 1)
     return;
-  loom__msg_freelist(mb->head);
+  loom__msg_freelist(atomic_exchange(&mb->top, NULL));
   uv_cond_destroy(&mb->cond);
   uv_mutex_destroy(&mb->lock);
   free(mb);
@@ -56,62 +62,66 @@ void loom__mailbox_release (loom_mailbox *mb) {
 void loom__mailbox_attach (loom_mailbox *mb, uv_async_t *async) {
   uv_mutex_lock(&mb->lock);
   mb->async = async;
-  if (mb->head) uv_async_send(async);   /* posted before we were ready */
+  if (loom__mailbox_nonempty(mb)) uv_async_send(async);   /* posted before we were ready */
   uv_mutex_unlock(&mb->lock);
 }
 
 void loom__mailbox_close (loom_mailbox *mb) {
-  loom_msg *list;
+  atomic_store(&mb->closed, 1);      /* before the exchange: see push */
   uv_mutex_lock(&mb->lock);
-  mb->closed = 1;
   mb->async = NULL;
-  list = mb->head;
-  mb->head = mb->tail = NULL;
-  atomic_store_explicit(&mb->nonempty, 0, memory_order_relaxed);
   uv_mutex_unlock(&mb->lock);
-  loom__msg_freelist(list);
+  loom__msg_freelist(atomic_exchange(&mb->top, NULL));
 }
 
 int loom__mailbox_push (loom_mailbox *mb, loom_msg *m) {
-  m->next = NULL;
-  uv_mutex_lock(&mb->lock);
-  if (mb->closed) {
-    uv_mutex_unlock(&mb->lock);
+  loom_msg *top;
+  if (atomic_load(&mb->closed)) {
     loom__msg_free(m);
     return -1;
   }
-  if (mb->tail) mb->tail->next = m;
-  else {
-    mb->head = m;
-    atomic_store(&mb->nonempty, 1);
-  }
-  mb->tail = m;
+  top = atomic_load_explicit(&mb->top, memory_order_relaxed);
+  do m->next = top;                  /* (the CAS publishes it: seq_cst) */
+  while (!atomic_compare_exchange_weak(&mb->top, &top, m));
   atomic_fetch_add_explicit(&mb->pushed, 1, memory_order_relaxed);
-  /* Wake the owner only if it may be asleep: 'nonempty' is stored before
-  ** 'awake' is loaded, and the owner stores 'awake' before it loads
-  ** 'nonempty' (both sequentially consistent), so one of the two sees the
-  ** other.  The send stays under the lock: once the owner has closed the
-  ** mailbox its loop (and the async's fd) may be gone. */
-  if (mb->async && !atomic_load(&mb->awake)) uv_async_send(mb->async);
-  if (mb->waiters) uv_cond_signal(&mb->cond);
-  uv_mutex_unlock(&mb->lock);
+  /* Closed meanwhile?  Then nobody will take what is left: whoever
+  ** exchanges the stack after the flag frees what it holds (the close, or
+  ** this sender), so no message stays behind.  'm' may be gone already,
+  ** or delivered before the close: it was queued, as one queued just
+  ** before a close is (0), and is freed undelivered if it was not. */
+  if (atomic_load(&mb->closed)) {
+    loom__msg_freelist(atomic_exchange(&mb->top, NULL));
+    return 0;
+  }
+  /* Wake the owner only if it may be asleep or blocked: the push is
+  ** ordered before these loads, and the owner stores 'awake' (or, under
+  ** the lock, 'waiters') before it looks at 'top' (all sequentially
+  ** consistent), so one of the two sees the other.  The send is made
+  ** under the lock: once the owner has closed the mailbox its loop (and
+  ** the async's fd) may be gone. */
+  if (!atomic_load(&mb->awake) || atomic_load(&mb->waiters) > 0) {
+    uv_mutex_lock(&mb->lock);
+    if (mb->async && !atomic_load(&mb->awake)) uv_async_send(mb->async);
+    if (atomic_load(&mb->waiters) > 0) uv_cond_signal(&mb->cond);
+    uv_mutex_unlock(&mb->lock);
+  }
   return 0;
 }
 
 loom_msg *loom__mailbox_take (loom_mailbox *mb, loom_msg **tail) {
-  loom_msg *list;
-  uv_mutex_lock(&mb->lock);
-  list = mb->head;
-  *tail = mb->tail;
-  mb->head = mb->tail = NULL;
-  atomic_store_explicit(&mb->nonempty, 0, memory_order_relaxed);
-  uv_mutex_unlock(&mb->lock);
+  loom_msg *m = atomic_exchange(&mb->top, NULL), *list = NULL, *next;
+  *tail = m;                         /* the newest is the last in order */
+  for (; m; m = next) {
+    next = m->next;
+    m->next = list;
+    list = m;
+  }
   return list;
 }
 
 int loom__mailbox_sleep (loom_mailbox *mb) {
   atomic_store(&mb->awake, 0);
-  if (atomic_load(&mb->nonempty)) {
+  if (atomic_load(&mb->top) != NULL) {
     atomic_store_explicit(&mb->awake, 1, memory_order_relaxed);
     return 1;
   }
@@ -131,7 +141,7 @@ void loom__mailbox_interrupt (loom_mailbox *mb) {
 
 void loom__mailbox_signal (loom_mailbox *mb) {
   uv_mutex_lock(&mb->lock);
-  if (mb->waiters) uv_cond_broadcast(&mb->cond);
+  if (atomic_load(&mb->waiters) > 0) uv_cond_broadcast(&mb->cond);
   uv_mutex_unlock(&mb->lock);
 }
 
@@ -148,8 +158,8 @@ int loom__mailbox_await (loom_mailbox *mb, const atomic_int *stop,
   if (timeout_ms >= 0)
     deadline = uv_hrtime() + (uint64_t)(timeout_ms * 1e6);
   uv_mutex_lock(&mb->lock);
-  mb->waiters++;
-  while (!(for_msg && mb->head) && !(stop && atomic_load(stop)) &&
+  atomic_fetch_add(&mb->waiters, 1);   /* before the look at 'top': see push */
+  while (!(for_msg && atomic_load(&mb->top)) && !(stop && atomic_load(stop)) &&
          !(flag && atomic_load(flag))) {
     if (timeout_ms < 0) uv_cond_wait(&mb->cond, &mb->lock);
     else {
@@ -158,8 +168,8 @@ int loom__mailbox_await (loom_mailbox *mb, const atomic_int *stop,
       uv_cond_timedwait(&mb->cond, &mb->lock, deadline - now);
     }
   }
-  mb->waiters--;
-  got = mb->head != NULL;
+  atomic_fetch_sub(&mb->waiters, 1);
+  got = atomic_load(&mb->top) != NULL;
   uv_mutex_unlock(&mb->lock);
   return got;
 }

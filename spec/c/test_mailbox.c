@@ -1,0 +1,201 @@
+/*
+** test_mailbox.c: the lock-free mailbox from C, under contention.
+**  - 4 senders push 100,000 messages each while the owner takes: every
+**    message arrives once, each sender's in the order it pushed them.
+**  - senders push while the owner closes the mailbox at a random moment:
+**    each push says 0 (queued) or -1 (refused), and every message is freed
+**    exactly once (each holds a reference whose release is counted) by the
+**    close, by a sender that saw the close, or by the last release.
+**  - a blocked owner (loom__mailbox_wait) is woken by a push.
+** Run under ASan, TSan and valgrind in CI, like every C test.
+*/
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "loom_int.h"
+
+static int failures = 0, checks = 0;
+
+#define CHECK(cond, ...) do { checks++; if (!(cond)) { failures++; \
+  fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+  fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
+
+#define SENDERS 4
+
+static int under_valgrind (void) {
+  const char *p = getenv("LD_PRELOAD");
+  return p && strstr(p, "vgpreload") != NULL;
+}
+
+/* {====== order and count */
+
+typedef struct sender {
+  loom_mailbox *mb;
+  int who, n, failed;
+} sender;
+
+static loom_msg *msg_of (int who, int seq) {
+  unsigned char bytes[8];
+  loom_buf b;
+  loom_msg *m;
+  memcpy(bytes, &who, 4);
+  memcpy(bytes + 4, &seq, 4);
+  b.p = bytes;
+  b.len = b.cap = sizeof bytes;
+  m = loom__msg_new(LOOM_MSG_MESSAGE, (uint64_t)who, &b, NULL);
+  return m;
+}
+
+static void send_all (void *arg) {
+  sender *s = (sender *)arg;
+  int i;
+  for (i = 0; i < s->n; i++) {
+    loom_msg *m = msg_of(s->who, i);
+    if (m == NULL || loom__mailbox_push(s->mb, m) != 0) s->failed++;
+  }
+}
+
+static void test_order (void) {
+  loom_mailbox *mb = loom__mailbox_new();
+  sender s[SENDERS];
+  uv_thread_t t[SENDERS];
+  int next[SENDERS] = {0}, i, got = 0, bad = 0, n = under_valgrind() ? 5000 : 100000;
+  CHECK(mb != NULL, "mailbox");
+  for (i = 0; i < SENDERS; i++) {
+    s[i].mb = mb; s[i].who = i; s[i].n = n; s[i].failed = 0;
+    CHECK(uv_thread_create(&t[i], send_all, &s[i]) == 0, "thread %d", i);
+  }
+  while (got < SENDERS * n && !bad) {
+    loom_msg *tail, *m = loom__mailbox_take(mb, &tail), *next_m;
+    if (m == NULL) continue;
+    for (; m; m = next_m) {
+      int who, seq;
+      next_m = m->next;
+      if (next_m == NULL && m != tail) bad = 1;
+      memcpy(&who, m->data, 4);
+      memcpy(&seq, m->data + 4, 4);
+      if (who < 0 || who >= SENDERS || seq != next[who]) bad = 1;
+      else next[who]++;
+      got++;
+      loom__msg_free(m);
+    }
+  }
+  for (i = 0; i < SENDERS; i++) uv_thread_join(&t[i]);
+  CHECK(!bad, "each sender's messages in order, the tail last");
+  CHECK(got == SENDERS * n, "every message once (%d of %d)", got, SENDERS * n);
+  for (i = 0; i < SENDERS; i++) CHECK(s[i].failed == 0, "sender %d: no refused push", i);
+  CHECK(atomic_load(&mb->pushed) == (uint64_t)(SENDERS * n), "pushed counts them all");
+  CHECK(!loom__mailbox_nonempty(mb), "empty at the end");
+  loom__mailbox_release(mb);
+}
+
+/* }====== */
+
+/* {====== close while senders push */
+
+static atomic_int made, released;
+
+static void count_release (void *p) {
+  (void)p;
+  atomic_fetch_add(&released, 1);
+}
+
+static const loom_refvt counted_vt = {"counted", count_release};
+
+typedef struct racer {
+  loom_mailbox *mb;
+  int n, queued, refused;
+} racer;
+
+static void race_push (void *arg) {
+  racer *r = (racer *)arg;
+  int i;
+  for (i = 0; i < r->n; i++) {
+    loom_refs refs = {NULL, 0, 0};
+    loom_buf b = {NULL, 0, 0};
+    loom_msg *m;
+    if (loom__refs_add(&refs, &counted_vt, NULL)) continue;
+    atomic_fetch_add(&made, 1);
+    m = loom__msg_new(LOOM_MSG_MESSAGE, 1, &b, &refs);
+    loom__refs_free(&refs);
+    if (m == NULL) continue;           /* (then refs_free released it) */
+    if (loom__mailbox_push(r->mb, m) == 0) r->queued++;
+    else r->refused++;
+  }
+}
+
+static void test_close_race (void) {
+  int round, rounds = under_valgrind() ? 5 : 200;
+  for (round = 0; round < rounds; round++) {
+    loom_mailbox *mb = loom__mailbox_new();
+    racer r[SENDERS];
+    uv_thread_t t[SENDERS];
+    int i, delivered = 0, spins = rand() % 2000;
+    atomic_store(&made, 0);
+    atomic_store(&released, 0);
+    for (i = 0; i < SENDERS; i++) {
+      r[i].mb = mb; r[i].n = 200; r[i].queued = r[i].refused = 0;
+      uv_thread_create(&t[i], race_push, &r[i]);
+    }
+    for (i = 0; i < spins; i++) {       /* take some, then close */
+      loom_msg *tail, *m = loom__mailbox_take(mb, &tail), *nx;
+      for (; m; m = nx) { nx = m->next; delivered++; loom__msg_free(m); }
+    }
+    loom__mailbox_close(mb);
+    for (i = 0; i < SENDERS; i++) uv_thread_join(&t[i]);
+    CHECK(loom__mailbox_push(mb, msg_of(0, 0)) == -1, "a push after the close is refused");
+    loom__mailbox_release(mb);          /* the last holder: frees what is left */
+    if (atomic_load(&made) != atomic_load(&released)) {
+      CHECK(0, "round %d: %d messages made, %d released", round, atomic_load(&made),
+            atomic_load(&released));
+      break;
+    }
+    {
+      int queued = 0;
+      for (i = 0; i < SENDERS; i++) queued += r[i].queued;
+      if (delivered > queued) {
+        CHECK(0, "round %d: %d delivered but %d queued", round, delivered, queued);
+        break;
+      }
+    }
+  }
+  CHECK(1, "close races: every message freed once");
+}
+
+/* }====== */
+
+/* {====== a blocked owner is woken by a push */
+
+static void late_push (void *arg) {
+  loom_mailbox *mb = (loom_mailbox *)arg;
+  uv_sleep(20);
+  loom__mailbox_push(mb, msg_of(0, 7));
+}
+
+static void test_wake (void) {
+  loom_mailbox *mb = loom__mailbox_new();
+  uv_thread_t t;
+  atomic_int stop;
+  uint64_t t0 = uv_hrtime();
+  int got;
+  atomic_init(&stop, 0);
+  loom__mailbox_awake(mb);               /* the owner runs, then blocks */
+  uv_thread_create(&t, late_push, mb);
+  got = loom__mailbox_wait(mb, &stop, 10000, 1);
+  CHECK(got == 1, "the wait returns with the message");
+  CHECK(uv_hrtime() - t0 < (uint64_t)5000 * 1000000, "woken by the push, not the timeout");
+  uv_thread_join(&t);
+  loom__mailbox_release(mb);
+}
+
+/* }====== */
+
+int main (void) {
+  srand((unsigned)uv_hrtime());
+  test_order();
+  test_close_race();
+  test_wake();
+  printf("test_mailbox: %d checks, %d failed\n", checks, failures);
+  return failures ? 1 : 0;
+}
