@@ -33,17 +33,49 @@ void *loom__alloc_libc (void *ud, void *ptr, size_t osize, size_t nsize) {
 
 #ifdef LOOM_HAVE_MIMALLOC
 
+/* From this size on a block is libc's (which maps such blocks anyway):
+** mimalloc 2.0.9 maps blocks of about 1 GiB and more outside the range
+** where mi_is_in_heap_region finds its own, and reserves the huge ones
+** that libc refuses (plain Lua's "not enough memory") */
+#define LOOM_BIG ((size_t)64 << 20)
+
+/* A block of nsize bytes that is libc's, with the first 'keep' bytes of
+** p (a block of mimalloc's, freed), or NULL (p stays valid). */
+static void *tolibc (void *p, size_t keep, size_t nsize) {
+  void *n = malloc(nsize);
+  if (n == NULL) return NULL;
+  if (keep) memcpy(n, p, keep);
+  mi_free(p);
+  return n;
+}
+
+/* mimalloc's blocks are those mi_is_in_heap_region finds, every other one
+** is libc's: each block mimalloc hands out is checked once, and one it
+** would not find again goes to libc at once. */
 static void *lua_mialloc (void *ud, void *ptr, size_t osize, size_t nsize) {
   void *n;
+  size_t keep = osize < nsize ? osize : nsize;
   (void)ud;
-  if (ptr == NULL) return nsize ? mi_malloc(nsize) : NULL;
+  if (ptr == NULL) {
+    if (nsize == 0) return NULL;
+    if (nsize >= LOOM_BIG) return malloc(nsize);
+    n = mi_malloc(nsize);
+    return n && !mi_is_in_heap_region(n) ? tolibc(n, 0, nsize) : n;
+  }
   if (mi_is_in_heap_region(ptr)) {
     if (nsize == 0) { mi_free(ptr); return NULL; }
-    return mi_realloc(ptr, nsize);
+    if (nsize >= LOOM_BIG) return tolibc(ptr, keep, nsize);
+    n = mi_realloc(ptr, nsize);      /* NULL: ptr stays valid */
+    return n && !mi_is_in_heap_region(n) ? tolibc(n, keep, nsize) : n;
   }
-  if (nsize == 0) { free(ptr); return NULL; }   /* made before the switch */
+  if (nsize == 0) { free(ptr); return NULL; }   /* libc's */
+  if (nsize >= LOOM_BIG) return realloc(ptr, nsize);
   if ((n = mi_malloc(nsize)) == NULL) return NULL;   /* ptr stays valid */
-  memcpy(n, ptr, osize < nsize ? osize : nsize);
+  if (!mi_is_in_heap_region(n)) {    /* (never seen: then it stays libc's) */
+    mi_free(n);
+    return realloc(ptr, nsize);
+  }
+  memcpy(n, ptr, keep);
   free(ptr);
   return n;
 }

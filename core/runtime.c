@@ -82,16 +82,19 @@ const loom_boot *loom__runtime_boot_find (loom_runtime *rt, const char *name) {
 }
 
 int loom__runtime_boot_add (loom_runtime *rt, const char *name, char *code,
-                            size_t len) {
+                            size_t len, int text) {
   size_t n = strlen(name);
   loom_boot *b = (loom_boot *)malloc(sizeof *b + n + 1);
+  const loom_boot *had;
   int r = 1;
   if (b == NULL) { free(code); return -1; }
   memcpy(b->name, name, n + 1);
   b->code = code;
   b->len = len;
+  b->text = text;
   uv_mutex_lock(&rt->lock);
-  if (findboot(rt->boot, name) == NULL) {   /* publish at the head */
+  had = findboot(rt->boot, name);
+  if (had == NULL || (had->text && !text)) {   /* publish at the head */
     b->next = rt->boot;
     rt->boot = b;
     r = 0;

@@ -140,7 +140,11 @@ local function report(fn, err)
   end
 end
 
--- take what every thread recorded and hand it on
+local on, finish
+
+-- take what every thread recorded and hand it on.  S.fns is replaced,
+-- never changed in place (an off inside a callback): this batch goes to
+-- the callbacks there were when it was taken.
 local function drain()
   local list, dropped = core.trace_take()
   S.dropped = S.dropped + dropped
@@ -149,14 +153,17 @@ local function drain()
     for i = 1, #list do write(list[i]) end
   end
   local fns = S.fns
+  S.draining = true
   for i = 1, #fns do
     local ok, err = pcall(fns[i], list)
     if not ok then report(fns[i], err) end
   end
+  S.draining = false
+  if not on() and S.timer then finish() end   -- the last callback went meanwhile
 end
 M._drain = drain
 
-local function on()
+function on()
   return S.file ~= nil or #S.fns > 0
 end
 
@@ -172,7 +179,7 @@ local function begin()
 end
 
 -- tracing ends: the last batch, the file's end
-local function finish()
+function finish()
   core.trace_enable(false)
   if S.timer then S.timer:close(); S.timer = nil end
   drain()
@@ -268,11 +275,16 @@ function M.on(fn)
   return function()
     local found = false
     for i = 1, #S.fns do found = found or S.fns[i] == fn end
-    if found and S.timer then pcall(drain) end   -- what it recorded, fn still sees
-    for i = #S.fns, 1, -1 do
-      if S.fns[i] == fn then table.remove(S.fns, i) end
+    if not found then return end
+    -- what was recorded, fn still sees (inside a callback it has this
+    -- batch already, and the others get it from the drain that runs)
+    if S.timer and not S.draining then pcall(drain) end
+    local keep = {}
+    for i = 1, #S.fns do
+      if S.fns[i] ~= fn then keep[#keep + 1] = S.fns[i] end
     end
-    if not on() and S.timer then finish() end
+    S.fns = keep
+    if not on() and S.timer and not S.draining then finish() end
   end
 end
 
