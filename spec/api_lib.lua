@@ -5,10 +5,12 @@ local loom = require "loom"
 
 local A = {}
 
--- the module's public names (Worker, Pool, BroadcastChannel and trace load
--- on first use)
+-- the module's public names (those init.lua's LAZY loads on first use
+-- included)
 function A.public_names()
-  local names = { Worker = true, Pool = true, BroadcastChannel = true, trace = true }
+  local names = { Worker = true, Pool = true, BroadcastChannel = true, trace = true,
+                  AbortController = true, AbortSignal = true,
+                  setEnvironmentData = true, getEnvironmentData = true }
   for k in pairs(loom) do
     if type(k) == "string" and (not k:find("^_") or k == "_VERSION") and k ~= "WorkerClass" then
       names[k] = true

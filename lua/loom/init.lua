@@ -2,14 +2,13 @@
 -- This module assembles the Lua half from its parts (events, futures,
 -- timers, abort, endpoints, ports, workers); what touches threads or must
 -- be fast lives in C (loom.core).  Parts used rarely load on first use
--- (workers, the pool, BroadcastChannel, tracing).
+-- (workers, the pool, BroadcastChannel, tracing, cancellation, environment
+-- data).
 local core = require "loom.core"
 local events = require "loom.events"
 local future = require "loom.future"
 local timers = require "loom.timers"
-local abort = require "loom.abort"
 local endpoint = require "loom.endpoint"
-local env = require "loom.env"
 local port = require "loom.port"   -- teaches the cloner MessagePorts
 local channel = require "loom.channel"   -- and Channels
 require "loom.shared"   -- waitAsync's Future: views can arrive in any message
@@ -31,10 +30,6 @@ local M = {
   setImmediate = timers.setImmediate, clearTimeout = timers.clearTimeout,
   clearInterval = timers.clearInterval, clearImmediate = timers.clearImmediate,
   sleep = timers.sleep,
-  -- cancellation
-  AbortController = abort.AbortController, AbortSignal = abort.AbortSignal,
-  -- environment data
-  setEnvironmentData = env.set, getEnvironmentData = env.get,
   onUnhandledRejection = future.onUnhandledRejection,
   -- ports
   MessagePort = port.MessagePort, MessageChannel = port.MessageChannel,
@@ -57,6 +52,10 @@ local LAZY = {
   Pool = { "loom.pool", "Pool" },
   BroadcastChannel = { "loom.broadcast", "BroadcastChannel" },
   trace = { "loom.trace" },          -- tracing: start, stop, on
+  AbortController = { "loom.abort", "AbortController" },   -- cancellation
+  AbortSignal = { "loom.abort", "AbortSignal" },
+  setEnvironmentData = { "loom.env", "set" },               -- environment data
+  getEnvironmentData = { "loom.env", "get" },
 }
 
 setmetatable(M, { __index = function(t, k)
