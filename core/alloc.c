@@ -14,6 +14,9 @@
 #define _GNU_SOURCE 1            /* dladdr, RTLD_NODELETE */
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>                  /* malloc_trim */
+#endif
 #include "loom_lua.h"
 
 #ifdef LOOM_HAVE_MIMALLOC
@@ -105,7 +108,20 @@ void loom__alloc_adopt (lua_State *L) {
   if (f == dflt && ud == NULL && pin_self()) lua_setallocf(L, lua_mialloc, NULL);
 }
 
+void loom__alloc_collect (void) {
+  mi_collect(true);
+#ifdef __GLIBC__
+  malloc_trim(0);                    /* and libc's: what workers booted */
+#endif
+}
+
 #else
+
+void loom__alloc_collect (void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
 
 lua_Alloc loom__alloc_fast (void) { return NULL; }
 

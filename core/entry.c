@@ -314,9 +314,18 @@ static int l_boot (lua_State *L) {
   return 0;
 }
 
+/* core.heap_collect(): free heap memory back to the system (the stress
+** specs, before they read the resident set) */
+static int l_heap_collect (lua_State *L) {
+  (void)L;
+  loom__alloc_collect();
+  return 0;
+}
+
 static const luaL_Reg funcs[] = {
   {"setdispatch", l_setdispatch},
   {"boot", l_boot},
+  {"heap_collect", l_heap_collect},
   {NULL, NULL}
 };
 

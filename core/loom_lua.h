@@ -218,6 +218,9 @@ void loom__state_main(void *w);
 void *loom__alloc_libc(void *ud, void *ptr, size_t osize, size_t nsize);
 lua_Alloc loom__alloc_fast(void);
 void loom__alloc_adopt(lua_State *L);
+/* Give the calling thread's free heap memory back to the system now (and
+** the heaps of exited threads), so the resident set shows what is live. */
+void loom__alloc_collect(void);
 
 /* {======================================================================
 ** L3: bindings.  Each adds its functions to the table on top; every

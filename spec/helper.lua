@@ -39,7 +39,12 @@ do
 end
 
 -- this process's resident set in KiB (nil without /proc)
+-- The resident set, once this thread's heap (and those of exited threads)
+-- gave back what it holds free: mimalloc keeps freed pages a while, so
+-- without this the figure shows the last burst, not what is live.
 function H.rss_kb()
+  local core = require "loom.core"
+  if core.heap_collect then core.heap_collect() end
   local f = io.open("/proc/self/status")
   if not f then return nil end
   local s = f:read("a")
