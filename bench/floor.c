@@ -681,6 +681,10 @@ int luaopen_loomfloor (lua_State *L) {
   static const luaL_Reg methods[] = {
     {"post", m_post}, {"recv", m_recv}, {"close", m_close}, {NULL, NULL}
   };
+  static const luaL_Reg funcs[] = {
+    {"cells", l_cells}, {"addr", l_addr}, {"add", l_add}, {"load", l_load},
+    {"spawn", l_spawn}, {NULL, NULL}
+  };
   const luaL_Reg *m;
   lua_newtable(L);                          /* module */
   luaL_newmetatable(L, PAIR_MT);            /* its metatable */
@@ -698,16 +702,7 @@ int luaopen_loomfloor (lua_State *L) {
   lua_setfield(L, -2, "__close");
   lua_pushcclosure(L, l_pair, 1);
   lua_setfield(L, -2, "pair");
-  lua_pushcfunction(L, l_cells);
-  lua_setfield(L, -2, "cells");
-  lua_pushcfunction(L, l_addr);
-  lua_setfield(L, -2, "addr");
-  lua_pushcfunction(L, l_add);
-  lua_setfield(L, -2, "add");
-  lua_pushcfunction(L, l_load);
-  lua_setfield(L, -2, "load");
-  lua_pushcfunction(L, l_spawn);
-  lua_setfield(L, -2, "spawn");
+  luaL_setfuncs(L, funcs, 0);
   {                                    /* one buffer for both encoders */
     encbufs *e = (encbufs *)lua_newuserdatauv(L, sizeof *e, 0);
     memset(e, 0, sizeof *e);

@@ -282,10 +282,10 @@ static int l_setdispatch (lua_State *L) {
 /* core.boot(name, chunk): keep the bytecode of one of loom's Lua modules,
 ** so that workers load it without searching or parsing.  Kept with debug
 ** information: loom's frames in worker tracebacks have line numbers.
-** core.boot(name, source): keep the source of a module the main state has
-** not loaded (init.lua: those loaded on first use), so that a worker finds
-** it whatever package.path says; its bytecode replaces it once the main
-** state runs it. */
+** core.boot(name, path): keep the path of the source file of a module the
+** main state has not loaded (init.lua: those loaded on first use), so that
+** a worker finds it whatever package.path says by then; its bytecode
+** replaces it once the main state runs it. */
 static int l_boot (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   loom_buf b = {NULL, 0, 0};
@@ -293,18 +293,18 @@ static int l_boot (lua_State *L) {
   const loom_boot *had = loom__runtime_boot_find(c->rt, name);
   if (lua_type(L, 2) == LUA_TSTRING) {
     size_t len;
-    const char *src = lua_tolstring(L, 2, &len);
+    const char *path = lua_tolstring(L, 2, &len);
     if (had) return 0;
-    if (loom__buf_reserve(&b, len ? len : 1)) return luaL_error(L, "core.boot: not enough memory");
-    memcpy(b.p, src, len);
-    b.len = len;
+    if (loom__buf_reserve(&b, len + 1)) return luaL_error(L, "core.boot: not enough memory");
+    memcpy(b.p, path, len + 1);
+    b.len = len + 1;
     if (loom__runtime_boot_add(c->rt, name, (char *)b.p, b.len, 1) < 0)
       return luaL_error(L, "core.boot: not enough memory");
     return 0;
   }
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
-  if (had && !had->text) return 0;
+  if (had && !had->file) return 0;
   if (lua_dump(L, loom__buf_writer, &b, 0) != 0) {   /* dump with no lock held */
     loom__buf_free(&b);
     return luaL_error(L, "core.boot: not enough memory");

@@ -303,8 +303,8 @@ typedef struct loom_boot {
   struct loom_boot *next;
   char *code;
   size_t len;
-  int text;               /* code is Lua source (a module the main state
-                          ** has not run), not bytecode */
+  int file;               /* code is the path of the module's source file
+                          ** (one the main state has not run), not bytecode */
   char name[];
 } loom_boot;
 
@@ -350,12 +350,12 @@ typedef struct loom_kept {
 
 void loom__runtime_retain(loom_runtime *rt);
 uint64_t loom__runtime_newid(loom_runtime *rt);
-/* Keep 'code' (moved in, malloc'd) as the bytecode (text: the source) of
-** module 'name' unless one is there already (bytecode shadows a source:
-** published in front of it).  0 kept, 1 already known (code freed), -1 no
+/* Keep 'code' (moved in, malloc'd) as the bytecode (file: the path of the
+** source file, NUL included in len) of module 'name' unless one is there
+** already (bytecode shadows a file: published in front of it).  0 kept, 1 already known (code freed), -1 no
 ** memory. */
 int loom__runtime_boot_add(loom_runtime *rt, const char *name, char *code,
-                           size_t len, int text);
+                           size_t len, int file);
 /* The published entry for 'name', or NULL. */
 const loom_boot *loom__runtime_boot_find(loom_runtime *rt, const char *name);
 /* The block kept for 'key' (size bytes, made and passed to init(block,

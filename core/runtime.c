@@ -82,7 +82,7 @@ const loom_boot *loom__runtime_boot_find (loom_runtime *rt, const char *name) {
 }
 
 int loom__runtime_boot_add (loom_runtime *rt, const char *name, char *code,
-                            size_t len, int text) {
+                            size_t len, int file) {
   size_t n = strlen(name);
   loom_boot *b = (loom_boot *)malloc(sizeof *b + n + 1);
   const loom_boot *had;
@@ -91,10 +91,10 @@ int loom__runtime_boot_add (loom_runtime *rt, const char *name, char *code,
   memcpy(b->name, name, n + 1);
   b->code = code;
   b->len = len;
-  b->text = text;
+  b->file = file;
   uv_mutex_lock(&rt->lock);
   had = findboot(rt->boot, name);
-  if (had == NULL || (had->text && !text)) {   /* publish at the head */
+  if (had == NULL || (had->file && !file)) {   /* publish at the head */
     b->next = rt->boot;
     rt->boot = b;
     r = 0;

@@ -545,30 +545,23 @@ static int operand32 (lua_State *L, int arg, uint32_t *x) {
 }
 
 static int atomic_op (lua_State *L, int op) {
-  sview *v = checkint(L);
-  size_t at = checkindex(L, v, 2);
-  uint64_t x = (uint64_t)checkoperand(L, 3, v->kind);
+  uint32_t *c = cell32(L), y;
+  sview *v;
+  size_t at;
+  uint64_t x;
+  if (c && operand32(L, 3, &y)) {    /* an int32 view: the short way */
+    lua_pushinteger(L, (int32_t)(uint32_t)rmw((unsigned char *)c, 4, op, y));
+    return 1;
+  }
+  v = checkint(L);
+  at = checkindex(L, v, 2);
+  x = (uint64_t)checkoperand(L, 3, v->kind);
   lua_pushinteger(L, fromraw(v->kind, rmw(v->p + at, kinds[v->kind].size, op, x)));
   return 1;
 }
 
-static int v_add (lua_State *L) {
-  uint32_t *c = cell32(L), x;
-  if (c && operand32(L, 3, &x)) {
-    lua_pushinteger(L, (int32_t)__atomic_fetch_add(c, x, __ATOMIC_SEQ_CST));
-    return 1;
-  }
-  return atomic_op(L, OP_ADD);
-}
-
-static int v_sub (lua_State *L) {
-  uint32_t *c = cell32(L), x;
-  if (c && operand32(L, 3, &x)) {
-    lua_pushinteger(L, (int32_t)__atomic_fetch_sub(c, x, __ATOMIC_SEQ_CST));
-    return 1;
-  }
-  return atomic_op(L, OP_SUB);
-}
+static int v_add (lua_State *L) { return atomic_op(L, OP_ADD); }
+static int v_sub (lua_State *L) { return atomic_op(L, OP_SUB); }
 static int v_band (lua_State *L) { return atomic_op(L, OP_AND); }
 static int v_bor (lua_State *L) { return atomic_op(L, OP_OR); }
 static int v_bxor (lua_State *L) { return atomic_op(L, OP_XOR); }

@@ -249,7 +249,8 @@ static int l_loadboot (lua_State *L) {
   char chunkname[80];
   (void)c;
   snprintf(chunkname, sizeof chunkname, "@[loom] %s", b->name);
-  if (luaL_loadbufferx(L, b->code, b->len, chunkname, b->text ? "t" : "b") != LUA_OK)
+  if ((b->file ? luaL_loadfilex(L, b->code, "t")
+              : luaL_loadbufferx(L, b->code, b->len, chunkname, "b")) != LUA_OK)
     return lua_error(L);
   lua_pushvalue(L, 1);          /* the module name, as require passes it */
   lua_call(L, 1, 1);

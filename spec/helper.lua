@@ -86,6 +86,19 @@ function H.ms(n) return n * H.scale end
 local tracked = {}      -- { w = worker, exited = bool, code = int }
 local leaked = 0        -- workers no terminate() could stop (earlier failures)
 
+-- f:await() with a bound: raises instead of hanging the suite
+function H.await(f, ms)
+  ms = H.ms(ms or 10000)
+  local guard = loom.setTimeout(function()
+    error(("await: not settled after %d ms"):format(ms), 0)
+  end, ms)
+  guard:unref()
+  local ok, v = pcall(function() return f:await() end)
+  guard:close()
+  if not ok then error(v, 0) end
+  return v
+end
+
 function H.spawn(source, opts)
   local w = loom.Worker(source, opts)
   local rec = { w = w, exited = false }

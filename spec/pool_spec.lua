@@ -7,18 +7,7 @@ local loom = require "loom"
 
 local TASKS = H.fixture("pool_tasks.lua")
 
--- f:await() with a bound: raises instead of hanging the suite
-local function await(f, ms)
-  ms = H.ms(ms or 10000)
-  local guard = loom.setTimeout(function()
-    error(("await: not settled after %d ms"):format(ms), 0)
-  end, ms)
-  guard:unref()
-  local ok, v = pcall(function() return f:await() end)
-  guard:close()
-  if not ok then error(v, 0) end
-  return v
-end
+local await = H.await
 
 -- the error a future rejects with (and its traceback)
 local function rejection(f, ms)

@@ -24,18 +24,7 @@ local function callm(obj, m, ...)
   return assert(load("local o = ...; return o:" .. m .. "(select(2, ...))"))(obj, ...)
 end
 
--- f:await() with a bound: raises instead of hanging the suite
-local function await(f, ms)
-  ms = H.ms(ms or 10000)
-  local guard = loom.setTimeout(function()
-    error(("await: not settled after %d ms"):format(ms), 0)
-  end, ms)
-  guard:unref()
-  local ok, v = pcall(function() return f:await() end)
-  guard:close()
-  if not ok then error(v, 0) end
-  return v
-end
+local await = H.await
 
 -- the environment a child process needs to find this tree's loom
 local function script(body, timeout_s)

@@ -81,18 +81,13 @@ function M.exit(code)
   core.exit(code or 0)
 end
 
--- The main thread: the modules loaded on first use are kept as source
--- for the runtime's workers (a worker finds them whatever package.path
+-- The main thread: the runtime keeps the files of the modules loaded on
+-- first use for its workers (a worker finds them whatever package.path
 -- says by then; each one's bytecode replaces it once the main state runs it)
 if M.isMainThread then
   for _, where in pairs(LAZY) do
     local path = package.searchpath(where[1], package.path)
-    local f = path and io.open(path, "rb")
-    if f then
-      local src = f:read("a")
-      f:close()
-      if src then core.boot(where[1], src) end
-    end
+    if path then core.boot(where[1], path) end
   end
 end
 
