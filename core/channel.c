@@ -440,7 +440,8 @@ static int pushvalue (lua_State *L, lchan *lq, loom_msg *m, const char *who) {
   }
   if (loom__decode_msg(L, m)) return luaL_error(L, "%s: %s", who, lua_tostring(L, -1));
   lq->taken = NULL;
-  loom__msg_free(m);
+  if (lq->c && !lq->c->closed) loom__msg_freec(&lq->c->mcache, m);   /* for the next post */
+  else loom__msg_free(m);
   return 1;
 }
 

@@ -13,6 +13,7 @@
 static const char CTXKEY = 'c';   /* registry: light pointer to loom_ctx */
 static const char ERRKEY = 'e';   /* registry: pending uncaught error */
 static const char TBKEY = 't';    /* registry: traceback of the last error */
+static const char MSGPOOLKEY = 'p'; /* runtime: its pool of spare message blocks */
 
 /* {======================================================================
 ** The context and its handles
@@ -272,6 +273,8 @@ int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
   uv_unref((uv_handle_t *)c->check);
   loom__runtime_retain(rt);
   c->rt = rt;
+  c->mcache.pool = (loom_msgpool *)loom__runtime_keep(rt, &MSGPOOLKEY, sizeof(loom_msgpool),
+                                                      loom__msgpool_init, loom__msgpool_fini);
   c->L = L;
   c->mb = mb;
   loom__mailbox_attach(mb, c->async);

@@ -108,6 +108,7 @@ typedef struct loom_msg {
   loom_ref *refs;         /* owned references the blob points at, or NULL */
   uint32_t nrefs;
   uint32_t room;          /* bytes inline_[] can hold (a reused block: >= len) */
+  struct loom_msg *batch; /* a spare block that heads a batch: the next one */
   unsigned char inline_[];
 } loom_msg;
 
@@ -118,7 +119,24 @@ typedef struct loom_msg {
 typedef struct loom_msgcache {
   loom_msg *head;
   int n;
+  loom_msg *batches;         /* full batches taken from the pool, by 'batch' */
+  struct loom_msgpool *pool; /* the runtime's, or NULL */
 } loom_msgcache;
+
+/* A runtime's spare message blocks, shared by its threads: a thread whose
+** cache is full hands it over as one batch (one CAS), and a thread that
+** posts more than it receives takes every batch at once (one exchange),
+** so a one-way stream reuses its blocks instead of a malloc in the sender
+** and a free in the receiver, split across two threads.  'top' is a
+** lock-free stack of batches (a batch: LOOM_MSG_KEEP blocks linked by
+** 'next', the next batch in its first block's 'batch'); 'n' counts them,
+** to bound what the pool keeps (atomic, approximate under races).  Kept
+** by the runtime (loom__runtime_keep), freed with it. */
+typedef struct loom_msgpool {
+  _Atomic(loom_msg *) top;
+  atomic_int n;
+} loom_msgpool;
+#define LOOM_MSG_KEEP 64      /* blocks a thread keeps, and a batch */
 #define LOOM_MSG_REUSE 64     /* payloads up to this reuse blocks */
 
 /* A message holding a copy of (or, when large, the storage of) 'b', and
@@ -133,6 +151,9 @@ loom_msg *loom__msg_newc(loom_msgcache *k, int kind, uint64_t target, loom_buf *
                          loom_refs *refs);
 void loom__msg_freec(loom_msgcache *k, loom_msg *m);
 void loom__msgcache_free(loom_msgcache *k);
+/* The runtime's pool (the init and fini of loom__runtime_keep). */
+void loom__msgpool_init(void *pool, const void *key);
+void loom__msgpool_fini(void *pool);
 void loom__msg_freelist(loom_msg *m);
 #define LOOM_SPARE_MIN (1u << 20)   /* buffers worth keeping */
 #define LOOM_SPARE_MAX (32u << 20)  /* larger ones are given back at once */
@@ -424,13 +445,14 @@ void loom__stop_untrack(loom_stop *s, lua_State *prev, lua_State *L);
 ** the end carried, when the receiving thread binds it.
 ** ======================================================================= */
 typedef struct loom_pair {
+  _Alignas(64) uv_mutex_t lock;
   atomic_int refs;
-  uv_mutex_t lock;
   uint64_t id[2];              /* endpoint ids, one runtime-wide space */
   loom_mailbox *mb[2];         /* the inbox of each end's thread (retained);
                                   NULL while that end is in transit */
   loom_msg *wait[2], *waitt[2];   /* posted to an end in transit, in order */
   int closed;
+  char pad_[64];
 } loom_pair;
 
 /* A pair whose end i delivers into mb[i] (retained).  NULL: no memory. */

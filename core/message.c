@@ -10,7 +10,33 @@
 
 #define MSG_INLINE_MAX 4096   /* larger payloads move their buffer */
 
-#define REUSE_KEEP 64          /* blocks a thread keeps */
+#define POOL_MAX 64            /* batches a runtime's pool keeps */
+
+static void freeblocks (loom_msg *m) {
+  while (m) {
+    loom_msg *next = m->next;
+    free(m);
+    m = next;
+  }
+}
+
+/* a batch of spare blocks for this thread: one it took before, or every
+** batch the pool has */
+static int refill (loom_msgcache *k) {
+  loom_msg *b = k->batches;
+  if (b == NULL && k->pool && atomic_load_explicit(&k->pool->top, memory_order_relaxed)) {
+    loom_msg *x;
+    int n = 0;
+    b = atomic_exchange_explicit(&k->pool->top, NULL, memory_order_acquire);
+    for (x = b; x; x = x->batch) n++;
+    atomic_fetch_sub_explicit(&k->pool->n, n, memory_order_relaxed);
+  }
+  if (b == NULL) return 0;
+  k->batches = b->batch;
+  k->head = b;
+  k->n = LOOM_MSG_KEEP;
+  return 1;
+}
 
 loom_msg *loom__msg_newc (loom_msgcache *k, int kind, uint64_t target, loom_buf *b,
                           loom_refs *refs) {
@@ -21,7 +47,7 @@ loom_msg *loom__msg_newc (loom_msgcache *k, int kind, uint64_t target, loom_buf 
     rv = (loom_ref *)malloc(refs->n * sizeof *rv);
     if (rv == NULL) return NULL;
   }
-  if (len <= LOOM_MSG_REUSE && k && k->head && k->head->room >= len) {
+  if (len <= LOOM_MSG_REUSE && k && (k->head || refill(k))) {
     m = k->head;             /* a block this thread took delivery of */
     k->head = m->next;
     k->n--;
@@ -75,7 +101,23 @@ void loom__msg_freec (loom_msgcache *k, loom_msg *m) {
     if (m->refs[i].vt) m->refs[i].vt->release(m->refs[i].p);
   free(m->refs);
   if (m->data != m->inline_) free(m->data);
-  if (k && m->room == LOOM_MSG_REUSE && k->n < REUSE_KEEP) {
+  if (k && m->room == LOOM_MSG_REUSE) {
+    if (k->n >= LOOM_MSG_KEEP) {   /* full: the cache goes to the pool whole */
+      loom_msg *b = k->head, *top;
+      loom_msgpool *pool = k->pool;
+      if (pool == NULL || atomic_load_explicit(&pool->n, memory_order_relaxed) >= POOL_MAX) {
+        free(m);
+        return;
+      }
+      atomic_fetch_add_explicit(&pool->n, 1, memory_order_relaxed);
+      top = atomic_load_explicit(&pool->top, memory_order_relaxed);
+      do b->batch = top;
+      while (!atomic_compare_exchange_weak_explicit(&pool->top, &top, b,
+                                                    memory_order_release,
+                                                    memory_order_relaxed));
+      k->head = NULL;
+      k->n = 0;
+    }
     m->refs = NULL;
     m->nrefs = 0;
     m->next = k->head;
@@ -88,12 +130,31 @@ void loom__msg_freec (loom_msgcache *k, loom_msg *m) {
 void loom__msg_free (loom_msg *m) { loom__msg_freec(NULL, m); }
 
 void loom__msgcache_free (loom_msgcache *k) {
-  while (k->head) {
-    loom_msg *m = k->head;
-    k->head = m->next;
-    free(m);
-  }
+  freeblocks(k->head);
+  k->head = NULL;
   k->n = 0;
+  while (k->batches) {
+    loom_msg *b = k->batches;
+    k->batches = b->batch;
+    freeblocks(b);
+  }
+}
+
+void loom__msgpool_init (void *pool, const void *key) {
+  loom_msgpool *p = (loom_msgpool *)pool;
+  (void)key;
+  atomic_init(&p->top, NULL);
+  atomic_init(&p->n, 0);
+}
+
+void loom__msgpool_fini (void *pool) {
+  loom_msgpool *p = (loom_msgpool *)pool;
+  loom_msg *b = atomic_exchange(&p->top, NULL);
+  while (b) {
+    loom_msg *next = b->batch;
+    freeblocks(b);
+    b = next;
+  }
 }
 
 void loom__msg_freelist (loom_msg *m) {

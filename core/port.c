@@ -11,8 +11,9 @@
 #include "loom_lua.h"
 
 loom_pair *loom__pair_new (loom_runtime *rt, loom_mailbox *mb0, loom_mailbox *mb1) {
-  loom_pair *p = (loom_pair *)calloc(1, sizeof *p);
-  if (p == NULL) return NULL;
+  loom_pair *p = NULL;
+  if (posix_memalign((void **)&p, 64, sizeof *p) != 0) return NULL;
+  memset(p, 0, sizeof *p);
   if (uv_mutex_init(&p->lock)) { free(p); return NULL; }
   atomic_init(&p->refs, 1);
   p->id[0] = loom__runtime_newid(rt);
