@@ -411,13 +411,19 @@ static int deliver_batch (lua_State *L) {
     /* decode once: decoding takes the message's references */
     if (kind == LOOM_MSG_MESSAGE &&
         lua_rawgeti(L, 1, (lua_Integer)m->target) == LUA_TFUNCTION) {
-      bad = loom__decode_msg(L, m);
+      bad = loom__decode_msgx(L, m, c->stop ? &c->stop->flag : NULL);
       if (!bad) nargs = 1;                   /* fast path: listener, value */
       else lua_remove(L, -2);                /* the reason stays */
     }
     else {
       lua_settop(L, 1);
-      bad = loom__decode_msg(L, m);          /* the value, or the reason */
+      bad = loom__decode_msgx(L, m, c->stop ? &c->stop->flag : NULL);
+    }
+    if (bad == -2) {      /* a stream its sender aborted: nobody sees it */
+      lua_settop(L, 1);
+      c->current = NULL;
+      msgdone(c, m);
+      continue;
     }
     if (nargs == 4) {                        /* dispatch(target, kind, value, aux) */
       if (bad && kind == LOOM_MSG_MESSAGE) kind = LOOM_MSG_MESSAGEERROR;
@@ -590,11 +596,15 @@ double loom__ctx_timeout (lua_State *L, int idx, const char *fname, int n) {
 loom_msg *loom__ctx_pack (lua_State *L, loom_ctx *c, int idx,
                           const char *who, const char *root, int kind) {
   char err[512];
-  loom_msg *m;
   c->scratch.len = 0;
   if (loom__encode(L, idx, &c->scratch, &c->scratch_refs, root, err, sizeof err))
     luaL_error(L, "%s: %s", who, err);
-  m = loom__msg_newc(&c->mcache, kind, 0, &c->scratch, &c->scratch_refs);
+  return loom__ctx_packed(L, c, who, root, kind);
+}
+
+loom_msg *loom__ctx_packed (lua_State *L, loom_ctx *c, const char *who,
+                            const char *root, int kind) {
+  loom_msg *m = loom__msg_newc(&c->mcache, kind, 0, &c->scratch, &c->scratch_refs);
   if (m == NULL) {
     loom__refs_clear(&c->scratch_refs);
     luaL_error(L, "%s: cannot clone %s: not enough memory", who, root);

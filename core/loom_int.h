@@ -109,8 +109,60 @@ typedef struct loom_msg {
   uint32_t nrefs;
   uint32_t room;          /* bytes inline_[] can hold (a reused block: >= len) */
   struct loom_msg *batch; /* a spare block that heads a batch: the next one */
+  struct loom_stream *stream;   /* its bytes arrive in chunks, or NULL */
   unsigned char inline_[];
 } loom_msg;
+
+/* {======================================================================
+** L1: streams (stream.c): a message whose bytes arrive in chunks, shared
+** by one sender (append, end) and one receiver (next, refs).  refs is an
+** atomic count (2 at creation: the sender's and the message's); each
+** chunk's 'next' is published by an atomic store and read with acquire,
+** so a chunk's bytes are the reader's once it sees the chunk; state is
+** atomic (the end is stored after the last chunk); refs_v/nrefs are
+** written by the sender before the end is stored.  tail is the sender's
+** alone and head the reader's alone; the last holder frees what is left.
+** lock and cond serve only the reader's sleep (with 'waiting', the same
+** handshake as a mailbox's).
+** ======================================================================= */
+typedef struct loom_chunk {
+  _Atomic(struct loom_chunk *) next;
+  size_t len;
+  unsigned char *p;             /* malloc'd (a loom_buf's memory) */
+} loom_chunk;
+
+enum { LOOM_STREAM_OPEN, LOOM_STREAM_DONE, LOOM_STREAM_ABORTED };
+
+typedef struct loom_stream {
+  atomic_int refs;
+  atomic_int state;
+  atomic_int waiting;           /* the reader may sleep on cond */
+  loom_chunk first;             /* its next: the first chunk */
+  loom_chunk *tail;             /* the sender's: the last chunk */
+  loom_chunk *head;             /* the reader's: the chunk being decoded */
+  loom_ref *refs_v;             /* the value's references, once done */
+  uint32_t nrefs;
+  uv_mutex_t lock;
+  uv_cond_t cond;
+} loom_stream;
+
+/* A new open stream (two counts), or NULL: no memory. */
+loom_stream *loom__stream_new(void);
+void loom__stream_release(loom_stream *s);
+/* Sender: move b's bytes in as the next chunk (b is left empty); 0, or -1
+** when out of memory (then b keeps them). */
+int loom__stream_append(loom_stream *s, loom_buf *b);
+/* Sender: the end, done (ok: refs moved in) or aborted; drops the
+** sender's count. */
+void loom__stream_end(loom_stream *s, int ok, loom_refs *refs);
+/* Reader: the next chunk's bytes (1), the end of a done stream (0), an
+** aborted stream (-1), or *stop set while waiting (-2).  The chunk stays
+** the reader's until the next call. */
+int loom__stream_next(loom_stream *s, const unsigned char **p, size_t *len,
+                      const atomic_int *stop);
+/* Reader: the value's references, once the stream is done (0); -1
+** aborted, -2 *stop set while waiting.  The reader may take them (vt NULL). */
+int loom__stream_refs(loom_stream *s, loom_ref **rv, uint32_t *nrv, const atomic_int *stop);
 
 /* A thread's spare message blocks (one owner thread, no lock): a message
 ** the thread took delivery of gives its block back here, and the thread's
@@ -155,6 +207,8 @@ void loom__msgcache_free(loom_msgcache *k);
 void loom__msgpool_init(void *pool, const void *key);
 void loom__msgpool_fini(void *pool);
 void loom__msg_freelist(loom_msg *m);
+/* A message whose bytes are stream s (its count taken), or NULL. */
+loom_msg *loom__msg_newstream(loom_msgcache *k, int kind, loom_stream *s);
 #define LOOM_SPARE_MIN (1u << 20)   /* buffers worth keeping */
 #define LOOM_SPARE_MAX (32u << 20)  /* larger ones are given back at once */
 

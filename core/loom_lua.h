@@ -137,6 +137,9 @@ int loom__ctx_take_error(lua_State *L, loom_ctx *c);
 ** memory". */
 loom_msg *loom__ctx_pack(lua_State *L, loom_ctx *c, int idx,
                          const char *who, const char *root, int kind);
+/* Its second half: the message of what c->scratch holds (encoded). */
+loom_msg *loom__ctx_packed(lua_State *L, loom_ctx *c, const char *who,
+                           const char *root, int kind);
 /* From a binding function whose upvalue 1 is the context, called with
 ** (userdata, owner): push f as a C closure over (context, userdata,
 ** owner), a method of owner that reaches its userdata with no lookup
@@ -185,6 +188,21 @@ void loom__serial_addhook(lua_State *L, int mtidx, const loom_clonehook *h);
 ** userdata" in err, having released the references it added. */
 int loom__encode(lua_State *L, int idx, loom_buf *b, loom_refs *refs,
                  const char *root, char *err, size_t errsz);
+/* A streamed message's encoding: fn(ud, b) takes b's bytes whenever a
+** chunk is ready (b is left empty), and returns 0, -1 (no memory) or -2
+** (the receiver is closed: the encoding fails).  root: the value's root
+** table is streamed whatever its size (the port's last message was
+** large); else only large arrays are.  The blob's header leaves first. */
+typedef struct loom_flush {
+  int (*fn)(void *ud, loom_buf *b);
+  void *ud;
+  int root;
+} loom_flush;
+#define STREAM_CHUNK (64u << 10)   /* bytes of a chunk, about */
+#define STREAM_MIN 256             /* a table with this many array entries streams */
+/* loom__encode, with chunks going to fl (NULL: none). */
+int loom__encode_ex(lua_State *L, int idx, loom_buf *b, loom_refs *refs,
+                    const char *root, char *err, size_t errsz, const loom_flush *fl);
 /* Decode one value and push it, taking the references it uses from refs
 ** (their slots are emptied).  Returns 0, or -1 with a message pushed
 ** instead when the data is malformed (never reads out of bounds). */
@@ -193,7 +211,11 @@ int loom__decode(lua_State *L, const unsigned char *p, size_t len,
 /* Append the blob of {err, ""} to b without a lua_State (a worker whose
 ** state could not be made still reports why).  0 or -1 (no memory). */
 int loom__errblob(loom_buf *b, const char *err);
-/* Decode a message's payload (nil when empty). */
+/* Decode a message's payload (nil when empty).  A streamed message's
+** chunks are waited for (until *stop is set, if stop is given); -2 (with
+** the reason pushed): its sender failed to encode it, and the message is
+** to be dropped unseen. */
+int loom__decode_msgx(lua_State *L, loom_msg *m, const atomic_int *stop);
 int loom__decode_msg(lua_State *L, loom_msg *m);
 void loom__serial_open(lua_State *L);   /* clone, registerClass into t */
 #ifdef LOOM_FUZZING

@@ -82,6 +82,7 @@ loom_msg *loom__msg_newc (loom_msgcache *k, int kind, uint64_t target, loom_buf 
   m->len = len;
   m->refs = rv;
   m->nrefs = 0;
+  m->stream = NULL;
   if (rv) {
     memcpy(rv, refs->v, refs->n * sizeof *rv);
     m->nrefs = refs->n;
@@ -97,6 +98,10 @@ loom_msg *loom__msg_new (int kind, uint64_t target, loom_buf *b, loom_refs *refs
 void loom__msg_freec (loom_msgcache *k, loom_msg *m) {
   uint32_t i;
   if (m == NULL) return;
+  if (m->stream) {
+    loom__stream_release(m->stream);
+    m->stream = NULL;
+  }
   for (i = 0; i < m->nrefs; i++)
     if (m->refs[i].vt) m->refs[i].vt->release(m->refs[i].p);
   free(m->refs);
@@ -128,6 +133,12 @@ void loom__msg_freec (loom_msgcache *k, loom_msg *m) {
 }
 
 void loom__msg_free (loom_msg *m) { loom__msg_freec(NULL, m); }
+
+loom_msg *loom__msg_newstream (loom_msgcache *k, int kind, loom_stream *s) {
+  loom_msg *m = loom__msg_newc(k, kind, 0, NULL, NULL);
+  if (m) m->stream = s;
+  return m;
+}
 
 void loom__msgcache_free (loom_msgcache *k) {
   freeblocks(k->head);

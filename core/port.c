@@ -131,6 +131,7 @@ typedef struct lport {
   int end;
   int movable;                 /* a MessageChannel's port: transferable */
   int gone;                    /* transferred: every use raises */
+  int big;                     /* its last message was large: stream the next's root */
   int pending;                 /* received, not yet bound to this thread */
   loom_msg *taken;             /* pulled by receive, being decoded */
   loom_ctx *c;
@@ -433,6 +434,93 @@ loom_msg *loom__port_packx (lua_State *L, loom_ctx *c, int idx, int tidx,
 
 /* The postMessage of one endpoint object: upvalues ctx, port, owner.
 ** (owner, value [, transfer]) -> true | false, "closed" */
+/* {====== streamed posts: a large value leaves in chunks as it is encoded */
+
+typedef struct spost {
+  loom_ctx *c;
+  lport *lp;
+  loom_stream *s;              /* once the first chunk left */
+  int closed;                  /* the other end was closed */
+} spost;
+
+/* the encoder's chunk: the first one posts the message */
+static int post_chunk (void *ud, loom_buf *b) {
+  spost *sp = (spost *)ud;
+  if (sp->s == NULL) {
+    loom_stream *s = loom__stream_new();
+    loom_msg *m = s ? loom__msg_newstream(&sp->c->mcache, LOOM_MSG_MESSAGE, s) : NULL;
+    if (m == NULL) {
+      if (s) {                         /* both counts */
+        loom__stream_release(s);
+        loom__stream_release(s);
+      }
+      return -1;
+    }
+    if (loom__stream_append(s, b)) {
+      loom__msg_free(m);               /* the message's count */
+      loom__stream_release(s);         /* and the sender's */
+      return -1;
+    }
+    sp->s = s;                         /* ended by post_stream, whatever happens */
+    if (loom__pair_post(sp->lp->pair, sp->lp->end, m, 0)) {
+      sp->closed = 1;
+      return -2;
+    }
+  }
+  else if (loom__stream_append(sp->s, b)) return -1;
+  return loom__buf_reserve(b, STREAM_CHUNK + STREAM_CHUNK / 4) ? -1 : 0;
+}
+
+/* postMessage(v) without a transfer list: chunks leave once the encoded
+** bytes pass STREAM_CHUNK at a point where they may (see serial.c); a
+** value that never gets there is an ordinary message.  Returns what
+** l_post returns. */
+static int post_stream (lua_State *L, loom_ctx *c, lport *lp) {
+  char err[512];
+  spost sp;
+  loom_flush fl;
+  int r;
+  sp.c = c;
+  sp.lp = lp;
+  sp.s = NULL;
+  sp.closed = 0;
+  fl.fn = post_chunk;
+  fl.ud = &sp;
+  fl.root = lp->big;
+  c->scratch.len = 0;
+  r = loom__encode_ex(L, 2, &c->scratch, &c->scratch_refs, "msg", err, sizeof err, &fl);
+  if (sp.s == NULL) {
+    loom_msg *m;
+    /* large, but held back by a table around it: stream its root next time */
+    lp->big = c->scratch.len >= STREAM_CHUNK;
+    if (r) return luaL_error(L, "postMessage: %s", err);
+    m = loom__ctx_packed(L, c, "postMessage", "msg", LOOM_MSG_MESSAGE);
+    if (loom__pair_post(lp->pair, lp->end, m, 0)) r = -1;
+  }
+  else {
+    lp->big = 1;
+    if (r == 0 && loom__stream_append(sp.s, &c->scratch)) {
+      r = -1;
+      snprintf(err, sizeof err, "cannot clone msg: not enough memory");
+    }
+    if (r) loom__refs_clear(&c->scratch_refs);
+    loom__stream_end(sp.s, r == 0, &c->scratch_refs);
+    if (c->scratch.p == NULL) loom__runtime_take_spare(c->rt, &c->scratch);
+    if (sp.closed) r = -1;
+    else if (r) return luaL_error(L, "postMessage: %s", err);
+  }
+  if (r) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  loom__stat_add(&c->stats->out, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* }====== */
+
 static int l_post (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   lport *lp = (lport *)lua_touserdata(L, lua_upvalueindex(2));
@@ -448,6 +536,10 @@ static int l_post (lua_State *L) {
   if (lp->gone) return luaL_error(L, "postMessage: port was transferred");
   if (lp->pair == NULL) return luaL_error(L, "postMessage: port is closed");
   if (LOOM_TRACING(c->rt)) t0 = uv_hrtime();
+  /* a table may be large: it may stream (not while tracing: a post's
+  ** event spans its clone) */
+  else if (lua_type(L, 2) == LUA_TTABLE && lua_isnoneornil(L, 3))
+    return post_stream(L, c, lp);
   if (lua_isnoneornil(L, 3))
     m = loom__ctx_pack(L, c, 2, "postMessage", "msg", LOOM_MSG_MESSAGE);
   else {
@@ -512,9 +604,10 @@ static int l_receive (lua_State *L) {
   const char *fname = luaL_optstring(L, 3, "receive");
   lport *lp = (lport *)luaL_checkudata(L, 1, PORT);
   double t = loom__ctx_timeout(L, 2, fname, 1);
-  int closed;
+  int closed, r;
   loom_msg *m;
   if (lp->gone) return luaL_error(L, "%s: port was transferred", fname);
+again:
   lua_settop(L, 1);
   lua_pushboolean(L, 1);                       /* 2: the result, if any */
   if (lp->pair == NULL) closed = 1, m = NULL;
@@ -532,8 +625,13 @@ static int l_receive (lua_State *L) {
   if (m->flow && LOOM_TRACING(c->rt))   /* delivered by hand: an instant */
     loom__trace(c->rt, &c->trace, LOOM_TR_DELIVER, 0, m->flow, (int64_t)m->len,
                 (int64_t)lp->id, NULL, 0);
-  if (loom__decode_msg(L, m))
-    return luaL_error(L, "%s: %s", fname, lua_tostring(L, -1));
+  if ((r = loom__decode_msgx(L, m, c->stop ? &c->stop->flag : NULL)) == -2) {
+    lua_settop(L, 1);            /* its sender failed: the next one, if any */
+    lp->taken = NULL;
+    loom__msg_free(m);
+    goto again;
+  }
+  if (r) return luaL_error(L, "%s: %s", fname, lua_tostring(L, -1));
   lp->taken = NULL;
   loom__msg_free(m);
   return 2;

@@ -30,7 +30,7 @@
 
 enum {
   T_NIL = 0x00, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_REF,
-  T_FUNC, T_ENV, T_CLASS, T_HOOK, T_UPREF,
+  T_FUNC, T_ENV, T_CLASS, T_HOOK, T_UPREF, T_STREAMTABLE, T_END,
   T_SMALLINT = 0x40, T_SMALLINT_MAX = 63,
   T_SHORTSTR = 0x80, T_SHORTSTR_MAX = 127
 };
@@ -116,6 +116,8 @@ typedef struct enc {
   seenslot *slots;         /* open addressing, malloc'd; NULL: use 'small' */
   size_t cap, count;
   seenslot small[SEEN_LINEAR];
+  const loom_flush *fl;     /* a streamed message: where chunks go, or NULL */
+  int unpatched;           /* open tables whose counts are not written yet */
   pathseg path[LOOM_MAX_DEPTH + 2];
 } enc;
 
@@ -332,6 +334,68 @@ static int enter (enc *e) {
   return 0;
 }
 
+/* A streamed table (a large array, or a streamed message's root): its
+** sizes up front as hints (the array's border, the rest counted), then
+** the array section and the other pairs, each closed by T_END, so that
+** a chunk may leave between any two entries once no table around them
+** waits for its counts. */
+static int flushed (enc *e) {
+  int r;
+  if (e->unpatched || e->b->len < STREAM_CHUNK) return 0;
+  if ((r = e->fl->fn(e->fl->ud, e->b)) == 0) return 0;
+  return r == -2 ? fail(e, "the port is closed") : nomem(e);
+}
+
+static int stable (enc *e, int idx) {
+  lua_State *L = e->L;
+  uint32_t narr = 0, nrec = 0, hrec = 0;
+  lua_Unsigned border = lua_rawlen(L, idx);
+  int inarr = 1;
+  pathseg *seg;
+  if (border == 0) lua_pushnil(L);
+  else lua_pushinteger(L, (lua_Integer)border);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (hrec < UINT32_MAX) hrec++;
+  }
+  if (RESERVE(e, 9)) return -1;
+  e->b->p[e->b->len] = T_STREAMTABLE;
+  narr = border > UINT32_MAX ? UINT32_MAX : (uint32_t)border;
+  memcpy(e->b->p + e->b->len + 1, &narr, sizeof narr);
+  memcpy(e->b->p + e->b->len + 1 + sizeof narr, &hrec, sizeof hrec);
+  e->b->len += 9;
+  narr = 0;
+  seg = &e->path[e->depth++];
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int kidx = lua_gettop(L) - 1;
+    if (inarr && lua_isinteger(L, kidx) &&
+        lua_tointeger(L, kidx) == (lua_Integer)narr + 1) {
+      seg->kind = P_ARR;
+      seg->n = (lua_Integer)narr + 1;
+      if (value(e, kidx + 1)) return -1;
+      if (++narr == UINT32_MAX) return fail(e, "table too large");
+    }
+    else {
+      if (inarr) {
+        if (putbyte(e, T_END)) return -1;
+        inarr = 0;
+      }
+      seg->idx = kidx;
+      seg->kind = P_KEY;
+      if (value(e, kidx)) return -1;
+      seg->kind = P_VAL;
+      if (value(e, kidx + 1)) return -1;
+      if (++nrec == UINT32_MAX) return fail(e, "table too large");
+    }
+    lua_pop(L, 1);
+    if (flushed(e)) return -1;
+  }
+  e->depth--;
+  if (inarr && putbyte(e, T_END)) return -1;
+  return putbyte(e, T_END);
+}
+
 static int table (enc *e, int idx) {
   lua_State *L = e->L;
   uint32_t narr = 0, nrec = 0;
@@ -344,6 +408,10 @@ static int table (enc *e, int idx) {
   }
   if (ref_or_number(e, idx, &isnew) || !isnew) return isnew ? -1 : 0;
   if (enter(e)) return -1;
+  if (e->fl && ((e->depth == 0 && e->fl->root) || lua_rawlen(L, idx) >= STREAM_MIN)) {
+    if (!lua_getmetatable(L, idx)) return stable(e, idx);
+    lua_pop(L, 1);                 /* (a class's table is never streamed) */
+  }
   if (lua_getmetatable(L, idx)) {          /* sent only as a registered class */
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CLASSKEY) == LUA_TTABLE) {
       lua_pushvalue(L, -2);
@@ -368,6 +436,7 @@ static int table (enc *e, int idx) {
   sizepos = e->b->len + 1;         /* the counts, written when known */
   e->b->len += 9;
   seg = &e->path[e->depth++];
+  e->unpatched++;                  /* no chunk may leave before the counts */
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int kidx = lua_gettop(L) - 1;
@@ -389,6 +458,7 @@ static int table (enc *e, int idx) {
     lua_pop(L, 1);
   }
   e->depth--;
+  e->unpatched--;
   memcpy(e->b->p + sizepos, &narr, sizeof narr);
   memcpy(e->b->p + sizepos + sizeof narr, &nrec, sizeof nrec);
   return 0;
@@ -536,6 +606,11 @@ static int value (enc *e, int idx) {
 
 int loom__encode (lua_State *L, int idx, loom_buf *b, loom_refs *refs,
                   const char *root, char *err, size_t errsz) {
+  return loom__encode_ex(L, idx, b, refs, root, err, errsz, NULL);
+}
+
+int loom__encode_ex (lua_State *L, int idx, loom_buf *b, loom_refs *refs,
+                     const char *root, char *err, size_t errsz, const loom_flush *fl) {
   enc e;
   int top = lua_gettop(L), r;
   size_t hdr;
@@ -555,10 +630,13 @@ int loom__encode (lua_State *L, int idx, loom_buf *b, loom_refs *refs,
   e.ups = NULL;
   e.nups = e.upcap = 0;
   e.genv = NULL;
+  e.fl = fl;
+  e.unpatched = 0;
   hdr = b->len;
-  r = putbyte(&e, HDR_VERSION);
+  /* a streamed blob's header may leave before its end: marked up front */
+  r = putbyte(&e, fl ? HDR_VERSION | HDR_HASREF : HDR_VERSION);
   if (r == 0) r = value(&e, lua_absindex(L, idx));
-  if (r == 0 && e.hasref) b->p[hdr] |= HDR_HASREF;
+  if (r == 0 && e.hasref && !fl) b->p[hdr] |= HDR_HASREF;
   if (r != 0 && refs) {           /* give back what this value took */
     uint32_t i;
     for (i = nrefs; i < refs->n; i++) refs->v[i].vt->release(refs->v[i].p);
@@ -585,6 +663,9 @@ typedef struct dec {
   int refs;                 /* stack index of the reference table, or 0 */
   lua_Integer nref;
   uint64_t owed;            /* bytes the open tables' entries still need */
+  loom_stream *stream;      /* the rest of the bytes come from here, or NULL */
+  const atomic_int *stop;   /* a wait for the stream ends when this is set */
+  int aborted;              /* the stream was aborted: drop the value */
   int depth;
   const char *err;
   char errbuf[CLASS_MAXLEN + 64];
@@ -669,6 +750,67 @@ static int dtable (dec *d) {
   return 0;
 }
 
+/* At the end of the bytes at hand: the stream's next chunk, if any.  A
+** chunk ends only between two entries of a streamed table, never inside
+** a table whose counts were read (d->owed). */
+static int more (dec *d) {
+  const unsigned char *p;
+  size_t n;
+  int r;
+  if (d->stream == NULL || d->owed) return bad(d, "truncated");
+  r = loom__stream_next(d->stream, &p, &n, d->stop);
+  if (r == 1) {
+    d->p = p;
+    d->end = p + n;
+    return 0;
+  }
+  if (r == -1) d->aborted = 1;
+  return bad(d, r == 0 ? "truncated" : r == -1 ? "the sender's value could not be cloned"
+                                              : "terminated");
+}
+
+#define HINT_MAX (1u << 24)      /* a streamed table's presize, at most */
+
+static int dstable (dec *d) {
+  lua_State *L = d->L;
+  uint32_t harr, hrec;
+  lua_Integer i = 0;
+  if (getu32(d, &harr) || getu32(d, &hrec)) return -1;
+  if (d->stream == NULL) {   /* every entry takes a byte: what is left bounds it */
+    uint64_t left = (uint64_t)(d->end - d->p);
+    left = d->owed > left ? 0 : left - d->owed;
+    if (harr > left) harr = (uint32_t)left;
+    if (hrec > left / 2) hrec = (uint32_t)(left / 2);
+  }
+  if (harr > HINT_MAX) harr = HINT_MAX;
+  if (hrec > HINT_MAX) hrec = HINT_MAX;
+  if (d->depth >= LOOM_MAX_DEPTH) return bad(d, "nested too deep");
+  if (!lua_checkstack(L, 4)) return bad(d, "Lua stack overflow (or not enough memory)");
+  d->depth++;
+  lua_createtable(L, (int)harr, (int)hrec);
+  addref(d);
+  for (;;) {
+    if (d->p == d->end && more(d)) return -1;
+    if (*d->p == T_END) break;
+    if (dvalue(d)) return -1;
+    lua_rawseti(L, -2, ++i);
+  }
+  d->p++;
+  for (;;) {
+    if (d->p == d->end && more(d)) return -1;
+    if (*d->p == T_END) break;
+    if (dvalue(d)) return -1;
+    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER &&
+                             lua_tonumber(L, -1) != lua_tonumber(L, -1)))
+      return bad(d, "bad table key");
+    if (dvalue(d)) return -1;
+    lua_rawset(L, -3);
+  }
+  d->p++;
+  d->depth--;
+  return 0;
+}
+
 static int dfunction (dec *d) {
   lua_State *L = d->L;
   uint32_t len;
@@ -735,6 +877,11 @@ static int dhook (dec *d) {
   name = d->p;
   d->p += n;
   if (getvarint(d, &i)) return -1;
+  if (d->stream && d->rv == NULL) {   /* known once the sender is done */
+    int r = loom__stream_refs(d->stream, &d->rv, &d->nrv, d->stop);
+    if (r == -1) d->aborted = 1;
+    if (r) return bad(d, r == -1 ? "the sender's value could not be cloned" : "terminated");
+  }
   if (i >= d->nrv || d->rv[i].vt == NULL) return bad(d, "bad reference");
   /* a hook's decode may push a few values and call Lua (a MessagePort's) */
   if (!lua_checkstack(L, 8)) return bad(d, "Lua stack overflow (or not enough memory)");
@@ -805,6 +952,7 @@ static int dvalue (dec *d) {
       return 0;
     }
     case T_TABLE: return dtable(d);
+    case T_STREAMTABLE: return dstable(d);
     case T_CLASS: {
       size_t n;
       const unsigned char *name;
@@ -838,8 +986,8 @@ static int dvalue (dec *d) {
   }
 }
 
-int loom__decode (lua_State *L, const unsigned char *p, size_t len,
-                  loom_ref *refs, uint32_t nrefs) {
+static int decode (lua_State *L, const unsigned char *p, size_t len, loom_ref *refs,
+                   uint32_t nrefs, loom_stream *stream, const atomic_int *stop) {
   dec d;
   int top = lua_gettop(L);
   d.L = L;
@@ -850,6 +998,9 @@ int loom__decode (lua_State *L, const unsigned char *p, size_t len,
   d.refs = 0;
   d.nref = 0;
   d.owed = 0;
+  d.stream = stream;
+  d.stop = stop;
+  d.aborted = 0;
   d.depth = 0;
   d.err = NULL;
   luaL_checkstack(L, 4, "loom: decoding");
@@ -860,15 +1011,28 @@ int loom__decode (lua_State *L, const unsigned char *p, size_t len,
       d.refs = lua_gettop(L);
     }
     d.p++;
-    if (dvalue(&d) == 0 && d.p != d.end) bad(&d, "trailing bytes");
+    if (dvalue(&d) == 0) {
+      if (d.p != d.end) bad(&d, "trailing bytes");
+      else if (stream) {       /* the end: nothing may follow the value */
+        int r = loom__stream_next(stream, &p, &len, stop);
+        if (r == -1) d.aborted = 1;
+        if (r) bad(&d, r == 1 ? "trailing bytes" : r == -1 ?
+                       "the sender's value could not be cloned" : "terminated");
+      }
+    }
   }
   if (d.err) {
     lua_settop(L, top);
     lua_pushfstring(L, "cannot decode message: %s", d.err);
-    return -1;
+    return d.aborted ? -2 : -1;
   }
   if (d.refs) lua_remove(L, d.refs);
   return 0;
+}
+
+int loom__decode (lua_State *L, const unsigned char *p, size_t len,
+                  loom_ref *refs, uint32_t nrefs) {
+  return decode(L, p, len, refs, nrefs, NULL, NULL);
 }
 
 /* }====================================================================== */
@@ -901,12 +1065,26 @@ int loom__errblob (loom_buf *b, const char *err) {
   return 0;
 }
 
-int loom__decode_msg (lua_State *L, loom_msg *m) {
+int loom__decode_msgx (lua_State *L, loom_msg *m, const atomic_int *stop) {
+  if (m->stream) {
+    const unsigned char *p;
+    size_t n;
+    int r = loom__stream_next(m->stream, &p, &n, stop);
+    if (r == 1) return decode(L, p, n, NULL, 0, m->stream, stop);
+    lua_pushstring(L, r == -2 ? "cannot decode message: terminated"
+                   : r == -1 ? "cannot decode message: the sender's value could not be cloned"
+                   : "cannot decode message: truncated");
+    return r == -1 ? -2 : -1;
+  }
   if (m->len == 0) {
     lua_pushnil(L);
     return 0;
   }
   return loom__decode(L, m->data, m->len, m->refs, m->nrefs);
+}
+
+int loom__decode_msg (lua_State *L, loom_msg *m) {
+  return loom__decode_msgx(L, m, NULL);
 }
 
 /* The reusable buffers of loom.clone, a full userdata (its upvalue), as

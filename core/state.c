@@ -384,6 +384,11 @@ static int wmain (lua_State *L) {
   if (st != LUA_OK) return lua_error(L);
   if (w->argv) {
     lua_Integer i, n;
+    if (w->argv->nrefs) {      /* by-reference values: loom's Lua half has their hooks */
+      lua_getglobal(L, "require");
+      lua_pushliteral(L, "loom");
+      lua_call(L, 1, 0);
+    }
     if (loom__decode_msg(L, w->argv)) return lua_error(L);
     n = luaL_len(L, -1);
     luaL_checkstack(L, (int)(n < 1000000 ? n : 1000000) + 1, "too many arguments");

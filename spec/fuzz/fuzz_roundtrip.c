@@ -5,7 +5,8 @@
 ** strings with zeros, long strings, tables with array and hash parts,
 ** sharing and cycles, chains deeper than LOOM_MAX_DEPTH, closures of
 ** fixed chunks with upvalues, class tables, by-reference values.  The
-** value is encoded (only "nested deeper than" may fail), decoded, and must
+** value is encoded (only "nested deeper than" may fail; half the inputs
+** as a streamed message is, its chunks put back together), decoded, and must
 ** be the same value (fz_compare: structure, sharing, subtypes, bits).
 ** Then truncations of the blob must all fail to decode: every one for a
 ** blob up to TRUNC_ALL bytes, a sample of 32 above (they cost: each
@@ -35,6 +36,17 @@ static void truncated (lua_State *L, const loom_buf *b, const loom_refs *refs, s
   if (v != tmp) free(v);
 }
 
+/* a streamed encoding's chunks, put back together: the decoder reads a
+** streamed blob in one piece as it reads it chunk by chunk */
+static int gather (void *ud, loom_buf *b) {
+  loom_buf *all = (loom_buf *)ud;
+  if (loom__buf_reserve(all, b->len)) return -1;
+  memcpy(all->p + all->len, b->p, b->len);
+  all->len += b->len;
+  b->len = 0;
+  return 0;
+}
+
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size) {
   static unsigned long runs = 0;
   static int verbose = -1;
@@ -44,7 +56,18 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size) {
   loom_refs refs = {NULL, 0, 0};
   char err[512];
   fz_generate(L, data, size);
-  r = loom__encode(L, 1, &b, &refs, "v", err, sizeof err);
+  if (size > 0 && (data[0] & 1)) {   /* half the inputs: a streamed message's encoding */
+    loom_buf all = {NULL, 0, 0};
+    loom_flush fl;
+    fl.fn = gather;
+    fl.ud = &all;
+    fl.root = (data[0] & 2) != 0;
+    r = loom__encode_ex(L, 1, &b, &refs, "v", err, sizeof err, &fl);
+    if (r == 0 && gather(&all, &b)) fz_fail("no memory");
+    loom__buf_free(&b);
+    b = all;
+  }
+  else r = loom__encode(L, 1, &b, &refs, "v", err, sizeof err);
   if (verbose < 0) verbose = getenv("FUZZ_VERBOSE") != NULL;
   if (verbose)     /* FUZZ_VERBOSE=1 fuzz_roundtrip FILE...: what each made */
     fprintf(stderr, "%zu bytes: a %s, %s %zu bytes, %u references\n", size, luaL_typename(L, 1),
