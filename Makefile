@@ -62,11 +62,16 @@ test-tsan:
 VALGRIND_SPECS ?= spec
 VALGRIND_EXCLUDE ?= --exclude-pattern=sweep_spec
 VALGRIND_BUILD ?= build-valgrind
+VALGRIND_CTESTS ?= test_serial test_embed test_mailbox test_stream
 test-valgrind:
 	@.ci/deps valgrind
 	@$(MAKE) --no-print-directory build BUILD=$(VALGRIND_BUILD) CMAKE_FLAGS=-DLOOM_MIMALLOC=OFF
 	$(LUA_ENV_VG) valgrind -q --fair-sched=yes --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
 	  $(LUA) $(BUSTED) -o plainTerminal $(VALGRIND_EXCLUDE) $(VALGRIND_SPECS)
+	@# the C tests too (test_alloc's failure sweep is ASan's: hours under valgrind)
+	@for t in $(VALGRIND_CTESTS); do \
+	  valgrind -q --fair-sched=yes --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+	    $(VALGRIND_BUILD)/$$t || exit 3; done
 test-valgrind-all:
 	@$(MAKE) --no-print-directory test-valgrind VALGRIND_EXCLUDE=
 

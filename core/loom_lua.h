@@ -197,6 +197,7 @@ typedef struct loom_flush {
   int (*fn)(void *ud, loom_buf *b);
   void *ud;
   int root;
+  size_t chunk;                    /* bytes before a chunk leaves; 0: STREAM_CHUNK */
 } loom_flush;
 #define STREAM_CHUNK (64u << 10)   /* bytes of a chunk, about */
 #define STREAM_MIN 256             /* a table with this many array entries streams */

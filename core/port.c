@@ -487,6 +487,7 @@ static int post_stream (lua_State *L, loom_ctx *c, lport *lp) {
   fl.fn = post_chunk;
   fl.ud = &sp;
   fl.root = lp->big;
+  fl.chunk = 0;
   c->scratch.len = 0;
   r = loom__encode_ex(L, 2, &c->scratch, &c->scratch_refs, "msg", err, sizeof err, &fl);
   if (sp.s == NULL) {

@@ -341,7 +341,7 @@ static int enter (enc *e) {
 ** waits for its counts. */
 static int flushed (enc *e) {
   int r;
-  if (e->unpatched || e->b->len < STREAM_CHUNK) return 0;
+  if (e->unpatched || e->b->len < (e->fl->chunk ? e->fl->chunk : STREAM_CHUNK)) return 0;
   if ((r = e->fl->fn(e->fl->ud, e->b)) == 0) return 0;
   return r == -2 ? fail(e, "the port is closed") : nomem(e);
 }
@@ -773,17 +773,24 @@ static int more (dec *d) {
 
 static int dstable (dec *d) {
   lua_State *L = d->L;
-  uint32_t harr, hrec;
+  uint32_t harr, hrec, carr = 0, crec = 0;
   lua_Integer i = 0;
   if (getu32(d, &harr) || getu32(d, &hrec)) return -1;
-  if (d->stream == NULL) {   /* every entry takes a byte: what is left bounds it */
+  if (harr > HINT_MAX) harr = HINT_MAX;
+  if (hrec > HINT_MAX) hrec = HINT_MAX;
+  if (d->stream == NULL) {
+    /* one piece (not from a stream, which only loom's encoder makes): the
+    ** presize is claimed from the bytes left as dtable's counts are, so
+    ** nested tables cannot each claim all of them; the claim is given
+    ** back entry by entry, and what the hints overstated at the end */
     uint64_t left = (uint64_t)(d->end - d->p);
     left = d->owed > left ? 0 : left - d->owed;
     if (harr > left) harr = (uint32_t)left;
-    if (hrec > left / 2) hrec = (uint32_t)(left / 2);
+    if (hrec > (left - harr) / 2) hrec = (uint32_t)((left - harr) / 2);
+    carr = harr;
+    crec = hrec;
+    d->owed += carr + 2ull * crec;
   }
-  if (harr > HINT_MAX) harr = HINT_MAX;
-  if (hrec > HINT_MAX) hrec = HINT_MAX;
   if (d->depth >= LOOM_MAX_DEPTH) return bad(d, "nested too deep");
   if (!lua_checkstack(L, 4)) return bad(d, "Lua stack overflow (or not enough memory)");
   d->depth++;
@@ -792,6 +799,7 @@ static int dstable (dec *d) {
   for (;;) {
     if (d->p == d->end && more(d)) return -1;
     if (*d->p == T_END) break;
+    if (carr) carr--, d->owed--;
     if (dvalue(d)) return -1;
     lua_rawseti(L, -2, ++i);
   }
@@ -799,6 +807,7 @@ static int dstable (dec *d) {
   for (;;) {
     if (d->p == d->end && more(d)) return -1;
     if (*d->p == T_END) break;
+    if (crec) crec--, d->owed -= 2;
     if (dvalue(d)) return -1;
     if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER &&
                              lua_tonumber(L, -1) != lua_tonumber(L, -1)))
@@ -807,6 +816,7 @@ static int dstable (dec *d) {
     lua_rawset(L, -3);
   }
   d->p++;
+  d->owed -= carr + 2ull * crec;
   d->depth--;
   return 0;
 }

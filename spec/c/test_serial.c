@@ -1,7 +1,11 @@
 /*
 ** test_serial.c: the cloner from C.  Round trips through loom__encode and
 ** loom__decode, and every truncation or corruption of valid blobs decodes
-** to an error, never a crash (run under ASan/valgrind in CI).
+** to an error, never a crash (run under ASan/valgrind in CI).  Streamed
+** encodings go through a real loom_stream with a chunk after every entry
+** (a chunk boundary wherever the encoder may put one) or every few
+** hundred bytes, and decode to the same value; a stream aborted after its
+** first chunks decodes to "drop it" (-2), and its references are freed.
 */
 #include <math.h>
 #include <stdio.h>
@@ -150,6 +154,110 @@ static void overclaim (void) {
   free(b);
 }
 
+/* {====== streamed encodings */
+
+static int tostream (void *ud, loom_buf *b) {
+  return loom__stream_append((loom_stream *)ud, b);
+}
+
+/* Encode expr as a streamed message (chunk: bytes before a chunk may
+** leave; root: stream the root table), decode it, run check(orig, copy).
+** Returns the number of chunks the encoder made. */
+static int streamed (lua_State *L, const char *expr, const char *check, size_t chunk, int root) {
+  loom_stream *s = loom__stream_new();
+  loom_msg *m = s ? loom__msg_newstream(NULL, LOOM_MSG_MESSAGE, s) : NULL;
+  loom_buf b = {NULL, 0, 0};
+  loom_refs refs = {NULL, 0, 0};
+  loom_flush fl;
+  loom_chunk *c;
+  char err[512], code[2048];
+  int top = lua_gettop(L), r, chunks = 0;
+  CHECK(m != NULL, "a stream");
+  if (m == NULL) return 0;
+  fl.fn = tostream;
+  fl.ud = s;
+  fl.root = root;
+  fl.chunk = chunk;
+  snprintf(code, sizeof code, "return %s", expr);
+  CHECK(luaL_dostring(L, code) == LUA_OK, "cannot run %s", expr);
+  r = loom__encode_ex(L, -1, &b, &refs, "value", err, sizeof err, &fl);
+  CHECK(r == 0, "streamed encode of %s: %s", expr, err);
+  for (c = atomic_load(&s->first.next); c; c = atomic_load(&c->next)) chunks++;
+  if (r == 0) loom__stream_append(s, &b);
+  loom__stream_end(s, r == 0, &refs);
+  r = loom__decode_msgx(L, m, NULL);
+  CHECK(r == 0, "streamed decode of %s: %s", expr, lua_tostring(L, -1));
+  if (r == 0) {
+    snprintf(code, sizeof code, "return function(orig, copy) %s end", check);
+    CHECK(luaL_dostring(L, code) == LUA_OK, "bad check");
+    lua_insert(L, -3);
+    CHECK(lua_pcall(L, 2, 1, 0) == LUA_OK && lua_toboolean(L, -1), "streamed %s: check failed (%s)",
+          expr, lua_tostring(L, -1));
+  }
+  lua_settop(L, top);
+  loom__msg_free(m);
+  loom__buf_free(&b);
+  loom__refs_free(&refs);
+  return chunks;
+}
+
+#define BIG "(function() local t = {} for i = 1, 3000 do t[i] = {id = i, s = 'x' .. i} end " \
+            "t.k, t[-5] = 'hash', {1, 2} t[777] = t t[1500] = t[2] " \
+            "local inner = {} for i = 1, 600 do inner[i] = i * 0.5 end t[2000] = {deep = inner} return t end)()"
+#define BIGCHECK "if #copy ~= 3000 or copy.k ~= 'hash' or copy[-5][2] ~= 2 then return false end " \
+                 "if copy[777] ~= copy or copy[1500] ~= copy[2] then return false end " \
+                 "if #copy[2000].deep ~= 600 or copy[2000].deep[600] ~= 300 then return false end " \
+                 "for i = 1, 3000 do local e = copy[i] if i ~= 777 and i ~= 1500 and i ~= 2000 " \
+                 "and (e.id ~= i or e.s ~= 'x' .. i) then return false end end return true"
+
+static void test_streamed (lua_State *L) {
+  int n;
+  /* a chunk after every entry, after every few hundred bytes, never */
+  n = streamed(L, BIG, BIGCHECK, 1, 0);
+  CHECK(n > 3000, "a chunk after every entry (%d chunks)", n);
+  n = streamed(L, BIG, BIGCHECK, 300, 1);
+  CHECK(n > 100, "a chunk every few hundred bytes (%d)", n);
+  n = streamed(L, BIG, BIGCHECK, (size_t)1 << 30, 0);
+  CHECK(n == 0, "one piece when the chunk is never full (%d)", n);
+  /* the root streamed around a large array, and small values */
+  streamed(L, "{op = 'echo', data = " BIG "}", "return copy.op == 'echo' and #copy.data == 3000", 1, 1);
+  streamed(L, "{1, 2, 3}", "return #copy == 3 and copy[3] == 3", 1, 1);
+  streamed(L, "{}", "return next(copy) == nil", 1, 1);
+  streamed(L, "{x = {y = {}}}", "return type(copy.x.y) == 'table'", 1, 1);
+  streamed(L, "'a string'", "return copy == 'a string'", 1, 1);
+  /* a small table around a large array, not streamed: no chunk inside */
+  n = streamed(L, "{op = 'echo', data = " BIG "}", "return #copy.data == 3000", 1, 0);
+  CHECK(n == 0, "no chunk while a table around waits for its counts (%d)", n);
+  {  /* aborted after chunks left: the decoder says drop it, and frees all */
+    loom_stream *s = loom__stream_new();
+    loom_msg *m = loom__msg_newstream(NULL, LOOM_MSG_MESSAGE, s);
+    loom_buf b = {NULL, 0, 0};
+    loom_refs refs = {NULL, 0, 0};
+    loom_flush fl;
+    char err[512];
+    int r;
+    fl.fn = tostream;
+    fl.ud = s;
+    fl.root = 1;
+    fl.chunk = 64;
+    CHECK(luaL_dostring(L, "local t = {} for i = 1, 2000 do t[i] = {i} end t[1900] = io.stdout "
+                           "return t") == LUA_OK, "the bad value");
+    r = loom__encode_ex(L, -1, &b, &refs, "value", err, sizeof err, &fl);
+    CHECK(r != 0 && strstr(err, "cannot clone value[1900]: userdata") != NULL, "the error: %s", err);
+    CHECK(atomic_load(&s->first.next) != NULL, "chunks left before the error");
+    loom__stream_end(s, 0, &refs);
+    CHECK(loom__decode_msgx(L, m, NULL) == -2, "an aborted stream: drop it");
+    CHECK(strstr(lua_tostring(L, -1), "could not be cloned") != NULL, "says why: %s",
+          lua_tostring(L, -1));
+    lua_settop(L, 0);
+    loom__msg_free(m);
+    loom__buf_free(&b);
+    loom__refs_free(&refs);
+  }
+}
+
+/* }====== */
+
 int main (void) {
   lua_State *L = luaL_newstate();
   luaL_openlibs(L);
@@ -261,6 +369,7 @@ int main (void) {
     lua_pop(L, 1);
   }
   overclaim();
+  test_streamed(L);
   CHECK(lua_gettop(L) == 0, "stack balanced at the end (%d)", lua_gettop(L));
   lua_close(L);
   printf("test_serial: %d checks, %d failed\n", checks, failures);

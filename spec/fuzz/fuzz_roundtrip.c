@@ -62,6 +62,7 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size) {
     fl.fn = gather;
     fl.ud = &all;
     fl.root = (data[0] & 2) != 0;
+    fl.chunk = (size_t)(data[0] >> 2);     /* 0: 64 KiB; else a chunk after about every entry */
     r = loom__encode_ex(L, 1, &b, &refs, "v", err, sizeof err, &fl);
     if (r == 0 && gather(&all, &b)) fz_fail("no memory");
     loom__buf_free(&b);
