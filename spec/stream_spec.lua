@@ -221,3 +221,72 @@ describe("streamed messages", function()
     assert.are.same({ 50000, "done" }, got)
   end)
 end)
+
+describe("streamed messages, hostile", function()
+  before_each(H.before_each)
+  after_each(H.after_each)
+
+  it("a receiver over its memory limit fails as for any message; the sender goes on", function()
+    local w = H.spawn(function()
+      local loom = require "loom"
+      loom.parentPort:on("message", function() end)
+    end, { resourceLimits = { maxMemoryMb = 4 } })
+    local err
+    w:on("error", function(e) err = tostring(e) end)
+    local a = big(60000)                 -- about 9 MB decoded
+    local ok = pcall(w.postMessage, w, a)
+    assert.is_true(ok)
+    pcall(w.postMessage, w, a)           -- (the worker may be gone: false, "closed")
+    H.join(w)
+    assert.matches("not enough memory", err)
+  end)
+
+  it("a worker terminated while it streams to the main thread", function()
+    for _ = 1, 5 do
+      local w = H.spawn(function()
+        local loom = require "loom"
+        local a = {}
+        for i = 1, 40000 do a[i] = { i, "s" .. i } end
+        while true do loom.parentPort:postMessage(a) end
+      end)
+      local n = 0
+      w:on("message", function(m)
+        n = n + 1
+        assert.are.equal(40000, #m)
+        if n == 2 then w:terminate() end
+      end)
+      H.join(w)
+      assert.is_true(n >= 2)
+    end
+  end)
+
+  it("a big table as a key, in an upvalue, and inside a class instance", function()
+    local Box = {}
+    Box.__index = Box
+    loom.registerClass("spec.StreamBox", Box)
+    local key = big(3000)
+    local up = big(3000)
+    local function f() return #up end
+    local v = { [key] = "by key", fn = f, box = setmetatable({ items = big(3000) }, Box) }
+    local w = H.spawn(function()
+      local loom = require "loom"
+      local Box2 = {}
+      loom.registerClass("spec.StreamBox", Box2)
+      loom.parentPort:on("message", function(m)
+        local k = next(m, nil)
+        while type(k) ~= "table" do k = next(m, k) end
+        loom.parentPort:postMessage({ #k, m[k], m.fn(), #m.box.items,
+                                      getmetatable(m.box) == Box2 })
+      end)
+    end)
+    local got = {}
+    w:on("message", function(r)
+      got[#got + 1] = r
+      if #got == 2 then w:terminate() end
+    end)
+    w:postMessage(v)
+    w:postMessage(v)
+    H.join(w)
+    assert.are.same({ { 3000, "by key", 3000, 3000, true }, { 3000, "by key", 3000, 3000, true } }, got)
+  end)
+end)
