@@ -296,6 +296,8 @@ local ROWS = {
     { "100k-entry array round trip, p50", "ms", "time", "object.round_trip_ms.p50", target = 4 },
     { "100k round trip vs lua-cjson enc+dec (*)", "ms", "time", "object.round_trip_ms.p50",
       ref = "cjson", refpath = "object.local_cjson_encode_decode_ms.p50", target = 2 },
+    { "100k round trip vs the overlapped floor (2 x building the array) (l)", "ms", "time",
+      "object.round_trip_ms.p50", ref = "loom", refpath = "object.overlapped_floor_ms" },
     { "... as MB/s of JSON size", "MB/s", "rate", "object.round_trip_MBps_json",
       node = "object.round_trip_MBps_json" },
     { "100k-entry array one-way + ack, p50", "ms", "time", "object.one_way_ack_ms.p50" },
@@ -638,8 +640,9 @@ if floornote then
   print("(F) loom column = the floor itself, against Node: what no Lua binding can beat")
 end
 print()
-if res["loom.pool"] or res["loom.cpu"] then
-  print("(pool, cpu) rows marked l: against 1 (ideal), or against loom's own 1-thread figure")
+if res["loom.pool"] or res["loom.cpu"] or res["loom.bigclone"] then
+  print("rows marked l: against 1 (ideal), loom's own 1-thread figure (pool, cpu), or a figure"
+        .. " of the same script (bigclone's overlapped floor)")
 end
 print("raw JSON lines: " .. rawpath)
 if #failures > 0 then
