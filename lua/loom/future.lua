@@ -107,7 +107,8 @@ end
 
 local function settle(f, state, v, tb)
   if f._s ~= PENDING then return false end
-  f._s, f._v, f._tb = state, v, tb
+  f._s, f._v = state, v
+  if tb ~= nil then f._tb = tb end     -- (a nil into a missing key is a slow store)
   local cbs = f._cbs
   f._cbs = nil
   if cbs then
@@ -299,7 +300,12 @@ function M.all(list)
     end
   end
   if n == 0 then settle(out, FULFILLED, vals) end
-  for i = 1, n do whendone(vals[i], one) end
+  for i = 1, n do
+    local x = vals[i]
+    -- (whendone, inlined for the common case: a pending future, no callback yet)
+    if getmetatable(x) == Future and x._s == PENDING and not x._cbs then x._cbs = one
+    else whendone(x, one) end
+  end
   return out
 end
 

@@ -113,7 +113,8 @@ local function workermain()
     out[on * 5 + 3], out[on * 5 + 4], out[on * 5 + 5], out[on * 5 + 6], out[on * 5 + 7] =
       id, status, v, t0, t1
     on = on + 1
-    aborted[id], listeners[id] = nil, nil
+    if aborted[id] ~= nil then aborted[id] = nil end     -- (a nil into a missing key
+    if listeners[id] ~= nil then listeners[id] = nil end  --  is a slow store)
     if not first then first = t0 end
     if on >= FLUSH_COUNT or t1 - first >= FLUSH_MS then flush() end
   end
@@ -362,7 +363,8 @@ end
 -- the Future of a task settles; its bookkeeping goes
 local function finish(p, t, state, v, tb)
   if t._s ~= PENDING then return end     -- (a task is done when its Future is)
-  t._arg, t._transfer = nil, nil
+  t._arg = nil
+  if t._transfer ~= nil then t._transfer = nil end
   if t._timer then t._timer:close(); t._timer = nil end
   if t._onabort then t._sig:off("abort", t._onabort); t._onabort = nil end
   if state == FULFILLED then p._completed = p._completed + 1
@@ -437,14 +439,13 @@ end
 local function onresults(p, W, m)
   local tasks, n, live = W.tasks, m[2], p._live
   local rt, wt = p._rt, p._wt
-  local sum, cnt = 0, 0
+  local sum, cnt, gone = 0, 0, 0
   for i = 3, 2 + n * 5, 5 do
     local id = m[i]
     local t = tasks[id]
     if t then
       tasks[id] = nil
-      W.n = W.n - 1
-      p._out = p._out - 1
+      gone = gone + 1
       if t._grace then t._grace:close(); t._grace = nil end
       local st = m[i + 1]
       if st ~= SKIP then
@@ -460,7 +461,8 @@ local function onresults(p, W, m)
       end
       if t._s == PENDING then
         if st == OK and not t._timer and not t._onabort then   -- finish(), inlined
-          t._arg, t._transfer = nil, nil
+          t._arg = nil
+          if t._transfer ~= nil then t._transfer = nil end
           p._completed = p._completed + 1
           live[id] = nil
           settle(t, FULFILLED, m[i + 2])
@@ -472,6 +474,7 @@ local function onresults(p, W, m)
       end
     end
   end
+  W.n, p._out = W.n - gone, p._out - gone   -- (settles are held: nobody looked meanwhile)
   if cnt > 0 then
     p._busy = p._busy + sum
     local mean = sum / cnt
