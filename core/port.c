@@ -434,6 +434,19 @@ loom_msg *loom__port_packx (lua_State *L, loom_ctx *c, int idx, int tidx,
 
 /* The postMessage of one endpoint object: upvalues ctx, port, owner.
 ** (owner, value [, transfer]) -> true | false, "closed" */
+/* what postMessage returns: true, or false, "closed" (failed: the other
+** end was closed) */
+static int posted (lua_State *L, loom_ctx *c, int failed) {
+  if (failed) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  loom__stat_add(&c->stats->out, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* {====== streamed posts: a large value leaves in chunks as it is encoded */
 
 typedef struct spost {
@@ -510,14 +523,7 @@ static int post_stream (lua_State *L, loom_ctx *c, lport *lp) {
     if (sp.closed) r = -1;
     else if (r) return luaL_error(L, "postMessage: %s", err);
   }
-  if (r) {
-    lua_pushboolean(L, 0);
-    lua_pushliteral(L, "closed");
-    return 2;
-  }
-  loom__stat_add(&c->stats->out, 1);
-  lua_pushboolean(L, 1);
-  return 1;
+  return posted(L, c, r);
 }
 
 /* }====== */
@@ -555,20 +561,9 @@ static int l_post (lua_State *L) {
     int r = loom__pair_post(lp->pair, lp->end, m, 0);
     loom__trace(c->rt, &c->trace, LOOM_TR_POST, t0, r ? 0 : flow, size,
                 (int64_t)lp->pair->id[1 - lp->end], NULL, 0);
-    if (r) {
-      lua_pushboolean(L, 0);
-      lua_pushliteral(L, "closed");
-      return 2;
-    }
+    return posted(L, c, r);
   }
-  else if (loom__pair_post(lp->pair, lp->end, m, 0)) {
-    lua_pushboolean(L, 0);
-    lua_pushliteral(L, "closed");
-    return 2;
-  }
-  loom__stat_add(&c->stats->out, 1);
-  lua_pushboolean(L, 1);
-  return 1;
+  return posted(L, c, loom__pair_post(lp->pair, lp->end, m, 0));
 }
 
 /* core.poster(port, owner): the postMessage method of owner, a closure

@@ -346,12 +346,45 @@ static int flushed (enc *e) {
   return r == -2 ? fail(e, "the port is closed") : nomem(e);
 }
 
+/* A table's entries in one pass: the run of keys 1, 2, 3... met before
+** any other key is the array section; every other pair goes to the hash
+** section.  (Not #t: its border can be far beyond the entries a sparse
+** table holds.)  Streamed (see stable): T_END closes each section, and a
+** chunk may leave after any entry. */
+static int entries (enc *e, int idx, int streamed, uint32_t *narr, uint32_t *nrec) {
+  lua_State *L = e->L;
+  pathseg *seg = &e->path[e->depth++];
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int kidx = lua_gettop(L) - 1;
+    if (*nrec == 0 && lua_isinteger(L, kidx) &&
+        lua_tointeger(L, kidx) == (lua_Integer)*narr + 1) {
+      seg->kind = P_ARR;
+      seg->n = (lua_Integer)*narr + 1;
+      if (value(e, kidx + 1)) return -1;
+      if (++*narr == UINT32_MAX) return fail(e, "table too large");
+    }
+    else {
+      if (streamed && *nrec == 0 && putbyte(e, T_END)) return -1;
+      seg->idx = kidx;
+      seg->kind = P_KEY;
+      if (value(e, kidx)) return -1;
+      seg->kind = P_VAL;
+      if (value(e, kidx + 1)) return -1;
+      if (++*nrec == UINT32_MAX) return fail(e, "table too large");
+    }
+    lua_pop(L, 1);
+    if (streamed && flushed(e)) return -1;
+  }
+  e->depth--;
+  if (streamed && *nrec == 0 && putbyte(e, T_END)) return -1;
+  return streamed ? putbyte(e, T_END) : 0;
+}
+
 static int stable (enc *e, int idx) {
   lua_State *L = e->L;
   uint32_t narr = 0, nrec = 0, hrec = 0;
   lua_Unsigned border = lua_rawlen(L, idx);
-  int inarr = 1;
-  pathseg *seg;
   if (border == 0) lua_pushnil(L);
   else lua_pushinteger(L, (lua_Integer)border);
   while (lua_next(L, idx)) {
@@ -365,35 +398,7 @@ static int stable (enc *e, int idx) {
   memcpy(e->b->p + e->b->len + 1 + sizeof narr, &hrec, sizeof hrec);
   e->b->len += 9;
   narr = 0;
-  seg = &e->path[e->depth++];
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    int kidx = lua_gettop(L) - 1;
-    if (inarr && lua_isinteger(L, kidx) &&
-        lua_tointeger(L, kidx) == (lua_Integer)narr + 1) {
-      seg->kind = P_ARR;
-      seg->n = (lua_Integer)narr + 1;
-      if (value(e, kidx + 1)) return -1;
-      if (++narr == UINT32_MAX) return fail(e, "table too large");
-    }
-    else {
-      if (inarr) {
-        if (putbyte(e, T_END)) return -1;
-        inarr = 0;
-      }
-      seg->idx = kidx;
-      seg->kind = P_KEY;
-      if (value(e, kidx)) return -1;
-      seg->kind = P_VAL;
-      if (value(e, kidx + 1)) return -1;
-      if (++nrec == UINT32_MAX) return fail(e, "table too large");
-    }
-    lua_pop(L, 1);
-    if (flushed(e)) return -1;
-  }
-  e->depth--;
-  if (inarr && putbyte(e, T_END)) return -1;
-  return putbyte(e, T_END);
+  return entries(e, idx, 1, &narr, &nrec);
 }
 
 static int table (enc *e, int idx) {
@@ -401,7 +406,6 @@ static int table (enc *e, int idx) {
   uint32_t narr = 0, nrec = 0;
   size_t sizepos;
   int isnew;
-  pathseg *seg;
   if (lua_getmetatable(L, idx)) {
     const loom_clonehook *h = hookof(L);
     if (h) return byref(e, idx, h);
@@ -428,36 +432,12 @@ static int table (enc *e, int idx) {
     }
     lua_pop(L, 2);
   }
-  /* One pass: the run of keys 1, 2, 3... met before any other key is the
-  ** array section; every other pair goes to the hash section.  (Not #t:
-  ** its border can be far beyond the entries a sparse table holds.) */
   if (RESERVE(e, 9)) return -1;
   e->b->p[e->b->len] = T_TABLE;
   sizepos = e->b->len + 1;         /* the counts, written when known */
   e->b->len += 9;
-  seg = &e->path[e->depth++];
   e->unpatched++;                  /* no chunk may leave before the counts */
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    int kidx = lua_gettop(L) - 1;
-    if (nrec == 0 && lua_isinteger(L, kidx) &&
-        lua_tointeger(L, kidx) == (lua_Integer)narr + 1) {
-      seg->kind = P_ARR;
-      seg->n = (lua_Integer)narr + 1;
-      if (value(e, kidx + 1)) return -1;
-      if (++narr == UINT32_MAX) return fail(e, "table too large");
-    }
-    else {
-      seg->idx = kidx;
-      seg->kind = P_KEY;
-      if (value(e, kidx)) return -1;
-      seg->kind = P_VAL;
-      if (value(e, kidx + 1)) return -1;
-      if (++nrec == UINT32_MAX) return fail(e, "table too large");
-    }
-    lua_pop(L, 1);
-  }
-  e->depth--;
+  if (entries(e, idx, 0, &narr, &nrec)) return -1;
   e->unpatched--;
   memcpy(e->b->p + sizepos, &narr, sizeof narr);
   memcpy(e->b->p + sizepos + sizeof narr, &nrec, sizeof nrec);
@@ -750,6 +730,12 @@ static int dtable (dec *d) {
   return 0;
 }
 
+/* The error for what loom__stream_next/refs said (r != 0 and r != 1) */
+static int streambad (dec *d, int r) {
+  if (r == -1) d->aborted = 1;
+  return bad(d, r == -1 ? "the sender's value could not be cloned" : "terminated");
+}
+
 /* At the end of the bytes at hand: the stream's next chunk, if any.  A
 ** chunk ends only between two entries of a streamed table, never inside
 ** a table whose counts were read (d->owed). */
@@ -764,9 +750,7 @@ static int more (dec *d) {
     d->end = p + n;
     return 0;
   }
-  if (r == -1) d->aborted = 1;
-  return bad(d, r == 0 ? "truncated" : r == -1 ? "the sender's value could not be cloned"
-                                              : "terminated");
+  return r == 0 ? bad(d, "truncated") : streambad(d, r);
 }
 
 #define HINT_MAX (1u << 24)      /* a streamed table's presize, at most */
@@ -889,8 +873,7 @@ static int dhook (dec *d) {
   if (getvarint(d, &i)) return -1;
   if (d->stream && d->rv == NULL) {   /* known once the sender is done */
     int r = loom__stream_refs(d->stream, &d->rv, &d->nrv, d->stop);
-    if (r == -1) d->aborted = 1;
-    if (r) return bad(d, r == -1 ? "the sender's value could not be cloned" : "terminated");
+    if (r) return streambad(d, r);
   }
   if (i >= d->nrv || d->rv[i].vt == NULL) return bad(d, "bad reference");
   /* a hook's decode may push a few values and call Lua (a MessagePort's) */
@@ -1004,7 +987,7 @@ static int decode (lua_State *L, const unsigned char *p, size_t len, loom_ref *r
   d.rv = refs;
   d.nrv = nrefs;
   d.p = p;
-  d.end = p + len;
+  d.end = p ? p + len : NULL;   /* (a stream's bytes: its first chunk, below) */
   d.refs = 0;
   d.nref = 0;
   d.owed = 0;
@@ -1014,9 +997,12 @@ static int decode (lua_State *L, const unsigned char *p, size_t len, loom_ref *r
   d.depth = 0;
   d.err = NULL;
   luaL_checkstack(L, 4, "loom: decoding");
-  if (len < 1 || (p[0] & ~HDR_HASREF) != HDR_VERSION) bad(&d, "bad header");
+  if (stream && p == NULL ? more(&d) : len < 1) {
+    if (d.err == NULL) bad(&d, "bad header");
+  }
+  else if ((d.p[0] & ~HDR_HASREF) != HDR_VERSION) bad(&d, "bad header");
   else {
-    if (p[0] & HDR_HASREF) {
+    if (d.p[0] & HDR_HASREF) {
       lua_newtable(L);
       d.refs = lua_gettop(L);
     }
@@ -1025,9 +1011,8 @@ static int decode (lua_State *L, const unsigned char *p, size_t len, loom_ref *r
       if (d.p != d.end) bad(&d, "trailing bytes");
       else if (stream) {       /* the end: nothing may follow the value */
         int r = loom__stream_next(stream, &p, &len, stop);
-        if (r == -1) d.aborted = 1;
-        if (r) bad(&d, r == 1 ? "trailing bytes" : r == -1 ?
-                       "the sender's value could not be cloned" : "terminated");
+        if (r == 1) bad(&d, "trailing bytes");
+        else if (r) streambad(&d, r);
       }
     }
   }
@@ -1076,16 +1061,7 @@ int loom__errblob (loom_buf *b, const char *err) {
 }
 
 int loom__decode_msgx (lua_State *L, loom_msg *m, const atomic_int *stop) {
-  if (m->stream) {
-    const unsigned char *p;
-    size_t n;
-    int r = loom__stream_next(m->stream, &p, &n, stop);
-    if (r == 1) return decode(L, p, n, NULL, 0, m->stream, stop);
-    lua_pushstring(L, r == -2 ? "cannot decode message: terminated"
-                   : r == -1 ? "cannot decode message: the sender's value could not be cloned"
-                   : "cannot decode message: truncated");
-    return r == -1 ? -2 : -1;
-  }
+  if (m->stream) return decode(L, NULL, 0, NULL, 0, m->stream, stop);
   if (m->len == 0) {
     lua_pushnil(L);
     return 0;
