@@ -78,8 +78,8 @@ void loom__ctx_checkstop (lua_State *L, loom_ctx *c) {
 
 void loom__ctx_ref (loom_ctx *c, int delta) {
   c->holds += delta;
-  if (c->holds > 0) uv_ref((uv_handle_t *)c->async);
-  else uv_unref((uv_handle_t *)c->async);
+  if (c->holds > 0) uv_ref(loom__wake_handle(c->wake));
+  else uv_unref(loom__wake_handle(c->wake));
 }
 
 void loom__ctx_setkind (loom_ctx *c, int kind, loom_kindfn fn, void *ud) {
@@ -99,8 +99,8 @@ static void grow (loom_ctx *c) {
   if (c->spin_win > c->rt->spin_ns) c->spin_win = c->rt->spin_ns;
 }
 
-static void on_async (uv_async_t *a) {
-  loom_ctx *c = (loom_ctx *)a->data;
+static void on_wake (void *ud) {
+  loom_ctx *c = (loom_ctx *)ud;
   loom__mailbox_awake(c->mb);
   if (c->missed_at) {
     if (uv_hrtime() - c->missed_at < c->rt->spin_ns) grow(c);
@@ -171,19 +171,19 @@ static void on_prepare (uv_prepare_t *h) {
     if (loom__ctx_deliver(c, -1) > 0) delivered = 1;
     if (c->stopping || c->once || ++rounds >= LOOM_SPIN_ROUNDS ||
         uv_hrtime() - start >= LOOM_SPIN_TURN_NS) {
-      uv_async_send(c->async);   /* the poll must not block */
+      loom__wake_send(c->wake);   /* the poll must not block */
       return;
     }
   }
   if (start == 0) start = uv_hrtime();
   for (rounds = 0; loom__mailbox_sleep(c->mb); rounds++) {
     if (rounds == 8 || c->stopping || uv_hrtime() - start >= LOOM_SPIN_TURN_NS) {
-      uv_async_send(c->async);
+      loom__wake_send(c->wake);
       return;
     }
     if (loom__ctx_deliver(c, -1) > 0) delivered = 1;
   }
-  if (delivered && c->once) uv_async_send(c->async);
+  if (delivered && c->once) loom__wake_send(c->wake);
   else atomic_store_explicit(&c->stats->asleep, uv_hrtime(), memory_order_relaxed);
 }
 
@@ -231,7 +231,7 @@ int loom__ctx_poll (loom_ctx *c, lua_State *L, int budget_us, int max) {
   c->poll_deadline = 0;
   c->L = saved;
   /* the host may now sleep on loom_backend_fd: pushes must wake it */
-  if (loom__mailbox_sleep(c->mb) || c->pend_head) uv_async_send(c->async);
+  if (loom__mailbox_sleep(c->mb) || c->pend_head) loom__wake_send(c->wake);
   if (loom__ctx_take_error(L, c)) {
     lua_pop(L, 1);     /* keep the error value, drop the traceback */
     return -1;
@@ -248,27 +248,27 @@ int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
   if ((r = uv_loop_init(&c->loop)) != 0) return r;
   uv_loop_configure(&c->loop, UV_METRICS_IDLE_TIME);   /* worker:stats() */
   c->stats = &c->own;
-  c->async = (uv_async_t *)malloc(sizeof *c->async);
   c->check = (uv_check_t *)malloc(sizeof *c->check);
   c->idle = (uv_idle_t *)malloc(sizeof *c->idle);
   c->prepare = (uv_prepare_t *)malloc(sizeof *c->prepare);
   if (mb) loom__mailbox_retain(mb);
   else mb = loom__mailbox_new();
   r = UV_ENOMEM;
-  if (!c->async || !c->check || !c->idle || !c->prepare || !mb ||
-      (r = uv_async_init(&c->loop, c->async, on_async)) != 0) {
-    free(c->async); free(c->check); free(c->idle); free(c->prepare);
+  if (!c->check || !c->idle || !c->prepare || !mb ||
+      (r = loom__wake_init(&c->wake, &c->loop, on_wake, c)) != 0) {
+    free(c->check); free(c->idle); free(c->prepare);
     loom__mailbox_release(mb);
-    uv_loop_close(&c->loop);
+    while (uv_loop_close(&c->loop) == UV_EBUSY)   /* a wake-up half made */
+      uv_run(&c->loop, UV_RUN_NOWAIT);
     return r;
   }
   uv_check_init(&c->loop, c->check);
   uv_idle_init(&c->loop, c->idle);
   uv_prepare_init(&c->loop, c->prepare);
-  c->async->data = c->check->data = c->idle->data = c->prepare->data = c;
+  c->check->data = c->idle->data = c->prepare->data = c;
   uv_prepare_start(c->prepare, on_prepare);
   uv_unref((uv_handle_t *)c->prepare);
-  uv_unref((uv_handle_t *)c->async);   /* only 'holds' keep the loop alive */
+  uv_unref(loom__wake_handle(c->wake));   /* only 'holds' keep the loop alive */
   uv_check_start(c->check, on_check);
   uv_unref((uv_handle_t *)c->check);
   loom__runtime_retain(rt);
@@ -277,7 +277,7 @@ int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
                                                       loom__msgpool_init, loom__msgpool_fini);
   c->L = L;
   c->mb = mb;
-  loom__mailbox_attach(mb, c->async);
+  loom__mailbox_attach(mb, c->wake);
   loom__tbuf_init(&c->trace, 0, "main");   /* a worker names it again */
   return 0;
 }
@@ -293,6 +293,7 @@ void loom__ctx_close (loom_ctx *c) {
   c->pend_head = c->pend_tail = NULL;
   loom__msg_free(c->current);
   c->current = NULL;
+  loom__wake_close(c->wake);      /* (its own close also closes its fd) */
   uv_walk(&c->loop, closeall, NULL);
   while (uv_loop_close(&c->loop) == UV_EBUSY)
     uv_run(&c->loop, UV_RUN_NOWAIT);
@@ -507,7 +508,7 @@ int loom__ctx_deliver (loom_ctx *c, int max) {
     c->current = saved;
     n = -1;
   }
-  if (c->pend_head && !c->stopping) uv_async_send(c->async);  /* rest later */
+  if (c->pend_head && !c->stopping) loom__wake_send(c->wake);  /* rest later */
   return n;
 }
 
@@ -518,7 +519,7 @@ static void takeall (loom_ctx *c) {
     if (c->pend_tail) c->pend_tail->next = list;
     else c->pend_head = list;
     c->pend_tail = tail;
-    uv_async_send(c->async);          /* the loop delivers the rest */
+    loom__wake_send(c->wake);          /* the loop delivers the rest */
   }
 }
 

@@ -1,6 +1,6 @@
 /*
 ** loom_int.h: the Lua-free layers of loom, shared by its translation units.
-**   L0 basics: byte buffers, owned references, the assert macro.
+**   L0 basics: byte buffers, owned references, wake-ups, the assert macro.
 **   L1 cores:  messages, mailboxes, the runtime, the stop flag, workers and
 **              port pairs.  They use no loom Lua layer (the stop flag calls
 **              lua_sethook, which is how terminate reaches running Lua).
@@ -236,11 +236,26 @@ static inline void loom__stat_add (atomic_uint_fast64_t *v, uint64_t n) {
 }
 
 /* {======================================================================
+** L0: a thread's wake-up (wake.c).  Made, watched and closed by its
+** owner's loop; sent from any thread that reaches it (a mailbox keeps it
+** under its lock and forgets it before the owner closes it).  On Linux an
+** eventfd, elsewhere a uv_async_t; 'fn' runs on the owner's loop, after
+** the sends before it are counted.
+** ======================================================================= */
+typedef struct loom_wake loom_wake;
+typedef void (*loom_wakefn)(void *ud);
+
+int loom__wake_init(loom_wake **w, uv_loop_t *loop, loom_wakefn fn, void *ud);
+void loom__wake_send(loom_wake *w);            /* any thread */
+uv_handle_t *loom__wake_handle(loom_wake *w);  /* owner: for ref/unref */
+void loom__wake_close(loom_wake *w);           /* owner: freed by the loop */
+
+/* {======================================================================
 ** L1: mailbox (mailbox.c): one per thread that runs loom.  Shared by its
 ** owner (the only taker) and every sender; freed when its atomic refcount
 ** drops to 0.  'top' is a lock-free stack of the queued messages, newest
 ** first: senders push with a CAS, the owner takes all with an exchange
-** (and reverses them into order).  'lock' guards async and the waiters'
+** (and reverses them into order).  'lock' guards wake and the waiters'
 ** handshake ('waiters' changes under it); 'cond' is signalled on a push
 ** while waiters > 0, and broadcast on interrupt.
 ** ======================================================================= */
@@ -253,7 +268,7 @@ typedef struct loom_mailbox {
   atomic_int refs;
   uv_mutex_t lock;
   uv_cond_t cond;
-  uv_async_t *async;      /* owner's wake-up, NULL unless attached */
+  loom_wake *wake;        /* owner's wake-up, NULL unless attached */
 } loom_mailbox;
 
 /* Any thread: is a message queued?  (The owner's lock-free spin.) */
@@ -264,9 +279,9 @@ static inline int loom__mailbox_nonempty (loom_mailbox *mb) {
 loom_mailbox *loom__mailbox_new(void);
 void loom__mailbox_retain(loom_mailbox *mb);
 void loom__mailbox_release(loom_mailbox *mb);
-/* Owner only: start waking 'async' on every push. */
-void loom__mailbox_attach(loom_mailbox *mb, uv_async_t *async);
-/* Owner only: refuse further pushes, free queued messages, forget async. */
+/* Owner only: start waking 'wake' on every push. */
+void loom__mailbox_attach(loom_mailbox *mb, loom_wake *wake);
+/* Owner only: refuse further pushes, free queued messages, forget wake. */
 void loom__mailbox_close(loom_mailbox *mb);
 /* Any thread: queue 'm' (taking ownership) and wake the owner.  Returns 0,
 ** or -1 when the mailbox is closed (then 'm' is freed). */

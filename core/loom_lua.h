@@ -38,7 +38,7 @@ struct loom_ctx {
   loom_runtime *rt;
   lua_State *L;               /* the running thread: callbacks run on it */
   uv_loop_t loop;
-  uv_async_t *async;          /* wakes the loop when the mailbox fills */
+  loom_wake *wake;            /* wakes the loop when the mailbox fills */
   uv_check_t *check;          /* runs setImmediate callbacks */
   uv_idle_t *idle;            /* keeps the poll from blocking meanwhile */
   uv_prepare_t *prepare;      /* spins on the mailbox before the poll */
@@ -51,7 +51,7 @@ struct loom_ctx {
   uint64_t missed_at;         /* when a window last closed with nothing */
   uint64_t last_turn;         /* uv_hrtime() of await's last real turn */
   int fast_turns;             /* await's direct deliveries since then */
-  int holds;                  /* things keeping the loop alive via async */
+  int holds;                  /* things keeping the loop alive via wake */
   int running, once, stopping, has_error, exiting, closed;
   lua_Integer exit_code;      /* worker: code given to loom.exit */
   loom_msg *pend_head, *pend_tail;  /* taken from mb, not yet delivered */

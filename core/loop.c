@@ -13,7 +13,7 @@ static void enter (lua_State *L, loom_ctx *c, const char *who) {
                   "(inside a callback, use await within loom.async)", who);
   c->running = 1;
   c->stopping = 0;
-  if (c->pend_head) uv_async_send(c->async);   /* left by an earlier error */
+  if (c->pend_head) loom__wake_send(c->wake);   /* left by an earlier error */
 }
 
 /* loom.run(): run the loop until nothing keeps it alive. */

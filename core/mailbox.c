@@ -4,7 +4,7 @@
 ** may be asleep or blocked; the owner takes the whole stack with one
 ** exchange and reverses it, so each sender's messages keep their order.
 ** Knows no Lua.  The mutex (adaptive where glibc has one) guards the
-** async handle and the blocking waiters' handshake, never a push.
+** owner's wake-up and the blocking waiters' handshake, never a push.
 */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE          /* PTHREAD_MUTEX_ADAPTIVE_NP */
@@ -59,17 +59,17 @@ void loom__mailbox_release (loom_mailbox *mb) {
   free(mb);
 }
 
-void loom__mailbox_attach (loom_mailbox *mb, uv_async_t *async) {
+void loom__mailbox_attach (loom_mailbox *mb, loom_wake *wake) {
   uv_mutex_lock(&mb->lock);
-  mb->async = async;
-  if (loom__mailbox_nonempty(mb)) uv_async_send(async);   /* posted before we were ready */
+  mb->wake = wake;
+  if (loom__mailbox_nonempty(mb)) loom__wake_send(wake);   /* posted before we were ready */
   uv_mutex_unlock(&mb->lock);
 }
 
 void loom__mailbox_close (loom_mailbox *mb) {
   atomic_store(&mb->closed, 1);      /* before the exchange: see push */
   uv_mutex_lock(&mb->lock);
-  mb->async = NULL;
+  mb->wake = NULL;
   uv_mutex_unlock(&mb->lock);
   loom__msg_freelist(atomic_exchange(&mb->top, NULL));
 }
@@ -98,10 +98,10 @@ int loom__mailbox_push (loom_mailbox *mb, loom_msg *m) {
   ** the lock, 'waiters') before it looks at 'top' (all sequentially
   ** consistent), so one of the two sees the other.  The send is made
   ** under the lock: once the owner has closed the mailbox its loop (and
-  ** the async's fd) may be gone. */
+  ** the wake-up's fd) may be gone. */
   if (!atomic_load(&mb->awake) || atomic_load(&mb->waiters) > 0) {
     uv_mutex_lock(&mb->lock);
-    if (mb->async && !atomic_load(&mb->awake)) uv_async_send(mb->async);
+    if (mb->wake && !atomic_load(&mb->awake)) loom__wake_send(mb->wake);
     if (atomic_load(&mb->waiters) > 0) uv_cond_signal(&mb->cond);
     uv_mutex_unlock(&mb->lock);
   }
@@ -134,7 +134,7 @@ void loom__mailbox_awake (loom_mailbox *mb) {
 
 void loom__mailbox_interrupt (loom_mailbox *mb) {
   uv_mutex_lock(&mb->lock);
-  if (mb->async) uv_async_send(mb->async);
+  if (mb->wake) loom__wake_send(mb->wake);
   uv_cond_broadcast(&mb->cond);
   uv_mutex_unlock(&mb->lock);
 }

@@ -25,7 +25,7 @@ build = {
     ["loom.core"] = {
       sources = {
         "core/buf.c", "core/alloc.c",
-        "core/stream.c", "core/message.c", "core/mailbox.c", "core/runtime.c", "core/stop.c",
+        "core/stream.c", "core/message.c", "core/mailbox.c", "core/wake.c", "core/runtime.c", "core/stop.c",
         "core/trace.c",
         "core/ctx.c", "core/serial.c", "core/state.c",
         "core/loop.c", "core/port.c", "core/channel.c", "core/broadcast.c", "core/worker.c",

@@ -7,6 +7,10 @@
 **    exactly once (each holds a reference whose release is counted) by the
 **    close, by a sender that saw the close, or by the last release.
 **  - a blocked owner (loom__mailbox_wait) is woken by a push.
+**  - an owner whose loop sleeps in the poll (woken through its loom_wake,
+**    with the context's handshake before each poll) takes every message
+**    of 4 senders: no wake-up is lost (a lost one hangs until a 30 s
+**    guard fails the test), and a burst's sends mostly share one write.
 **  - spare blocks travel: senders post from their own caches, the owner
 **    frees into its cache, full caches go to a shared pool as batches and
 **    the senders take them back.  Every reused block carries its new
@@ -196,6 +200,98 @@ static void test_wake (void) {
 
 /* }====== */
 
+/* {====== a loop woken through its loom_wake */
+
+typedef struct owner {
+  loom_mailbox *mb;
+  loom_wake *wake;
+  uv_prepare_t prepare;
+  uv_timer_t guard;
+  int got, want, wakes, timedout;
+} owner;
+
+static void finish (owner *o) {
+  uv_prepare_stop(&o->prepare);
+  uv_timer_stop(&o->guard);
+  uv_stop(o->prepare.loop);
+}
+
+static void drain (owner *o) {
+  loom_msg *tail, *m = loom__mailbox_take(o->mb, &tail), *next;
+  for (; m; m = next) {
+    next = m->next;
+    o->got++;
+    loom__msg_free(m);
+  }
+  if (o->got == o->want) finish(o);
+}
+
+static void on_wake (void *ud) {
+  owner *o = (owner *)ud;
+  o->wakes++;
+  loom__mailbox_awake(o->mb);
+  drain(o);
+}
+
+/* before the poll, as ctx.c's: block only once a push will wake us */
+static void on_prepare (uv_prepare_t *h) {
+  owner *o = (owner *)h->data;
+  while (loom__mailbox_sleep(o->mb)) drain(o);
+}
+
+static void on_guard (uv_timer_t *h) {
+  owner *o = (owner *)h->data;
+  o->timedout = 1;
+  finish(o);
+}
+
+static void test_loop_wake (void) {
+  uv_loop_t loop;
+  owner o;
+  sender s[SENDERS];
+  uv_thread_t t[SENDERS];
+  int i, n = under_valgrind() ? 5000 : 50000;
+  memset(&o, 0, sizeof o);
+  uv_loop_init(&loop);
+  o.mb = loom__mailbox_new();
+  o.want = SENDERS * n;
+  CHECK(loom__wake_init(&o.wake, &loop, on_wake, &o) == 0, "a wake-up is made");
+  loom__mailbox_attach(o.mb, o.wake);
+  uv_prepare_init(&loop, &o.prepare);
+  o.prepare.data = &o;
+  uv_prepare_start(&o.prepare, on_prepare);
+  uv_timer_init(&loop, &o.guard);
+  o.guard.data = &o;
+  uv_timer_start(&o.guard, on_guard, 30000, 0);
+  for (i = 0; i < SENDERS; i++) {
+    s[i].mb = o.mb;
+    s[i].who = i;
+    s[i].n = n;
+    s[i].failed = 0;
+    uv_thread_create(&t[i], send_all, &s[i]);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  for (i = 0; i < SENDERS; i++) uv_thread_join(&t[i]);
+  CHECK(!o.timedout, "no wake-up lost (%d of %d taken when the guard fired)", o.got, o.want);
+  CHECK(o.got == o.want, "every message once (%d of %d)", o.got, o.want);
+  CHECK(o.wakes >= 1 && o.wakes <= o.want, "woken through the fd (%d times)", o.wakes);
+  /* a send to itself wakes the next turn */
+  loom__wake_send(o.wake);
+  loom__wake_send(o.wake);
+  o.wakes = 0;
+  uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK(o.wakes == 1, "two sends before a turn: one wake-up (%d)", o.wakes);
+  loom__mailbox_close(o.mb);
+  loom__wake_close(o.wake);
+  uv_close((uv_handle_t *)&o.prepare, NULL);
+  uv_close((uv_handle_t *)&o.guard, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0, "every handle closed");
+  loom__mailbox_release(o.mb);
+}
+
+/* }====== */
+
 /* {====== spare blocks through the runtime's pool */
 
 typedef struct poster {
@@ -270,6 +366,7 @@ int main (void) {
   test_order();
   test_close_race();
   test_wake();
+  test_loop_wake();
   test_spare_pool();
   printf("test_mailbox: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
