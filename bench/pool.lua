@@ -7,6 +7,11 @@
 --  - tiny_c16: the same with concurrentTasksPerWorker = 16.
 --  - spin_1ms: 1,000 tasks that each busy-wait 1 ms (after a 20-task
 --    warm-up); ideal = 1,000 x 1 ms / 2 threads; efficiency = ideal / wall.
+--  - spin_floor: the machine's own efficiency for that work: two plain
+--    worker threads, no pool, each busy-waiting 500 x 1 ms back to back
+--    (timed from a go signal until both have said done).  What a pool on
+--    this machine can reach: the kernel and the host take some of each
+--    core's time from any thread.
 --  - scaling: tiny tasks/s with 1 thread and with every core.
 local DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local loom = require "loom"
@@ -65,10 +70,45 @@ local function poolspin()
            run_time_mean_ms = s.runTime.mean, utilization = s.utilization }
 end
 
+-- the floor of spin_1ms: the same busy-waits, back to back, in two plain
+-- threads (each told to go by a SharedBuffer flag, each posting when done)
+local function spinfloor()
+  local flag = loom.SharedBuffer(8):view("int32")
+  local ws = {}
+  for i = 1, THREADS do
+    ws[i] = loom.Worker(function()
+      local l = require "loom"
+      local d = l.workerData
+      local n, f, now = d.n, d.flag, l.now
+      l.parentPort:postMessage("up")
+      while f:load(1) == 0 do f:wait(1, 0, 100) end
+      for _ = 1, n do
+        local stop = now() + 1
+        while now() < stop do end
+      end
+      l.parentPort:postMessage("done")
+    end, { workerData = { n = N_SPIN // THREADS, flag = flag } })
+  end
+  local ready, done = {}, {}
+  for i = 1, THREADS do ready[i] = C.once(ws[i], "message") end
+  loom.all(ready):await()
+  for i = 1, THREADS do done[i] = C.once(ws[i], "message") end
+  local t0 = now()
+  flag:store(1, 1)
+  flag:notify(1)
+  loom.all(done):await()
+  local wall = now() - t0
+  for i = 1, THREADS do ws[i]:terminate() end
+  local ideal = N_SPIN * 1 / THREADS
+  return { tasks = N_SPIN, wall_ms = wall, ideal_ms = ideal, efficiency = ideal / wall }
+end
+
 local out = { threads = THREADS }
 out.tiny = pooltiny(THREADS)
 out.tiny_c16 = pooltiny(THREADS, { concurrentTasksPerWorker = 16 })
 out.spin_1ms = poolspin()
+out.spin_floor = spinfloor()
+out.spin_1ms.vs_floor = out.spin_1ms.efficiency / out.spin_floor.efficiency
 local cpus = loom.availableParallelism()
 out.scaling = { t1 = pooltiny(1) }
 out.scaling["t" .. cpus] = cpus == THREADS and out.tiny or pooltiny(cpus)

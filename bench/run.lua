@@ -356,6 +356,10 @@ ROWS.cpu = {
   { "speedup 1 -> 2 threads (Node: interleaved)", "x", "rate", "speedup", node = "speedup_interleaved" },
   { "speedup 1 -> 2 threads (target: 1.95x)", "x", "rate", "speedup",
     ref = "loom", refpath = "ideal_is_1", target = 1.95 },
+  { "primes < 20M, 2 threads vs 2 plain threads, no pool (l)", "ms", "time", "n2.wall_ms",
+    ref = "loom", refpath = "floor2.wall_ms" },
+  { "the machine: 2 plain threads' speedup over 1 (l)", "x", "rate", "floor_speedup",
+    ref = "loom", refpath = "ideal_is_1" },
 }
 
 -- g. pool: loom.Pool against Piscina 5 (minThreads = maxThreads = 2)
@@ -372,6 +376,10 @@ ROWS.pool = {
     node = "spin_1ms.efficiency" },
   { "1000 x 1 ms tasks: efficiency vs ideal", "", "rate", "spin_1ms.efficiency",
     ref = "loom", refpath = "ideal_is_1", target = 0.97 },
+  { "1000 x 1 ms tasks: efficiency vs 2 plain threads, no pool (l)", "", "rate",
+    "spin_1ms.efficiency", ref = "loom", refpath = "spin_floor.efficiency" },
+  { "the machine: 2 plain threads' efficiency, 500 x 1 ms each (l)", "", "rate",
+    "spin_floor.efficiency", ref = "loom", refpath = "ideal_is_1" },
   { "tiny tasks, 1 thread", "msg/s", "rate", "scaling.t1.tasks_per_s", ref = "loom",
     refpath = "scaling.t1.tasks_per_s" },
   { "tiny tasks, all cores vs 1 thread", "msg/s", "rate", "scaling.all.tasks_per_s",
