@@ -745,6 +745,46 @@ describe("loom.Worker", function()
       assert.are.equal(N, exits)
       for id = 1, N do assert.are.equal(K * (K + 1), sums[id]) end
     end)
+
+    it("past the open-files limit a worker fails with its error event; the others echo", function()
+      if H.no_fork(pending) then return end
+      -- a child process under `ulimit -n 40`: a worker holds 5 descriptors
+      local script = [=[
+        local loom = require "loom"
+        local ws, fs, errs, echoed = {}, {}, {}, 0
+        for i = 1, 20 do
+          local w = loom.Worker("local loom = require 'loom'; " ..
+            "loom.parentPort:on('message', function(m) loom.parentPort:postMessage(m) end)",
+            { eval = true })
+          local f = loom.Future.new()
+          w:on("error", function(e) errs[#errs + 1] = tostring(e) end)
+          w:once("message", function(m) if m == i then echoed = echoed + 1 end; f:resolve(true) end)
+          w:once("exit", function() f:resolve(false) end)
+          w:postMessage(i)
+          ws[i], fs[i] = w, f
+        end
+        loom.all(fs):await()
+        print(("echoed=%d errors=%d"):format(echoed, #errs))
+        print("first=" .. tostring(errs[1]))
+        for _, w in ipairs(ws) do w:terminate() end
+      ]=]
+      local tmp = os.tmpname()
+      local f = assert(io.open(tmp, "w"))
+      f:write(script)
+      f:close()
+      local p = io.popen(("ulimit -n 40; timeout 60 %s %s 2>&1; echo \"rc=$?\""):format(
+        os.getenv("LUA") or "lua5.4", tmp))
+      local out = p:read("a")
+      p:close()
+      os.remove(tmp)
+      assert.matches("rc=0", out, 1, true)
+      local echoed, nerr = out:match("echoed=(%d+) errors=(%d+)")
+      echoed, nerr = tonumber(echoed), tonumber(nerr)
+      assert.is_true(echoed >= 1, out)
+      assert.is_true(nerr >= 1, out)
+      assert.are.equal(20, echoed + nerr, out)
+      assert.matches("first=cannot create the worker's event loop: too many open files", out, 1, true)
+    end)
   end)
 
   describe("nested workers", function()
