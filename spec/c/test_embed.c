@@ -329,10 +329,12 @@ static void test_children (lua_State *L) {
 ** with a warning and free themselves when the call returns.
 ** =================================================================== */
 #define CLOSE_MS 500
-/* long enough that a call is still stuck at the close after the other
-** eight took their time to say ready (seconds under TSan on a loaded
-** machine: at 2.5 s one once returned first, and was not detached) */
-#define STUCK_MS 5000
+#define STUCK_MS 2500
+
+/* calls of stuck() entered: a worker says 'ready' just before its call,
+** and a close that came in between would stop it before the call (then
+** it is not detached): the test waits for both (any thread) */
+static _Atomic int stuck_in;
 
 typedef struct destroyhost {
   _Atomic int starts, stops, warnings, badwarnings;   /* (any thread) */
@@ -348,6 +350,7 @@ static double now_ms (void) {
 static int l_stuck (lua_State *L) {
   struct timespec ts;
   lua_Integer ms = luaL_checkinteger(L, 1);
+  stuck_in++;
   ts.tv_sec = (time_t)(ms / 1000);
   ts.tv_nsec = (long)(ms % 1000) * 1000000L;
   while (nanosleep(&ts, &ts) != 0) {}
@@ -486,14 +489,15 @@ static void test_destroy (void) {
          "  local w = loom.Worker(src, { eval = true, argv = { " LOOM_STR(STUCK_MS) " }, workerData = B })\n"
          "  w:on('message', function() ready = ready + 1 end)\n"
          "end\n");
-  for (i = 0; i < 20000 && ready < 9; i++) {
+  for (i = 0; i < 20000 && (ready < 9 || stuck_in < 3); i++) {
     CHECK(loom_poll(L, 1000, 0) >= 0, "poll: %s", lua_tostring(L, -1));
     lua_getglobal(L, "ready");
     ready = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
-    if (ready < 9) nap();
+    if (ready < 9 || stuck_in < 3) nap();
   }
   CHECK(ready == 9, "every worker blocked (%d of 9 ready)", ready);
+  CHECK(stuck_in == 3, "the three C calls entered (%d)", (int)stuck_in);
   /* three stuck threads: one after the other, the close would take 3 x CLOSE_MS */
   t0 = now_ms();
   lua_close(L);
