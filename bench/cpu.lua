@@ -88,5 +88,4 @@ local n1 = run(1)
 local n2 = run(2)
 local f2 = floor2()
 C.emit("cpu", { limit = LIMIT, block = BLOCK, n1 = n1, n2 = n2, floor2 = f2,
-                speedup = n1.wall_ms / n2.wall_ms, floor_speedup = n1.wall_ms / f2.wall_ms,
-                n2_vs_floor = f2.wall_ms / n2.wall_ms })
+                speedup = n1.wall_ms / n2.wall_ms, floor_speedup = n1.wall_ms / f2.wall_ms })

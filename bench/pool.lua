@@ -108,7 +108,6 @@ out.tiny = pooltiny(THREADS)
 out.tiny_c16 = pooltiny(THREADS, { concurrentTasksPerWorker = 16 })
 out.spin_1ms = poolspin()
 out.spin_floor = spinfloor()
-out.spin_1ms.vs_floor = out.spin_1ms.efficiency / out.spin_floor.efficiency
 local cpus = loom.availableParallelism()
 out.scaling = { t1 = pooltiny(1) }
 out.scaling["t" .. cpus] = cpus == THREADS and out.tiny or pooltiny(cpus)

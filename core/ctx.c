@@ -90,6 +90,12 @@ void loom__ctx_setkind (loom_ctx *c, int kind, loom_kindfn fn, void *ud) {
 
 static void onclose (uv_handle_t *h) { free(h); }
 
+/* Close a loop whose handles are closing: their callbacks run first. */
+static void closeloop (uv_loop_t *loop) {
+  while (uv_loop_close(loop) == UV_EBUSY)
+    uv_run(loop, UV_RUN_NOWAIT);
+}
+
 #define SPIN_MIN_NS 2000u        /* the window never shrinks below this */
 
 /* A message that woke the thread soon after its window closed: the
@@ -258,8 +264,7 @@ int loom__ctx_init (loom_ctx *c, loom_runtime *rt, lua_State *L,
       (r = loom__wake_init(&c->wake, &c->loop, on_wake, c)) != 0) {
     free(c->check); free(c->idle); free(c->prepare);
     loom__mailbox_release(mb);
-    while (uv_loop_close(&c->loop) == UV_EBUSY)   /* a wake-up half made */
-      uv_run(&c->loop, UV_RUN_NOWAIT);
+    closeloop(&c->loop);           /* (a wake-up half made may be closing) */
     return r;
   }
   uv_check_init(&c->loop, c->check);
@@ -295,8 +300,7 @@ void loom__ctx_close (loom_ctx *c) {
   c->current = NULL;
   loom__wake_close(c->wake);      /* (its own close also closes its fd) */
   uv_walk(&c->loop, closeall, NULL);
-  while (uv_loop_close(&c->loop) == UV_EBUSY)
-    uv_run(&c->loop, UV_RUN_NOWAIT);
+  closeloop(&c->loop);
   loom__mailbox_release(c->mb);
   loom__buf_free(&c->scratch);
   loom__refs_free(&c->scratch_refs);

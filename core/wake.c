@@ -43,19 +43,21 @@ struct loom_wake {
     uv_async_t async;
 #endif
   } h;
-  int fd;
-  atomic_int pending;     /* 1: a write is unread (seq_cst) */
+  int fd;                 /* the eventfd; -1 off Linux */
+  atomic_int pending;     /* 1: a write is unread (seq_cst; Linux) */
   loom_wakefn fn;
   void *ud;
 };
 
-#ifdef LOOM_EVENTFD
-
 static void onclose (uv_handle_t *h) {
   loom_wake *w = (loom_wake *)h->data;
-  close(w->fd);
+#ifdef LOOM_EVENTFD
+  if (w->fd >= 0) close(w->fd);
+#endif
   free(w);
 }
+
+#ifdef LOOM_EVENTFD
 
 static void on_readable (uv_poll_t *p, int status, int events) {
   loom_wake *w = (loom_wake *)p->data;
@@ -67,32 +69,19 @@ static void on_readable (uv_poll_t *p, int status, int events) {
   w->fn(w->ud);
 }
 
-int loom__wake_init (loom_wake **pw, uv_loop_t *loop, loom_wakefn fn, void *ud) {
-  loom_wake *w = (loom_wake *)malloc(sizeof *w);
+/* The handle, watching a new eventfd: 0 or an error; *inloop is set once
+** the handle is the loop's (then only the loop's close may free w). */
+static int start (loom_wake *w, uv_loop_t *loop, int *inloop) {
   int r;
-  *pw = NULL;
-  if (w == NULL) return UV_ENOMEM;
   w->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (w->fd < 0) {
-    r = uv_translate_sys_error(errno);
-    free(w);
-    return r;
-  }
+  if (w->fd < 0) return uv_translate_sys_error(errno);
   if ((r = uv_poll_init(loop, &w->h.poll, w->fd)) != 0) {
-    close(w->fd);
-    free(w);       /* (a poll that failed to init holds nothing) */
+    close(w->fd);          /* (a poll that failed to init holds nothing) */
     return r;
   }
-  atomic_init(&w->pending, 0);
-  w->fn = fn;
-  w->ud = ud;
   w->h.poll.data = w;
-  if ((r = uv_poll_start(&w->h.poll, UV_READABLE, on_readable)) != 0) {
-    uv_close(&w->h.handle, onclose);   /* the loop's close frees it */
-    return r;
-  }
-  *pw = w;
-  return 0;
+  *inloop = 1;
+  return uv_poll_start(&w->h.poll, UV_READABLE, on_readable);
 }
 
 void loom__wake_send (loom_wake *w) {
@@ -110,32 +99,36 @@ static void on_async (uv_async_t *a) {
   w->fn(w->ud);
 }
 
-int loom__wake_init (loom_wake **pw, uv_loop_t *loop, loom_wakefn fn, void *ud) {
-  loom_wake *w = (loom_wake *)malloc(sizeof *w);
-  int r;
-  *pw = NULL;
-  if (w == NULL) return UV_ENOMEM;
-  if ((r = uv_async_init(loop, &w->h.async, on_async)) != 0) {
-    free(w);
-    return r;
-  }
-  w->fd = -1;
-  w->fn = fn;
-  w->ud = ud;
+static int start (loom_wake *w, uv_loop_t *loop, int *inloop) {
+  int r = uv_async_init(loop, &w->h.async, on_async);
   w->h.async.data = w;
-  *pw = w;
-  return 0;
+  *inloop = r == 0;
+  return r;
 }
 
 void loom__wake_send (loom_wake *w) {
   uv_async_send(&w->h.async);
 }
 
-static void onclose (uv_handle_t *h) {
-  free(h->data);
-}
-
 #endif
+
+int loom__wake_init (loom_wake **pw, uv_loop_t *loop, loom_wakefn fn, void *ud) {
+  loom_wake *w = (loom_wake *)malloc(sizeof *w);
+  int r, inloop = 0;
+  *pw = NULL;
+  if (w == NULL) return UV_ENOMEM;
+  w->fd = -1;
+  atomic_init(&w->pending, 0);
+  w->fn = fn;
+  w->ud = ud;
+  if ((r = start(w, loop, &inloop)) != 0) {
+    if (inloop) uv_close(&w->h.handle, onclose);   /* the loop's close frees it */
+    else free(w);
+    return r;
+  }
+  *pw = w;
+  return 0;
+}
 
 uv_handle_t *loom__wake_handle (loom_wake *w) {
   return &w->h.handle;

@@ -10,7 +10,7 @@
 **  - an owner whose loop sleeps in the poll (woken through its loom_wake,
 **    with the context's handshake before each poll) takes every message
 **    of 4 senders: no wake-up is lost (a lost one hangs until a 30 s
-**    guard fails the test), and a burst's sends mostly share one write.
+**    guard fails the test), and two sends before a turn wake it once.
 **  - spare blocks travel: senders post from their own caches, the owner
 **    frees into its cache, full caches go to a shared pool as batches and
 **    the senders take them back.  Every reused block carries its new
