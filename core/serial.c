@@ -62,6 +62,43 @@ void loom__serial_addhook (lua_State *L, int mtidx, const loom_clonehook *h) {
   lua_pop(L, 1);
 }
 
+/* registry: a function(name) that loads the module teaching this thread
+** the hook of that name (loom's Lua half loads some only on first use) */
+static const char LAZYKEY = 'z';
+
+/* The hook of that name, or NULL. */
+static const loom_clonehook *hooknamed (lua_State *L, const unsigned char *name, size_t n) {
+  const loom_clonehook *h = NULL;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &HOOKKEY) == LUA_TTABLE) {
+    lua_pushlstring(L, (const char *)name, n);
+    lua_rawget(L, -2);
+    h = (const loom_clonehook *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return h;
+}
+
+/* The hook of that name, loading its module first if this thread has not
+** (the loader's error, if it fails, is in errbuf), or NULL. */
+static const loom_clonehook *hookload (lua_State *L, const unsigned char *name, size_t n,
+                                       char *errbuf, size_t errlen) {
+  const loom_clonehook *h = hooknamed(L, name, n);
+  if (h != NULL) return h;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &LAZYKEY) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  lua_pushlstring(L, (const char *)name, n);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    snprintf(errbuf, errlen, "%.*s: cannot load its module: %s", (int)n, name,
+             lua_isstring(L, -1) ? lua_tostring(L, -1) : "error object is not a string");
+    lua_pop(L, 1);
+    return NULL;
+  }
+  return hooknamed(L, name, n);
+}
+
 /* The hook for the metatable on top (popped), or NULL.  No allocation. */
 static const loom_clonehook *hookof (lua_State *L) {
   const loom_clonehook *h = NULL;
@@ -878,13 +915,9 @@ static int dhook (dec *d) {
   if (i >= d->nrv || d->rv[i].vt == NULL) return bad(d, "bad reference");
   /* a hook's decode may push a few values and call Lua (a MessagePort's) */
   if (!lua_checkstack(L, 8)) return bad(d, "Lua stack overflow (or not enough memory)");
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &HOOKKEY) == LUA_TTABLE) {
-    lua_pushlstring(L, (const char *)name, n);
-    lua_rawget(L, -2);
-    h = (const loom_clonehook *)lua_touserdata(L, -1);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
+  d->errbuf[0] = '\0';
+  h = hookload(L, name, n, d->errbuf, sizeof d->errbuf);
+  if (h == NULL && d->errbuf[0]) return bad(d, d->errbuf);
   if (h == NULL || h->vt != d->rv[i].vt) {
     snprintf(d->errbuf, sizeof d->errbuf,
              "type '%.*s' has no clone hook in this thread", (int)n, name);
@@ -1167,6 +1200,14 @@ static int l_registerclass (lua_State *L) {
   return 1;
 }
 
+/* core.lazyhooks(fn): fn(name) loads the module of a hook not known yet */
+static int l_lazyhooks (lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &LAZYKEY);
+  return 0;
+}
+
 void loom__serial_open (lua_State *L) {
   clonebuf *cb = (clonebuf *)lua_newuserdatauv(L, sizeof *cb, 0);
   memset(cb, 0, sizeof *cb);
@@ -1178,6 +1219,8 @@ void loom__serial_open (lua_State *L) {
   lua_setfield(L, -2, "clone");
   lua_pushcfunction(L, l_registerclass);
   lua_setfield(L, -2, "registerClass");
+  lua_pushcfunction(L, l_lazyhooks);
+  lua_setfield(L, -2, "lazyhooks");
 }
 
 /* }====================================================================== */

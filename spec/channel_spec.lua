@@ -317,3 +317,49 @@ describe("loom.select", function()
     end
   end)
 end)
+
+describe("loading on first use", function()
+  it("a worker that never named Channels decodes one it is sent, and uses it", function()
+    local q = loom.Channel()
+    local w = H.spawn(function()
+      local loom = require "loom"
+      local before = package.loaded["loom.channel"] ~= nil
+      loom.parentPort:on("message", function(m)
+        m.q:push({ before = before, after = package.loaded["loom.channel"] ~= nil,
+                   same = getmetatable(m.q) == loom.Channel, len = #m.q })
+        loom.parentPort:close()
+      end)
+    end)
+    assert.is_true(w:postMessage({ q = q }))
+    local v = q:pop(H.ms(5000))
+    assert.are.same({ before = false, after = true, same = true, len = 0 }, v)
+    assert.are.equal(0, H.join(w))
+  end)
+
+  it("a module that cannot load makes a messageerror naming the class; the worker goes on", function()
+    local q = loom.Channel()
+    local w = H.spawn(function()
+      local loom = require "loom"
+      local port = loom.parentPort
+      local searchers = package.searchers
+      package.searchers = {}                  -- nothing can be required now
+      port:on("messageerror", function(e)
+        package.searchers = searchers
+        port:postMessage(tostring(e))
+      end)
+      port:on("message", function(m)
+        if m == "done" then port:close() else port:postMessage(getmetatable(m.q) == loom.Channel) end
+      end)
+    end)
+    local got = {}
+    w:on("message", function(m) got[#got + 1] = m end)
+    assert.is_true(w:postMessage({ q = q }))
+    H.run_until(function() return #got == 1 end)
+    assert.matches("loom.Channel: cannot load its module", got[1], 1, true)
+    assert.is_true(w:postMessage({ q = q }))   -- the searchers are back
+    H.run_until(function() return #got == 2 end)
+    assert.is_true(got[2])
+    w:postMessage("done")
+    assert.are.equal(0, H.join(w))
+  end)
+end)

@@ -160,7 +160,7 @@ describe("regress: the allocator switch (mimalloc)", function()
   end)
 
   it("tiny maxMemoryMb: the worker fails at boot with 'not enough memory', exit 1", function()
-    for _, mb in ipairs({ 1e-300, 1e-9, 0.01, 0.1 }) do
+    for _, mb in ipairs({ 1e-300, 1e-9, 0.01, 0.05 }) do
       local w = H.spawn(function() require("loom").parentPort:postMessage("ran") end,
                         { resourceLimits = { maxMemoryMb = mb } })
       local msgs, errs = {}, {}
@@ -177,7 +177,7 @@ describe("regress: the allocator switch (mimalloc)", function()
     end
   end)
 
-  it("the limit hit in a message handler (after the switch) is caught there, three times, then kills", function()
+  it("the limit hit in a message handler is caught there, three times, then kills", function()
     local w = H.spawn(function()
       local loom = require "loom"
       loom.parentPort:on("message", function(m)
@@ -210,9 +210,10 @@ describe("regress: the allocator switch (mimalloc)", function()
     for i = 1, 3 do
       assert.is_false(out[i][1])
       assert.matches("not enough memory", out[i][2], 1, true)
-      -- the accounting of the blocks moved across the switch holds: the
-      -- same room each time
-      assert.are.equal(out[1][3], out[i][3])
+      -- the accounting holds: the same room each time (give or take an
+      -- entry: where the emergency collection finds garbage varies; a
+      -- block counted wrong would lose a fill's 4 MB)
+      assert.is_true(math.abs(out[1][3] - out[i][3]) <= 2, out[1][3] .. " against " .. out[i][3])
     end
     assert.are.equal(1, #errs)
     assert.matches("not enough memory", tostring(errs[1][1]), 1, true)

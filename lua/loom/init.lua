@@ -1,17 +1,15 @@
 -- loom: Node.js-style workers for Lua 5.4.
 -- This module assembles the Lua half from its parts (events, futures,
 -- timers, abort, endpoints, ports, workers); what touches threads or must
--- be fast lives in C (loom.core).  Parts used rarely load on first use
--- (workers, the pool, BroadcastChannel, tracing, cancellation, environment
--- data).
+-- be fast lives in C (loom.core).  Parts a worker may never use load on
+-- first use (futures, channels, workers, the pool, BroadcastChannel,
+-- tracing, cancellation, environment data).
 local core = require "loom.core"
 local events = require "loom.events"
-local future = require "loom.future"
 local timers = require "loom.timers"
 local endpoint = require "loom.endpoint"
 local port = require "loom.port"   -- teaches the cloner MessagePorts
-local channel = require "loom.channel"   -- and Channels
-require "loom.shared"   -- waitAsync's Future: views can arrive in any message
+require "loom.shared"   -- waitAsync's Futures: views can arrive in any message
 
 local M = {
   _VERSION = "loom " .. core.version,
@@ -21,20 +19,14 @@ local M = {
   registerClass = core.registerClass,
   now = core.now,
   availableParallelism = core.availableParallelism,
-  -- futures
-  Future = future.Future, isFuture = future.isFuture, async = future.async,
-  all = future.all, race = future.race, any = future.any,
-  allSettled = future.allSettled,
   -- timers
   setTimeout = timers.setTimeout, setInterval = timers.setInterval,
   setImmediate = timers.setImmediate, clearTimeout = timers.clearTimeout,
   clearInterval = timers.clearInterval, clearImmediate = timers.clearImmediate,
   sleep = timers.sleep,
-  onUnhandledRejection = future.onUnhandledRejection,
   -- ports
   MessagePort = port.MessagePort, MessageChannel = port.MessageChannel,
   receiveMessageOnPort = port.receiveMessageOnPort,
-  Channel = channel.Channel, select = channel.select,
   -- shared memory
   SharedBuffer = core.SharedBuffer, freeze = core.freeze,
   -- the loop
@@ -43,10 +35,28 @@ local M = {
 
 core.setdispatch(endpoint.dispatch, timers.runimmediates, endpoint.fast)
 
+-- a value whose class this thread has not loaded yet (a Channel in a
+-- message) loads its module first
+local HOOKED = { ["loom.Channel"] = "loom.channel" }
+core.lazyhooks(function(name)
+  local mod = HOOKED[name]
+  if mod then require(mod) end
+end)
+
 -- on first use: M[name] = the field of the module (the module itself when
 -- no field is named).  A worker loads what it uses: each module costs its
 -- start about 40 instructions per byte of bytecode.
 local LAZY = {
+  Future = { "loom.future", "Future" },                     -- futures
+  isFuture = { "loom.future", "isFuture" },
+  async = { "loom.future", "async" },
+  all = { "loom.future", "all" },
+  race = { "loom.future", "race" },
+  any = { "loom.future", "any" },
+  allSettled = { "loom.future", "allSettled" },
+  onUnhandledRejection = { "loom.future", "onUnhandledRejection" },
+  Channel = { "loom.channel", "Channel" },                  -- channels
+  select = { "loom.channel", "select" },
   Worker = { "loom.worker", "Worker" },
   WorkerClass = { "loom.worker", "WorkerClass" },
   Pool = { "loom.pool", "Pool" },

@@ -9,9 +9,12 @@
 -- waiter was still listed (else the WAKE is on its way and settles "ok"),
 -- and a run that fails is not its last.
 local core = require "loom.core"
-local future = require "loom.future"
+local newfuture, settle, FULFILLED   -- loom.future's, at the first wait
 
-local newfuture, settle, FULFILLED = future.new, future.settle, future.FULFILLED
+local function loadfuture()
+  local future = require "loom.future"
+  newfuture, settle, FULFILLED = future.new, future.settle, future.FULFILLED
+end
 
 local M = {}
 
@@ -31,6 +34,7 @@ local function finish(id, result)
 end
 
 local function make(h, id, ms)
+  if not newfuture then loadfuture() end
   local f = newfuture()
   if h == nil then            -- decided at once: id is the result
     settle(f, FULFILLED, id)

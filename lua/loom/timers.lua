@@ -3,7 +3,6 @@
 -- immediates queue runs from the loop's check phase.
 local core = require "loom.core"
 local events = require "loom.events"
-local future = require "loom.future"
 
 local type, select, setmetatable, getmetatable, pcall, error =
       type, select, setmetatable, getmetatable, pcall, error
@@ -100,7 +99,8 @@ function M.sleep(ms)
   if ms ~= ms or ms < 0 then
     error("bad argument #1 to 'sleep' (time must be a number >= 0)", 2)
   end
-  if future.inasync() then
+  local future = package.loaded["loom.future"]   -- loaded by any async function
+  if future and future.inasync() then
     local f = future.new()
     core.timer(function() future.settle(f, future.FULFILLED, true) end, ms, false)
     return f:await()
