@@ -62,7 +62,7 @@ test-tsan:
 VALGRIND_SPECS ?= spec
 VALGRIND_EXCLUDE ?= --exclude-pattern=sweep_spec
 VALGRIND_BUILD ?= build-valgrind
-VALGRIND_CTESTS ?= test_serial test_embed test_mailbox test_stream
+VALGRIND_CTESTS ?= test_serial test_embed test_mailbox test_stream test_arena
 test-valgrind:
 	@.ci/deps valgrind
 	@$(MAKE) --no-print-directory build BUILD=$(VALGRIND_BUILD) CMAKE_FLAGS=-DLOOM_MIMALLOC=OFF

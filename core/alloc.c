@@ -1,15 +1,20 @@
 /*
 ** alloc.c: the allocator of the Lua states loom runs.  With libmimalloc
-** (LOOM_HAVE_MIMALLOC), a worker's state and the state of a plain Lua
-** interpreter that requires loom allocate from mimalloc's heap of their
-** own thread: size classes, no lock, objects of one size side by side
-** (the big clone's decode is about a third faster).  Such a state was
-** made by lauxlib's allocator (libc's realloc), so it holds blocks of
-** libc's when it switches: a block's address says whose it is, and libc's
-** go back to libc.  A worker switches once its script has run: what it
-** boots (about 150 KiB, kept while it idles) stays packed in libc's heap,
-** what its messages churn is mimalloc's.  A host's own lua_Alloc is never
-** replaced.  Without libmimalloc nothing here switches anything.
+** (LOOM_HAVE_MIMALLOC):
+** - a worker's state is born on an arena of its own (below): its small
+**   blocks packed in one region and reused through a list per size
+**   class, its big ones on mimalloc's heap of its thread.  Against the
+**   state on libc's heap that switched to mimalloc's once its script had
+**   run: a third fewer instructions to boot and echo, 5% less resident
+**   memory per idle worker, small messages decoded faster;
+** - the state of a plain Lua interpreter that requires loom switches to
+**   mimalloc's heap (size classes, no lock: the big clone's decode is
+**   about a third faster).  It was made by lauxlib's allocator (libc's
+**   realloc), so it holds blocks of libc's: a block's address says whose
+**   it is, and libc's go back to libc.
+** A host's own lua_Alloc is never replaced.  Without libmimalloc (the
+** sanitizer and valgrind builds, which must see every block) the states
+** stay on libc's heap.
 */
 #define _GNU_SOURCE 1            /* dladdr, RTLD_NODELETE */
 #include <stdlib.h>
@@ -83,7 +88,125 @@ static void *lua_mialloc (void *ud, void *ptr, size_t osize, size_t nsize) {
   return n;
 }
 
-lua_Alloc loom__alloc_fast (void) { return lua_mialloc; }
+/* Blocks of LOOM_BIG bytes and more are libc's, the others mimalloc's:
+** Lua gives every block's size, so its size says whose it is. */
+static void *bysize (void *ptr, size_t osize, size_t nsize) {
+  void *n;
+  int wasbig = ptr != NULL && osize >= LOOM_BIG, big = nsize >= LOOM_BIG;
+  if (nsize == 0) {
+    if (wasbig) free(ptr);
+    else mi_free(ptr);
+    return NULL;
+  }
+  if (ptr == NULL) return big ? malloc(nsize) : mi_malloc(nsize);
+  if (wasbig == big) {
+    n = big ? realloc(ptr, nsize) : mi_realloc(ptr, nsize);
+    return n == NULL && nsize <= osize ? ptr : n;    /* a shrink never fails */
+  }
+  if ((n = big ? malloc(nsize) : mi_malloc(nsize)) == NULL) return NULL;
+  memcpy(n, ptr, osize < nsize ? osize : nsize);
+  if (wasbig) free(ptr);
+  else mi_free(ptr);
+  return n;
+}
+#define NEXT(ptr, osize, nsize) bysize(ptr, osize, nsize)
+#else
+#define NEXT(ptr, osize, nsize) loom__alloc_libc(NULL, ptr, osize, nsize)
+#endif
+
+/* {======================================================================
+** A worker state's arena: its blocks of up to ARENA_MAX bytes, bumped
+** from one region and, once freed, kept on a list of their size class
+** for the next block of that class (no header, no lock, no search).
+** What a worker boots (about 90 KiB) lies packed in a few pages, and the
+** small tables and strings its messages churn come and go through the
+** lists.  A bigger block, and any block once the region is used up, is
+** the next allocator's (mimalloc's with LOOM_HAVE_MIMALLOC, libc's
+** otherwise); a block's address says whose it is.  A region's memory
+** goes back only when its state has closed.
+** ======================================================================= */
+
+#define ARENA_MAX 4096    /* 32 classes 16 bytes apart up to 512, then 4 per doubling */
+#define ARENA_NCLASS 44
+
+struct loom_arena {      /* one worker's: only the thread of its state uses it */
+  char *top, *end;                 /* the region's unused part */
+  void *freel[ARENA_NCLASS];       /* freed blocks of each class (LIFO) */
+};
+
+/* the class of a block of n bytes, 1 <= n <= ARENA_MAX */
+static unsigned sclass (size_t n) {
+  unsigned b = 9, q;
+  if (n <= 512) return (unsigned)((n - 1) >> 4);
+  while ((n - 1) >> (b + 1)) b++;            /* 2^b <= n-1 < 2^(b+1) */
+  q = (unsigned)((n - 1) >> (b - 2)) & 3;
+  return 32 + (b - 9) * 4 + q;
+}
+
+static size_t csize (unsigned c) {
+  unsigned b, q;
+  if (c < 32) return (size_t)(c + 1) << 4;
+  b = 9 + (c - 32) / 4, q = (c - 32) % 4;
+  return ((size_t)1 << b) + ((size_t)(q + 1) << (b - 2));
+}
+
+loom_arena *loom__arena_new (size_t size) {
+  loom_arena *a;
+  size_t head = (sizeof(loom_arena) + 15) & ~(size_t)15;
+  if (size < head + ARENA_MAX || (a = (loom_arena *)malloc(size)) == NULL) return NULL;
+  memset(a->freel, 0, sizeof a->freel);
+  a->top = (char *)a + head;         /* malloc's 16-byte alignment, kept */
+  a->end = (char *)a + size;
+  return a;
+}
+
+void loom__arena_free (loom_arena *a) { free(a); }
+
+static int inarena (const loom_arena *a, const void *p) {
+  return (uintptr_t)p >= (uintptr_t)a && (uintptr_t)p < (uintptr_t)a->end;
+}
+
+static void *anew (loom_arena *a, size_t n) {
+  if (n <= ARENA_MAX) {
+    unsigned c = sclass(n);
+    void *p = a->freel[c];
+    if (p != NULL) {
+      memcpy(&a->freel[c], p, sizeof p);
+      return p;
+    }
+    if ((size_t)(a->end - a->top) >= csize(c)) {
+      p = a->top;
+      a->top += csize(c);
+      return p;
+    }
+  }
+  return NEXT(NULL, 0, n);
+}
+
+static void afree (loom_arena *a, void *p, size_t osize) {
+  unsigned c = sclass(osize);
+  memcpy(p, &a->freel[c], sizeof p);
+  a->freel[c] = p;
+}
+
+void *loom__arena_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
+  loom_arena *a = (loom_arena *)ud;
+  void *n;
+  if (ptr == NULL) return nsize ? anew(a, nsize) : NULL;
+  if (!inarena(a, ptr)) return NEXT(ptr, osize, nsize);
+  if (nsize == 0) { afree(a, ptr, osize); return NULL; }
+  if (nsize <= ARENA_MAX && sclass(nsize) == sclass(osize)) return ptr;
+  if ((n = anew(a, nsize)) == NULL)       /* ptr stays valid */
+    return nsize < osize ? ptr : NULL;    /* a shrink never fails: the block
+                                          ** serves the smaller class from now on */
+  memcpy(n, ptr, osize < nsize ? osize : nsize);
+  afree(a, ptr, osize);
+  return n;
+}
+
+/* }====================================================================== */
+
+#ifdef LOOM_HAVE_MIMALLOC
 
 /* Keep the file that holds lua_mialloc mapped until the process ends: a
 ** module's library is closed by the state's finalizers, and the state
@@ -122,8 +245,6 @@ void loom__alloc_collect (void) {
   malloc_trim(0);
 #endif
 }
-
-lua_Alloc loom__alloc_fast (void) { return NULL; }
 
 void loom__alloc_adopt (lua_State *L) { (void)L; }
 

@@ -235,12 +235,26 @@ void loom__fuzz_made(lua_State *L);
 void loom__state_main(void *w);
 
 /* alloc.c: the Lua states' heaps.  _libc: lauxlib's allocator's twin;
-** _fast: mimalloc's heap of the calling thread, giving blocks of libc's
-** back to libc (NULL without libmimalloc); _adopt: L switches to _fast if
-** its allocator is lauxlib's (a plain interpreter's, never a host's). */
+** _adopt: L switches to mimalloc's heap of the calling thread (giving
+** blocks of libc's back to libc) if its allocator is lauxlib's (a plain
+** interpreter's, never a host's; nothing without libmimalloc). */
 void *loom__alloc_libc(void *ud, void *ptr, size_t osize, size_t nsize);
-lua_Alloc loom__alloc_fast(void);
 void loom__alloc_adopt(lua_State *L);
+/* A worker state's arena of small blocks, the rest on mimalloc's heap (on
+** libc's without libmimalloc): _new(size) makes one of 'size' bytes (NULL:
+** size 0, or no memory), _alloc is the state's lua_Alloc with the arena
+** as ud, _free frees it once the state has closed.  Only the thread that
+** runs the state uses its arena.  No arena where a sanitizer or valgrind
+** must see every block of the states (they build without libmimalloc). */
+typedef struct loom_arena loom_arena;
+#ifdef LOOM_HAVE_MIMALLOC
+#define LOOM_ARENA_SIZE ((size_t)256 << 10)
+#else
+#define LOOM_ARENA_SIZE 0
+#endif
+loom_arena *loom__arena_new(size_t size);
+void *loom__arena_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+void loom__arena_free(loom_arena *a);
 /* Give the calling thread's free heap memory back to the system now (and
 ** the heaps of exited threads), so the resident set shows what is live. */
 void loom__alloc_collect(void);

@@ -237,6 +237,39 @@ static void *limited_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
   return p;
 }
 
+/* lauxlib's warning function (luaL_newstate's, which makes its states
+** on libc's heap): off until "@on"; a message's pieces printed whole */
+static void warnon (void *ud, const char *msg, int tocont);
+static void warnoff (void *ud, const char *msg, int tocont);
+
+static int warncontrol (lua_State *L, const char *msg, int tocont) {
+  if (tocont || *(msg++) != '@') return 0;     /* not a control message */
+  if (strcmp(msg, "off") == 0) lua_setwarnf(L, warnoff, L);
+  else if (strcmp(msg, "on") == 0) lua_setwarnf(L, warnon, L);
+  return 1;
+}
+
+static void warnoff (void *ud, const char *msg, int tocont) {
+  warncontrol((lua_State *)ud, msg, tocont);
+}
+
+static void warncont (void *ud, const char *msg, int tocont) {
+  lua_State *L = (lua_State *)ud;
+  fputs(msg, stderr);
+  if (tocont) lua_setwarnf(L, warncont, L);
+  else {
+    fputs("\n", stderr);
+    fflush(stderr);
+    lua_setwarnf(L, warnon, L);
+  }
+}
+
+static void warnon (void *ud, const char *msg, int tocont) {
+  if (warncontrol((lua_State *)ud, msg, tocont)) return;
+  fputs("Lua warning: ", stderr);
+  warncont(ud, msg, tocont);
+}
+
 /* }====================================================================== */
 
 /* {======================================================================
@@ -466,11 +499,6 @@ static lua_Integer run (loom_ctx *c, memlimit *mem) {
   if (loom__ctx_pcall(c, 1, 0) != LUA_OK && !c->has_error)
     return c->exiting ? c->exit_code : 1;   /* terminated */
   if (!c->has_error && !c->exiting && !loom__ctx_stopping(c)) {
-    lua_Alloc fast = loom__alloc_fast();
-    if (fast && !c->rt->cfg.alloc) {   /* booted: messages churn mimalloc's */
-      if (mem->limit != SIZE_MAX) mem->base = fast;
-      else lua_setallocf(L, fast, NULL);
-    }
     c->running = 1;
     while (uv_run(&c->loop, UV_RUN_DEFAULT) && !c->stopping)
       ;
@@ -497,6 +525,7 @@ void loom__state_main (void *arg) {
   lua_Integer code = 1;
   int ok = 0, r;
   memlimit mem;
+  loom_arena *arena = NULL;
 #ifdef __linux__
   {
     char tname[16];
@@ -505,13 +534,22 @@ void loom__state_main (void *arg) {
   }
 #endif
   if (rt->cfg.thread_start) rt->cfg.thread_start(rt->cfg.ud, w->id);
-  mem.base = rt->cfg.alloc ? rt->cfg.alloc : loom__alloc_libc;
-  mem.base_ud = rt->cfg.alloc ? rt->cfg.alloc_ud : NULL;
+  if (rt->cfg.alloc) {           /* a host's allocator is never replaced */
+    mem.base = rt->cfg.alloc;
+    mem.base_ud = rt->cfg.alloc_ud;
+  }
+  else if ((arena = loom__arena_new(LOOM_ARENA_SIZE)) != NULL) {
+    mem.base = loom__arena_alloc;
+    mem.base_ud = arena;
+  }
+  else {
+    mem.base = loom__alloc_libc;
+    mem.base_ud = NULL;
+  }
   mem.used = 0;
   mem.limit = w->mem_limit ? w->mem_limit : SIZE_MAX;
-  if (w->mem_limit) L = lua_newstate(limited_alloc, &mem);
-  else if (rt->cfg.alloc) L = lua_newstate(rt->cfg.alloc, rt->cfg.alloc_ud);
-  else L = luaL_newstate();
+  L = w->mem_limit ? lua_newstate(limited_alloc, &mem) : lua_newstate(mem.base, mem.base_ud);
+  if (L) lua_setwarnf(L, warnoff, L);     /* as luaL_newstate's */
   if (L == NULL) failstart(w, "cannot create the worker's Lua state: not enough memory");
   else if ((r = loom__ctx_init(&c, rt, L, w->inbox)) != 0) {
     char why[160];
@@ -532,6 +570,7 @@ void loom__state_main (void *arg) {
     if (loom__ctx_stopping(&c)) code = 1;
   }
   if (L) lua_close(L);            /* finalizers may still call os.exit */
+  loom__arena_free(arena);
   if (ok && c.exiting) code = c.exit_code;
   if (ok && LOOM_TRACING(rt))
     loom__trace(rt, &c.trace, LOOM_TR_EXIT, 0, 0, (int64_t)code, 0, NULL, 0);

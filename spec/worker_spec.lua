@@ -927,6 +927,36 @@ describe("loom.Worker", function()
       assert.are.equal("loom.events loom.future loom.endpoint loom.port loom.worker", got)
     end)
 
+    it("warn in a worker is plain Lua's: off until @on, pieces printed whole", function()
+      -- a worker's state is not luaL_newstate's (it lives on loom's arena),
+      -- so its warning function is loom's twin of lauxlib's
+      if H.no_fork(pending) then return end
+      local out = H.run_script([[
+        local loom = require "loom"
+        for _, opts in ipairs({ { eval = true },
+                                { eval = true, resourceLimits = { maxMemoryMb = 16 } } }) do
+          local w = loom.Worker([=[
+            warn("hidden: warnings start off")
+            warn("@on")
+            warn("one ", "message ", "in pieces")
+            warn("@off")
+            warn("hidden again")
+            warn("@on")
+            warn("two")
+          ]=], opts)
+          local done = false
+          w:on("exit", function() done = true end)
+          while not done do loom.poll(1) end
+        end
+      ]], 30)
+      assert.matches("rc=0", out, 1, true)
+      assert.not_matches("hidden", out, 1, true)
+      local _, n1 = out:gsub("Lua warning: one message in pieces\n", "")
+      local _, n2 = out:gsub("Lua warning: two\n", "")
+      assert.are.equal(2, n1)
+      assert.are.equal(2, n2)
+    end)
+
     it("os.exit in a finalizer that runs while the worker closes sets the exit code", function()
       -- as os.exit anywhere else in a worker: the code it gives is the
       -- worker's exit code, and it is not an error
