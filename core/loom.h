@@ -58,7 +58,10 @@ typedef struct loom_config {
   /* Called on the worker thread with each new worker state, after the
   ** standard libraries are open and before any user code runs: register
   ** engine bindings, set package.path.  Runs unprotected inside a pcall:
-  ** raising an error fails the worker ('error' event, exit code 1). */
+  ** raising an error fails the worker ('error' event, exit code 1).  The
+  ** state's warning and panic functions are lauxlib's twins (warnings off
+  ** until "@on", to stderr): set your own here.  Free or resize a block of
+  ** the state's allocator only with the size Lua gave it. */
   void (*on_state)(lua_State *L, void *ud);
   /* Called on the new thread first thing, and on it last thing. */
   void (*thread_start)(void *ud, uint64_t thread_id);

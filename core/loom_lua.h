@@ -242,7 +242,8 @@ void *loom__alloc_libc(void *ud, void *ptr, size_t osize, size_t nsize);
 void loom__alloc_adopt(lua_State *L);
 /* A worker state's arena of small blocks, the rest on mimalloc's heap (on
 ** libc's without libmimalloc): _new(size) makes one of 'size' bytes (NULL:
-** size 0, or no memory), _alloc is the state's lua_Alloc with the arena
+** too small to hold its biggest block, size 0 among them, or no memory),
+** _alloc is the state's lua_Alloc with the arena
 ** as ud, _free frees it once the state has closed.  Only the thread that
 ** runs the state uses its arena.  No arena where a sanitizer or valgrind
 ** must see every block of the states (they build without libmimalloc). */

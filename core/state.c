@@ -213,7 +213,9 @@ static void patch (lua_State *L, loom_ctx *c, const char *lib,
 /* {======================================================================
 ** The allocator of a worker with resourceLimits.maxMemoryMb: counts the
 ** bytes of its state and refuses to pass the limit (Lua then raises "not
-** enough memory").  Only the worker's thread uses it.
+** enough memory").  Only the worker's thread uses it.  It counts the bytes
+** Lua asks for: not the arena's region around them (256 KiB, mostly
+** untouched) nor the rounding of a small block up to its class.
 ** ======================================================================= */
 
 typedef struct memlimit {
@@ -238,7 +240,7 @@ static void *limited_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
 }
 
 /* lauxlib's warning function (luaL_newstate's, which makes its states
-** on libc's heap): off until "@on"; a message's pieces printed whole */
+** on libc's heap): off until "@on"; a message's pieces on one line */
 static void warnon (void *ud, const char *msg, int tocont);
 static void warnoff (void *ud, const char *msg, int tocont);
 
@@ -256,6 +258,7 @@ static void warnoff (void *ud, const char *msg, int tocont) {
 static void warncont (void *ud, const char *msg, int tocont) {
   lua_State *L = (lua_State *)ud;
   fputs(msg, stderr);
+  fflush(stderr);
   if (tocont) lua_setwarnf(L, warncont, L);
   else {
     fputs("\n", stderr);
@@ -268,6 +271,15 @@ static void warnon (void *ud, const char *msg, int tocont) {
   if (warncontrol((lua_State *)ud, msg, tocont)) return;
   fputs("Lua warning: ", stderr);
   warncont(ud, msg, tocont);
+}
+
+/* and its panic function: say what the error was (then Lua aborts) */
+static int panic (lua_State *L) {
+  const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                   : "error object is not a string";
+  fprintf(stderr, "PANIC: unprotected error in call to Lua API (%s)\n", msg);
+  fflush(stderr);
+  return 0;
 }
 
 /* }====================================================================== */
@@ -549,7 +561,10 @@ void loom__state_main (void *arg) {
   mem.used = 0;
   mem.limit = w->mem_limit ? w->mem_limit : SIZE_MAX;
   L = w->mem_limit ? lua_newstate(limited_alloc, &mem) : lua_newstate(mem.base, mem.base_ud);
-  if (L) lua_setwarnf(L, warnoff, L);     /* as luaL_newstate's */
+  if (L) {                        /* as luaL_newstate's (on_state may change them) */
+    lua_atpanic(L, panic);
+    lua_setwarnf(L, warnoff, L);
+  }
   if (L == NULL) failstart(w, "cannot create the worker's Lua state: not enough memory");
   else if ((r = loom__ctx_init(&c, rt, L, w->inbox)) != 0) {
     char why[160];
