@@ -491,16 +491,17 @@ static int report (lua_State *L) {
 ** termination unwinding.  Returns the exit code. */
 static lua_Integer failed (loom_ctx *c, memlimit *mem) {
   lua_State *L = c->L;
+  size_t limit = mem->limit;
   if (c->exiting) return c->exit_code;
   if (loom__ctx_stopping(c)) return 1;
   mem->limit = SIZE_MAX;          /* room to report */
   lua_pushcfunction(L, report);
   lua_pushlightuserdata(L, c);
-  if (!loom__ctx_take_error(L, c)) {
-    lua_pop(L, 2);
-    return 1;
+  if (loom__ctx_take_error(L, c)) {
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1);
   }
-  if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1);
+  else lua_pop(L, 2);
+  mem->limit = limit;             /* the finalizers lua_close runs keep it */
   return 1;
 }
 

@@ -500,7 +500,7 @@ static int l_spawn (lua_State *L) {
   if (lua_getfield(L, 3, "maxMemoryMb") != LUA_TNIL) {
     lua_Number mb = lua_tonumber(L, -1);
     if (!lua_isnumber(L, -1) || !(mb > 0)) return spawnerr(L, "maxMemoryMb must be > 0", NULL);
-    o.mem_limit = mb >= 1e6 ? (size_t)1e12 : (size_t)(mb * 1024 * 1024);
+    o.mem_limit = (size_t)((mb < 1e6 ? mb : 1e6) * 1024 * 1024);   /* 1e6 MiB: no limit */
     if (o.mem_limit < 65536) o.mem_limit = 65536;
   }
   lua_pop(L, 1);

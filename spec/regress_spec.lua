@@ -272,6 +272,57 @@ describe("regress: the allocator switch (mimalloc)", function()
     for _, c in ipairs(codes) do assert.are.equal(1, c) end
   end)
 
+  it("ports closed with the memory used up give their holds back: the worker still exits", function()
+    -- close() took the loop's hold, then ran out of memory keeping the
+    -- port strongly: the port was collected with the hold taken, and the
+    -- worker never left its loop (a hostile tester's find)
+    local w = H.spawn(function(K)
+      local loom = require "loom"
+      local head
+      local function fill() pcall(function() while true do head = { head } end end) end
+      for k = 0, K do
+        local mc = loom.MessageChannel()
+        fill()
+        for _ = 1, k do if head then head = head[1] end end   -- k nodes of room
+        pcall(function() mc.port1:close(); mc.port2:close() end)
+        head = nil
+        collectgarbage()
+      end
+      loom.parentPort:postMessage("done")
+    end, { argv = { 40 }, resourceLimits = { maxMemoryMb = 2 } })
+    local got
+    w:on("message", function(m) got = m end)
+    w:on("error", function() end)
+    assert.are.equal(0, H.join(w, 20000))
+    assert.are.equal("done", got)
+  end)
+
+  it("an uncaught error does not lift the limit for the finalizers the close runs", function()
+    -- the report of the error needs room, so the limit is lifted for it;
+    -- it used to stay lifted, and a finalizer could then take 200 MiB
+    local big, small = H.flag(), H.flag()
+    for _, fail in ipairs({ false, true }) do
+      local w = H.spawn(function(bigflag, smallflag, raise)
+        local function set(path)          -- (loom cannot be required while closing)
+          local f = assert(io.open(path, "w"))
+          f:write("set")
+          f:close()
+        end
+        rawset(_G, "KEEP", setmetatable({}, { __gc = function()   -- until the close
+          if pcall(string.rep, "x", 200 << 20) then set(bigflag) end
+          if pcall(string.rep, "y", 1 << 20) then set(smallflag) end
+        end }))
+        if raise then error("boom") end
+      end, { argv = { big, small, fail }, resourceLimits = { maxMemoryMb = 8 } })
+      local errs = {}
+      w:on("error", function(e) errs[#errs + 1] = e end)
+      assert.are.equal(fail and 1 or 0, H.join(w))
+      assert.are.equal(fail and 1 or 0, #errs)
+      assert.is_false(H.flag_is_set(big))
+      assert.is_true(H.flag_is_set(small))      -- the finalizer did run
+    end
+  end)
+
   it("a fresh interpreter: the switch amid churn, both GC modes, from a coroutine, loom.core required again", function()
     if H.no_fork(pending) then return end
     local out = script([[

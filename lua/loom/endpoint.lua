@@ -51,14 +51,16 @@ function Endpoint:_keepsalive()
   return self._ref and self:listenerCount("message") > 0
 end
 
--- bring the hold and the direct path in line with the state
+-- bring the hold and the direct path in line with the state.  'strong'
+-- first: its new entry may raise (out of memory), and a hold taken before
+-- it would then belong to a port that may be collected, and never go back
 function Endpoint:_sync()
   local want = self:_keepsalive() and true or false
+  strong[self._id] = not self._closed and (want or self._strong) and self or nil
   if want ~= (self._held or false) then
     self:_hold(want)
     self._held = want
   end
-  strong[self._id] = not self._closed and (want or self._strong) and self or nil
   local ls = self._ev.message
   fast[self._id] = not self._closed and not self._queue and ls and #ls == 1 and ls[1] or nil
 end
