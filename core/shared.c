@@ -701,8 +701,15 @@ static int v_waitasync (lua_State *L) {
   int width = kinds[v->kind].size;
   uint64_t id;
   swait *a;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MAKEKEY) != LUA_TFUNCTION)
-    return luaL_error(L, "waitAsync: loom.shared is not loaded in this state");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MAKEKEY) != LUA_TFUNCTION) {
+    lua_pop(L, 1);                   /* the Lua half loads on first use */
+    if (lua_getglobal(L, "require") != LUA_TFUNCTION)
+      return luaL_error(L, "waitAsync: cannot load loom.shared ('require' is not a function)");
+    lua_pushliteral(L, "loom.shared");
+    lua_call(L, 1, 0);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MAKEKEY) != LUA_TFUNCTION)
+      return luaL_error(L, "waitAsync: loom.shared is not loaded in this state");
+  }
   if (load_elem(v->s, v->off + at, width) != (int64_t)e || ms == 0) {
     int r = load_elem(v->s, v->off + at, width) != (int64_t)e ? LOOM_WAIT_NOTEQUAL
                                                               : LOOM_WAIT_TIMEDOUT;

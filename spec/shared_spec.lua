@@ -523,6 +523,39 @@ describe("waitAsync", function()
     assert.are.equal(0, require("loom.shared").pending())
   end)
 
+  it("loads its Lua half on a thread's first waitAsync, also where loom was never required", function()
+    local b = loom.SharedBuffer(8)
+    local v = b:view("int32")
+    local w = H.spawn(function(buf)
+      local loom = require "loom"
+      local before = package.loaded["loom.shared"] == nil
+      buf:view("int32"):waitAsync(1, 0):next(function(r)
+        loom.parentPort:postMessage({ before, package.loaded["loom.shared"] ~= nil, r })
+      end)
+      loom.parentPort:postMessage("waiting")
+    end, { argv = { b } })
+    local got
+    w:on("message", function(m)
+      if m == "waiting" then v:store(1, 1); v:notify(1) else got = m end
+    end)
+    H.run()
+    assert.are.same({ true, true, "ok" }, got)
+    -- a worker that never requires loom (loom.core is there, the Lua half
+    -- not): without a require to call, waitAsync says so; with it, it works
+    local w2 = H.spawn(function(buf)
+      local a = buf:view("int32")
+      local req = require
+      rawset(_G, "require", nil)
+      local ok, err = pcall(function() return a:waitAsync(1, 1) end)
+      rawset(_G, "require", req)
+      assert(not ok and tostring(err):find("waitAsync: cannot load loom.shared", 1, true), tostring(err))
+      local r = a:waitAsync(1, 5):await()
+      assert(r == "not-equal", tostring(r))
+      os.exit(package.loaded["loom.shared"] and 7 or 3)
+    end, { argv = { b } })
+    assert.are.equal(7, H.join(w2))
+  end)
+
   it("times out from the event loop, never blocking it", function()
     local v = loom.SharedBuffer(8):view("int32")
     local f = v:waitAsync(1, 0, 20)

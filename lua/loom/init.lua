@@ -3,13 +3,12 @@
 -- timers, abort, endpoints, ports, workers); what touches threads or must
 -- be fast lives in C (loom.core).  Parts a worker may never use load on
 -- first use (futures, channels, workers, the pool, BroadcastChannel,
--- tracing, cancellation, environment data).
+-- tracing, cancellation, environment data, waitAsync's Lua half).
 local core = require "loom.core"
 local events = require "loom.events"
 local timers = require "loom.timers"
 local endpoint = require "loom.endpoint"
 local port = require "loom.port"   -- teaches the cloner MessagePorts
-require "loom.shared"   -- waitAsync's Futures: views can arrive in any message
 
 local M = {
   _VERSION = "loom " .. core.version,
@@ -99,6 +98,9 @@ if M.isMainThread then
     local path = package.searchpath(where[1], package.path)
     if path then core.boot(where[1], path) end
   end
+  -- and the one C loads: v:waitAsync requires loom.shared, its Lua half
+  local path = package.searchpath("loom.shared", package.path)
+  if path then core.boot("loom.shared", path) end
 end
 
 -- LOOM_TRACE=path traces the whole program (the main thread's loom)

@@ -1,4 +1,5 @@
--- loom.shared: the Lua half of v:waitAsync.  C (core/shared.c) checks the
+-- loom.shared: the Lua half of v:waitAsync, which C requires at a
+-- thread's first waitAsync.  C (core/shared.c) checks the
 -- arguments and calls make(h, id, ms) to make the Future of a wait (then
 -- lists the waiter and holds the loop), or make(nil, result) for a wait
 -- decided at once; a notify on any thread sends the waiting thread a WAKE
