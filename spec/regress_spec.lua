@@ -983,6 +983,51 @@ describe("regress: loom's lazy names", function()
     assert.matches("true true", out, 1, true)
     assert.matches("rc=0", out, 1, true)
   end)
+
+  it("the main thread uses every lazy part after its package.path lost loom", function()
+    -- they loaded through package.path, which a script may change after
+    -- require "loom"; Future and Worker were then "module not found"
+    if H.no_fork(pending) then return end
+    local out = script([[
+      local loom = require "loom"
+      package.path = "/nonexistent/?.lua"
+      local got = {}
+      local function try(what, fn)
+        local ok, e = pcall(fn)
+        got[#got + 1] = what .. "=" .. (ok and "ok" or tostring(e))
+      end
+      try("Future", function() assert(loom.Future.new():resolve(1)) end)
+      try("async", function() assert(loom.async(function() return 2 end):await() == 2) end)
+      try("Worker", function()
+        local w = loom.Worker("require('loom').parentPort:on('message', function(m) " ..
+                              "require('loom').parentPort:postMessage(m + 1) end)", { eval = true })
+        local f = loom.Future.new()
+        w:once("message", function(m) f:resolve(m) end)
+        w:postMessage(41)
+        assert(f:await() == 42)
+        w:terminate():await()
+      end)
+      try("Pool", function()
+        local p = loom.Pool({ source = "return function(x) return x * 2 end", maxThreads = 1 })
+        assert(p:run(21):await() == 42)
+        p:destroy():await()
+      end)
+      try("Channel", function() local c = loom.Channel(1); c:push(1); assert(c:pop() == 1) end)
+      try("BroadcastChannel", function() loom.BroadcastChannel("x"):close() end)
+      try("AbortController", function() loom.AbortController():abort() end)
+      try("env", function() loom.setEnvironmentData("k", 1); assert(loom.getEnvironmentData("k") == 1) end)
+      try("trace", function() assert(loom.trace.active() == false) end)
+      try("waitAsync", function()
+        assert(loom.SharedBuffer(8):view("int32"):waitAsync(1, 5):await() == "not-equal")
+      end)
+      io.stdout:write(table.concat(got, "\n"), "\n")
+    ]])
+    for _, what in ipairs({ "Future", "async", "Worker", "Pool", "Channel", "BroadcastChannel",
+                            "AbortController", "env", "trace", "waitAsync" }) do
+      assert.matches(what .. "=ok\n", out, 1, true)
+    end
+    assert.matches("rc=0", out, 1, true)
+  end)
 end)
 
 describe("regress: the encoder (clone and messages)", function()

@@ -92,15 +92,20 @@ end
 
 -- The main thread: the runtime keeps the files of the modules loaded on
 -- first use for its workers (a worker finds them whatever package.path
--- says by then; each one's bytecode replaces it once the main state runs it)
+-- says by then; each one's bytecode replaces it once the main state runs
+-- it), and so does package.preload for this state: a script may change
+-- package.path after require "loom" and still use all of loom
 if M.isMainThread then
-  for _, where in pairs(LAZY) do
-    local path = package.searchpath(where[1], package.path)
-    if path then core.boot(where[1], path) end
+  local function keep(name)
+    local path = package.searchpath(name, package.path)
+    if not path then return end      -- (a host's embedded modules: its searcher)
+    core.boot(name, path)
+    if package.loaded[name] == nil and package.preload[name] == nil then
+      package.preload[name] = function(...) return assert(loadfile(path, "t"))(...) end
+    end
   end
-  -- and the one C loads: v:waitAsync requires loom.shared, its Lua half
-  local path = package.searchpath("loom.shared", package.path)
-  if path then core.boot("loom.shared", path) end
+  for _, where in pairs(LAZY) do keep(where[1]) end
+  keep("loom.shared")                -- the one C loads: v:waitAsync requires it
 end
 
 -- LOOM_TRACE=path traces the whole program (the main thread's loom)
