@@ -585,6 +585,13 @@ void loom__ctx_method (lua_State *L, lua_CFunction f) {
   lua_pushcclosure(L, f, 3);
 }
 
+void loom__ctx_require (lua_State *L, const char *fname, const char *name) {
+  if (lua_getglobal(L, "require") != LUA_TFUNCTION)
+    luaL_error(L, "%s: cannot load %s ('require' is not a function)", fname, name);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 0);
+}
+
 double loom__ctx_timeout (lua_State *L, int idx, const char *fname, int n) {
   lua_Number t;
   if (lua_isnoneornil(L, idx)) return -1;

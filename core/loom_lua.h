@@ -145,6 +145,10 @@ loom_msg *loom__ctx_packed(lua_State *L, loom_ctx *c, const char *who,
 ** owner), a method of owner that reaches its userdata with no lookup
 ** (postMessage, a Channel's push and pop). */
 void loom__ctx_method(lua_State *L, lua_CFunction f);
+/* require(name) through the state's global require: a part of loom's Lua
+** half that C needs now (it loads on first use); raises "fname: cannot
+** load name ('require' is not a function)" when there is none. */
+void loom__ctx_require(lua_State *L, const char *fname, const char *name);
 /* The timeout argument at idx of the function fname (its n-th argument as
 ** its caller counts): nil, math.huge or more than ~31 years -> -1 (no
 ** limit), else >= 0 ms (0 polls); a negative, NaN or non-number raises. */

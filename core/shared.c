@@ -703,10 +703,7 @@ static int v_waitasync (lua_State *L) {
   swait *a;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MAKEKEY) != LUA_TFUNCTION) {
     lua_pop(L, 1);                   /* the Lua half loads on first use */
-    if (lua_getglobal(L, "require") != LUA_TFUNCTION)
-      return luaL_error(L, "waitAsync: cannot load loom.shared ('require' is not a function)");
-    lua_pushliteral(L, "loom.shared");
-    lua_call(L, 1, 0);
+    loom__ctx_require(L, "waitAsync", "loom.shared");
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MAKEKEY) != LUA_TFUNCTION)
       return luaL_error(L, "waitAsync: loom.shared is not loaded in this state");
   }

@@ -258,13 +258,9 @@ static void warnoff (void *ud, const char *msg, int tocont) {
 static void warncont (void *ud, const char *msg, int tocont) {
   lua_State *L = (lua_State *)ud;
   fputs(msg, stderr);
+  if (!tocont) fputs("\n", stderr);
   fflush(stderr);
-  if (tocont) lua_setwarnf(L, warncont, L);
-  else {
-    fputs("\n", stderr);
-    fflush(stderr);
-    lua_setwarnf(L, warnon, L);
-  }
+  lua_setwarnf(L, tocont ? warncont : warnon, L);
 }
 
 static void warnon (void *ud, const char *msg, int tocont) {
@@ -429,11 +425,8 @@ static int wmain (lua_State *L) {
   if (st != LUA_OK) return lua_error(L);
   if (w->argv) {
     lua_Integer i, n;
-    if (w->argv->nrefs) {      /* by-reference values: loom's Lua half has their hooks */
-      lua_getglobal(L, "require");
-      lua_pushliteral(L, "loom");
-      lua_call(L, 1, 0);
-    }
+    if (w->argv->nrefs)        /* by-reference values: loom's Lua half has their hooks */
+      loom__ctx_require(L, "worker", "loom");
     if (loom__decode_msg(L, w->argv)) return lua_error(L);
     n = luaL_len(L, -1);
     luaL_checkstack(L, (int)(n < 1000000 ? n : 1000000) + 1, "too many arguments");
