@@ -155,6 +155,7 @@ typedef struct enc {
   seenslot small[SEEN_LINEAR];
   const loom_flush *fl;     /* a streamed message: where chunks go, or NULL */
   int unpatched;           /* open tables whose counts are not written yet */
+  int sent;                /* a chunk left: the header is gone from b */
   pathseg path[LOOM_MAX_DEPTH + 2];
 } enc;
 
@@ -379,7 +380,10 @@ static int enter (enc *e) {
 static int flushed (enc *e) {
   int r;
   if (e->unpatched || e->b->len < (e->fl->chunk ? e->fl->chunk : STREAM_CHUNK)) return 0;
-  if ((r = e->fl->fn(e->fl->ud, e->b)) == 0) return 0;
+  if ((r = e->fl->fn(e->fl->ud, e->b)) == 0) {
+    e->sent = 1;
+    return 0;
+  }
   return r == -2 ? fail(e, "the port is closed") : nomem(e);
 }
 
@@ -649,11 +653,17 @@ int loom__encode_ex (lua_State *L, int idx, loom_buf *b, loom_refs *refs,
   e.genv = NULL;
   e.fl = fl;
   e.unpatched = 0;
+  e.sent = 0;
   hdr = b->len;
-  /* a streamed blob's header may leave before its end: marked up front */
+  /* a streamed blob's header may leave before its end: marked up front,
+  ** and unmarked at the end if it did not leave (a small message posted
+  ** by postMessage: its receiver then keeps no table of references) */
   r = putbyte(&e, fl ? HDR_VERSION | HDR_HASREF : HDR_VERSION);
   if (r == 0) r = value(&e, lua_absindex(L, idx));
-  if (r == 0 && e.hasref && !fl) b->p[hdr] |= HDR_HASREF;
+  if (r == 0 && !e.sent) {
+    if (e.hasref) b->p[hdr] |= HDR_HASREF;
+    else b->p[hdr] &= (unsigned char)~HDR_HASREF;
+  }
   if (r != 0 && refs) {           /* give back what this value took */
     uint32_t i;
     for (i = nrefs; i < refs->n; i++) refs->v[i].vt->release(refs->v[i].p);

@@ -210,8 +210,43 @@ static int streamed (lua_State *L, const char *expr, const char *check, size_t c
                  "for i = 1, 3000 do local e = copy[i] if i ~= 777 and i ~= 1500 and i ~= 2000 " \
                  "and (e.id ~= i or e.s ~= 'x' .. i) then return false end end return true"
 
+/* The header byte of expr encoded for streaming when no chunk left
+** (what postMessage does with a small table) */
+static int streamhdr (lua_State *L, const char *expr) {
+  loom_stream *s = loom__stream_new();
+  loom_buf b = {NULL, 0, 0};
+  loom_refs refs = {NULL, 0, 0};
+  loom_flush fl;
+  char err[512], code[256];
+  int r, h = -1;
+  fl.fn = tostream;
+  fl.ud = s;
+  fl.root = 0;
+  fl.chunk = (size_t)1 << 30;
+  snprintf(code, sizeof code, "return %s", expr);
+  CHECK(luaL_dostring(L, code) == LUA_OK, "cannot run %s", expr);
+  r = loom__encode_ex(L, -1, &b, &refs, "value", err, sizeof err, &fl);
+  CHECK(r == 0 && b.len > 0 && atomic_load(&s->first.next) == NULL, "%s in one piece", expr);
+  if (r == 0 && b.len > 0) h = b.p[0];
+  lua_pop(L, 1);
+  loom__stream_end(s, 0, &refs);
+  loom__stream_release(s);
+  loom__buf_free(&b);
+  loom__refs_free(&refs);
+  return h;
+}
+
 static void test_streamed (lua_State *L) {
   int n;
+  /* a streamed encoding that stayed in one piece says whether its value
+  ** refers back (the header's bit 0x01): without, the receiver keeps no
+  ** table of references */
+  CHECK((streamhdr(L, "{id = 1, name = 'item', tags = {'a', 'b'}}") & 0x01) == 0,
+        "no back-reference: header unmarked");
+  CHECK((streamhdr(L, "(function() local s = {} return {s, s} end)()") & 0x01) != 0,
+        "a back-reference: header marked");
+  streamed(L, "(function() local s = {} return {a = s, b = {s}} end)()",
+           "return copy.a == copy.b[1] and copy.a ~= orig.a", (size_t)1 << 30, 0);
   /* a chunk after every entry, after every few hundred bytes, never */
   n = streamed(L, BIG, BIGCHECK, 1, 0);
   CHECK(n > 3000, "a chunk after every entry (%d chunks)", n);
