@@ -260,6 +260,30 @@ describe("streamed messages, hostile", function()
     end
   end)
 
+  it("small messages that never stream keep their back-references (cycles, sharing, a shared cell)", function()
+    -- a small table's header is marked as referring back only when it
+    -- does: these must all arrive with their sharing, and a plain one too
+    local s = { "shared" }
+    local t = { s, s, x = s, inner = { y = s } }
+    t.self = t
+    local n = 0
+    local function inc() n = n + 1; return n end
+    local function get() return n end
+    local got = H.roundtrip({ t = t, plain = { id = 1, tags = { "a", "b" } }, inc = inc, get = get,
+                              k = { [s] = s } })
+    assert.are.equal(got.t, got.t.self)
+    assert.are.equal(got.t[1], got.t[2])
+    assert.are.equal(got.t[1], got.t.x)
+    assert.are.equal(got.t[1], got.t.inner.y)
+    local ks, kv = next(got.k)
+    assert.are.equal(ks, kv)
+    assert.are.equal("shared", ks[1])
+    assert.are.same({ id = 1, tags = { "a", "b" } }, got.plain)
+    assert.are.equal(1, got.inc())
+    assert.are.equal(1, got.get())          -- one cell, shared by both
+    assert.are.equal(0, n)
+  end)
+
   it("a big table as a key, in an upvalue, and inside a class instance", function()
     local Box = {}
     Box.__index = Box
