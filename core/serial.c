@@ -660,10 +660,7 @@ int loom__encode_ex (lua_State *L, int idx, loom_buf *b, loom_refs *refs,
   ** by postMessage: its receiver then keeps no table of references) */
   r = putbyte(&e, fl ? HDR_VERSION | HDR_HASREF : HDR_VERSION);
   if (r == 0) r = value(&e, lua_absindex(L, idx));
-  if (r == 0 && !e.sent) {
-    if (e.hasref) b->p[hdr] |= HDR_HASREF;
-    else b->p[hdr] &= (unsigned char)~HDR_HASREF;
-  }
+  if (r == 0 && !e.sent) b->p[hdr] = e.hasref ? HDR_VERSION | HDR_HASREF : HDR_VERSION;
   if (r != 0 && refs) {           /* give back what this value took */
     uint32_t i;
     for (i = nrefs; i < refs->n; i++) refs->v[i].vt->release(refs->v[i].p);
