@@ -176,7 +176,7 @@ int loom_pending (lua_State *L) {
   loom_ctx *c = loom__ctx_get(L);
   uint64_t pushed, done;
   if (c == NULL || c->closed) return 0;
-  pushed = (uint64_t)atomic_load_explicit(&c->mb->pushed, memory_order_relaxed);
+  pushed = loom__mailbox_pushed(c->mb);
   done = (uint64_t)atomic_load_explicit(&c->stats->done, memory_order_relaxed);
   if (pushed <= done) return 0;
   return pushed - done > INT_MAX ? INT_MAX : (int)(pushed - done);

@@ -8,7 +8,8 @@
 ** are declared in loom_lua.h.  core/README.md draws the map.
 ** Names: loom_ public (loom.h), loom__ internal, static helpers unprefixed.
 ** Lock order: a port pair's, a channel's or a shared block's lock may be
-** held while taking a mailbox lock; no other two of loom's locks (runtime,
+** held while taking a mailbox lock, a pair's while taking a lane's; no
+** other two of loom's locks (runtime,
 ** mailbox, pair, channel, shared block, stop) are ever held together, and
 ** none is held while Lua code runs or an error is raised.  Tracing's
 ** two (trace.c): the tracer's lock may be held while taking one thread's
@@ -255,26 +256,85 @@ void loom__wake_close(loom_wake *w);           /* owner: freed by the loop */
 ** owner (the only taker) and every sender; freed when its atomic refcount
 ** drops to 0.  'top' is a lock-free stack of the queued messages, newest
 ** first: senders push with a CAS, the owner takes all with an exchange
-** (and reverses them into order).  'lock' guards wake and the waiters'
-** handshake ('waiters' changes under it); 'cond' is signalled on a push
-** while waiters > 0, and broadcast on interrupt.
+** (and reverses them into order).  'lock' guards wake, the waiters'
+** handshake ('waiters' changes under it) and changes to the list of
+** lanes; 'cond' is signalled on a push while waiters > 0, and broadcast
+** on interrupt.
+**
+** A lane is one sender thread's queue into a mailbox (a fixed port pair's
+** direction: a Worker handle and its parentPort never move).  It belongs
+** to the mailbox (freed with it, or by the owner once dropped and empty).
+** Its producer (the first thread that posts on the fast path; 'producer'
+** is set by a CAS) fills the slots of a chain of segments and publishes
+** 'tail' (release) with no locked instruction; a full segment is followed
+** by the spare one the owner gave back, or a new one.  The owner takes
+** slots up to 'tail' (acquire), publishes 'head' and gives each emptied
+** segment back.  Any other post (and the producer's own when no segment
+** can be had) goes to the overflow list under the lane's lock, which sets
+** 'over'; the producer fills slots only while 'over' is clear, and the
+** owner clears it, under the lock, once it has taken the slots and then
+** the list, so each thread's posts keep their order.  'tail' counts the
+** producer's fast posts; the rest count in the mailbox's 'pushed'.  The owner's look before it sleeps and a fast post's look at
+** 'awake' need a store-load order: without a locked instruction on the
+** producer's side, the owner issues a process-wide barrier (membarrier)
+** when it goes to sleep, or, where the kernel has none, the producer
+** fences ('fence').
 ** ======================================================================= */
+#define LOOM_LANE_SLOTS 64     /* a segment's; a lane grows by segments */
+
+typedef struct loom_seg {
+  _Atomic(struct loom_seg *) next;   /* set (release) before tail passes it */
+  loom_msg *slot[LOOM_LANE_SLOTS];
+} loom_seg;
+
+typedef struct loom_lane {
+  _Alignas(64) atomic_size_t tail;   /* producer: fast posts, ever (published) */
+  loom_seg *pseg;                    /* producer: the segment it fills */
+  atomic_uintptr_t producer;         /* 0 until the first fast post claims it */
+  _Alignas(64) atomic_size_t head;   /* owner: slots taken, ever */
+  loom_seg *cseg;                    /* owner: the segment it takes from */
+  _Atomic(loom_seg *) spare;         /* owner -> producer: one emptied segment */
+  atomic_int over;                   /* posts go to ovf until the owner clears it */
+  atomic_int dropped;                /* its pair is gone: no more posts */
+  int fence;                         /* no membarrier here: fast posts fence */
+  uv_mutex_t lock;                   /* ovf, ovft; 'over' is set under it */
+  loom_msg *ovf, *ovft;
+  struct loom_lane *next;            /* the mailbox's list: see loom_mailbox */
+} loom_lane;
+
 typedef struct loom_mailbox {
-  _Atomic(loom_msg *) top;       /* queued messages, newest first */
-  atomic_uint_fast64_t pushed;   /* messages ever queued (stats, pending) */
-  atomic_int closed;      /* pushes fail once set (never cleared) */
+  /* what every post reads, written by the owner only when it changes */
+  _Alignas(64) atomic_int closed;   /* pushes fail once set (never cleared) */
   atomic_int awake;       /* 1: the owner will look before it blocks */
   atomic_int waiters;     /* owner threads blocked on 'cond' */
-  atomic_int refs;
+  /* what pushes onto the stack write */
+  _Alignas(64) _Atomic(loom_msg *) top;   /* queued messages, newest first */
+  atomic_uint_fast64_t pushed;   /* messages ever queued but lanes' fast ones */
+  _Alignas(64) atomic_int refs;
+  int heavy;              /* owner: a lane relies on the owner's barrier */
   uv_mutex_t lock;
   uv_cond_t cond;
   loom_wake *wake;        /* owner's wake-up, NULL unless attached */
+  /* lanes, newest first: linked (under lock) by any thread, unlinked
+  ** (under lock) only by the owner, who alone walks it without the lock */
+  _Atomic(loom_lane *) lanes;
 } loom_mailbox;
 
-/* Any thread: is a message queued?  (The owner's lock-free spin.) */
-static inline int loom__mailbox_nonempty (loom_mailbox *mb) {
-  return atomic_load_explicit(&mb->top, memory_order_acquire) != NULL;
-}
+/* Owner only: is a message queued?  (The owner's lock-free spin.) */
+int loom__mailbox_nonempty(loom_mailbox *mb);
+/* Any thread: messages ever queued (for the queue's length). */
+uint64_t loom__mailbox_pushed(loom_mailbox *mb);
+/* Any thread: a new lane into mb, or NULL (no memory: post by push).
+** 'heavy': loom__mailbox_barriers() said yes (else its posts fence). */
+loom_lane *loom__mailbox_lane(loom_mailbox *mb, int heavy);
+/* Once per runtime: 1 if the process can issue the owners' barrier. */
+int loom__mailbox_barriers(void);
+/* Any thread: queue 'm' through lane 'ln' of mb (see above); 'fast': the
+** ring may be used (a post; a CLOSE goes to the list).  Returns 0, or -1
+** when the mailbox is closed (then 'm' is freed). */
+int loom__lane_push(loom_mailbox *mb, loom_lane *ln, loom_msg *m, int fast);
+/* The lane's last holder: no post will follow; the owner frees it. */
+void loom__lane_drop(loom_lane *ln);
 
 loom_mailbox *loom__mailbox_new(void);
 void loom__mailbox_retain(loom_mailbox *mb);
@@ -418,6 +478,7 @@ struct loom_runtime {
   loom_config cfg;
   uint64_t t0;                      /* uv_hrtime() at creation */
   uint64_t spin_ns;                 /* from cfg.spin_us */
+  int heavy;                        /* lanes may rely on their owner's barrier */
   uint64_t close_ns;                /* from cfg.close_ms */
   int (*open_core)(lua_State *L);   /* luaopen_loom_core, for workers */
   void (*worker_main)(void *w);     /* the body of a worker thread */
@@ -508,7 +569,11 @@ void loom__stop_untrack(loom_stop *s, lua_State *prev, lua_State *L);
 ** pair is shared by the threads holding its ends; freed when the atomic
 ** refcount drops to 0.  id[] is immutable; 'lock' guards mb[], wait[],
 ** waitt[] and closed, and is held while a message is pushed, so a CLOSE
-** comes after every message posted before it.  An end moving to another
+** comes after every message posted before it.  A fixed pair posts through
+** its lanes without the lock instead: a CLOSE goes to the lane's list,
+** after the ring (in order for the thread that closes; a post racing a
+** close from the other end's thread may arrive after the CLOSE, and is
+** dropped there as for any closed end).  An end moving to another
 ** thread (a transferred MessagePort) is unbound (mb NULL): what is posted
 ** to it meanwhile waits in the pair, and is pushed, in order, behind what
 ** the end carried, when the receiving thread binds it.
@@ -520,12 +585,17 @@ typedef struct loom_pair {
   loom_mailbox *mb[2];         /* the inbox of each end's thread (retained);
                                   NULL while that end is in transit */
   loom_msg *wait[2], *waitt[2];   /* posted to an end in transit, in order */
-  int closed;
+  loom_lane *lane[2];          /* a fixed pair's rings into mb[i], or NULL:
+                                  immutable; the mailbox owns them */
+  atomic_int closed;           /* changes under lock; read by lane posts */
   char pad_[64];
 } loom_pair;
 
-/* A pair whose end i delivers into mb[i] (retained).  NULL: no memory. */
-loom_pair *loom__pair_new(loom_runtime *rt, loom_mailbox *mb0, loom_mailbox *mb1);
+/* A pair whose end i delivers into mb[i] (retained).  'fixed': its ends
+** never move (a Worker handle and its parentPort), so each direction may
+** post through a lane.  NULL: no memory. */
+loom_pair *loom__pair_new(loom_runtime *rt, loom_mailbox *mb0, loom_mailbox *mb1,
+                          int fixed);
 void loom__pair_retain(loom_pair *p);
 void loom__pair_release(loom_pair *p);
 /* Send 'm' from end 'from' to the other end.  Returns 0, or -1 when the

@@ -5,13 +5,40 @@
 ** exchange and reverses it, so each sender's messages keep their order.
 ** Knows no Lua.  The mutex (adaptive where glibc has one) guards the
 ** owner's wake-up and the blocking waiters' handshake, never a push.
+** A lane (loom_int.h says who owns what) is one sender's ring into the
+** mailbox: a post there is two plain stores, so the sender never waits
+** for the cache lines it just wrote to reach the other CPU, as a locked
+** instruction makes it wait; the owner pays instead, with a process-wide
+** barrier each time it goes to sleep.
 */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE          /* PTHREAD_MUTEX_ADAPTIVE_NP */
 #endif
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include "loom_int.h"
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+/* Every running thread of the process passes a full barrier before this
+** returns.  0, or -1 where there is no such call (nothing was done). */
+static int barrier (int cmd) {
+#if defined(__linux__) && defined(__NR_membarrier)
+  return syscall(__NR_membarrier, cmd, 0, 0) == 0 ? 0 : -1;
+#else
+  (void)cmd;
+  return -1;
+#endif
+}
+
+#if !defined(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+#define MEMBARRIER_CMD_PRIVATE_EXPEDITED 0
+#define MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED 0
+#endif
 
 static int mutex_init (uv_mutex_t *m) {
 #if defined(__GLIBC__) && defined(PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP)
@@ -27,9 +54,226 @@ static int mutex_init (uv_mutex_t *m) {
 #endif
 }
 
+/* {------------------------------------------------------------------
+** Lanes
+** ------------------------------------------------------------------- */
+
+static void lane_free (loom_lane *ln) {
+  size_t h = atomic_load(&ln->head), t = atomic_load(&ln->tail);
+  loom_seg *g = ln->cseg, *next;
+  for (; h != t; h++) {
+    if (h % LOOM_LANE_SLOTS == 0 && h != 0) {
+      next = atomic_load(&g->next);
+      free(g);
+      g = next;
+    }
+    loom__msg_free(g->slot[h % LOOM_LANE_SLOTS]);
+  }
+  for (; g; g = next) {              /* the producer's, and any linked past it */
+    next = atomic_load(&g->next);
+    free(g);
+  }
+  free(atomic_load(&ln->spare));
+  loom__msg_freelist(ln->ovf);
+  uv_mutex_destroy(&ln->lock);
+  free(ln);
+}
+
+static loom_seg *seg_new (void) {
+  loom_seg *g = (loom_seg *)malloc(sizeof *g);
+  if (g) atomic_init(&g->next, NULL);
+  return g;
+}
+
+int loom__mailbox_barriers (void) {
+  /* idempotent, and kept by the process (the kernel's state, not ours) */
+  return barrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+}
+
+loom_lane *loom__mailbox_lane (loom_mailbox *mb, int heavy) {
+  loom_lane *ln = NULL;
+  loom_seg *g = seg_new();
+  if (g == NULL || posix_memalign((void **)&ln, 64, sizeof *ln) != 0) {
+    free(g);
+    return NULL;
+  }
+  memset(ln, 0, sizeof *ln);
+  if (uv_mutex_init(&ln->lock)) {
+    free(g);
+    free(ln);
+    return NULL;
+  }
+  atomic_init(&ln->tail, 0);
+  atomic_init(&ln->head, 0);
+  atomic_init(&ln->producer, 0);
+  atomic_init(&ln->spare, NULL);
+  atomic_init(&ln->over, 0);
+  atomic_init(&ln->dropped, 0);
+  ln->pseg = ln->cseg = g;
+  ln->fence = !heavy;
+  uv_mutex_lock(&mb->lock);
+  if (!ln->fence) mb->heavy = 1;     /* read by the owner: see sleep_barrier */
+  ln->next = atomic_load_explicit(&mb->lanes, memory_order_relaxed);
+  atomic_store_explicit(&mb->lanes, ln, memory_order_release);
+  uv_mutex_unlock(&mb->lock);
+  return ln;
+}
+
+void loom__lane_drop (loom_lane *ln) {
+  if (ln) atomic_store_explicit(&ln->dropped, 1, memory_order_release);
+}
+
+static uintptr_t self_id (void) {
+  uv_thread_t t = uv_thread_self();
+  uintptr_t id = 0;
+  memcpy(&id, &t, sizeof t < sizeof id ? sizeof t : sizeof id);
+  return id ? id : 1;
+}
+
+/* A post made: wake the owner if it may sleep or wait (see push). */
+static void wake_owner (loom_mailbox *mb) {
+  if (!atomic_load_explicit(&mb->awake, memory_order_relaxed) ||
+      atomic_load_explicit(&mb->waiters, memory_order_relaxed) > 0) {
+    uv_mutex_lock(&mb->lock);
+    if (mb->wake && !atomic_load(&mb->awake)) loom__wake_send(mb->wake);
+    if (atomic_load(&mb->waiters) > 0) uv_cond_signal(&mb->cond);
+    uv_mutex_unlock(&mb->lock);
+  }
+}
+
+/* Producer: its segment is full; link the next one (the owner's spare, or
+** a new one).  0: no memory. */
+static int next_seg (loom_lane *ln) {
+  loom_seg *g = atomic_load_explicit(&ln->spare, memory_order_relaxed) ?
+                atomic_exchange_explicit(&ln->spare, NULL, memory_order_acquire) : NULL;
+  if (g == NULL && (g = seg_new()) == NULL) return 0;
+  atomic_store_explicit(&g->next, NULL, memory_order_relaxed);
+  atomic_store_explicit(&ln->pseg->next, g, memory_order_release);
+  ln->pseg = g;
+  return 1;
+}
+
+int loom__lane_push (loom_mailbox *mb, loom_lane *ln, loom_msg *m, int fast) {
+  uintptr_t me = fast ? self_id() : 0, who;
+  size_t t;
+  if (atomic_load_explicit(&mb->closed, memory_order_relaxed)) {
+    loom__msg_free(m);
+    return -1;
+  }
+  who = atomic_load_explicit(&ln->producer, memory_order_relaxed);
+  if (who == 0 && fast) {            /* the first fast post claims the ring */
+    uintptr_t none = 0;
+    atomic_compare_exchange_strong(&ln->producer, &none, me);
+    who = atomic_load_explicit(&ln->producer, memory_order_relaxed);
+  }
+  t = atomic_load_explicit(&ln->tail, memory_order_relaxed);
+  if (fast && who == me && !atomic_load_explicit(&ln->over, memory_order_relaxed) &&
+      (t % LOOM_LANE_SLOTS != 0 || t == 0 || next_seg(ln))) {
+    ln->pseg->slot[t % LOOM_LANE_SLOTS] = m;
+    atomic_store_explicit(&ln->tail, t + 1, memory_order_release);
+    /* the store of tail before the loads in wake_owner: the owner's
+    ** barrier orders them, or (without one) this fence does */
+    if (ln->fence) atomic_thread_fence(memory_order_seq_cst);
+    else atomic_signal_fence(memory_order_seq_cst);
+  }
+  else {                             /* not the producer, or no segment */
+    m->next = NULL;
+    uv_mutex_lock(&ln->lock);
+    if (ln->ovft) ln->ovft->next = m;
+    else ln->ovf = m;
+    ln->ovft = m;
+    atomic_store(&ln->over, 1);
+    uv_mutex_unlock(&ln->lock);
+    atomic_fetch_add_explicit(&mb->pushed, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+  }
+  /* closed meanwhile: what the close left behind is freed with the
+  ** mailbox (lane_free), as the owner never takes it */
+  wake_owner(mb);
+  return 0;
+}
+
+/* Owner: append the slots filled up to the lane's tail to the list. */
+static void take_ring (loom_lane *ln, loom_msg **head, loom_msg **tail) {
+  size_t h = atomic_load_explicit(&ln->head, memory_order_relaxed);
+  size_t t = atomic_load_explicit(&ln->tail, memory_order_acquire);
+  if (h == t) return;
+  for (; h != t; h++) {
+    loom_msg *m;
+    if (h % LOOM_LANE_SLOTS == 0 && h != 0) {   /* on to the next segment */
+      loom_seg *done = ln->cseg;
+      ln->cseg = atomic_load_explicit(&done->next, memory_order_acquire);
+      free(atomic_exchange_explicit(&ln->spare, done, memory_order_release));
+    }
+    m = ln->cseg->slot[h % LOOM_LANE_SLOTS];
+    m->next = NULL;
+    if (*tail) (*tail)->next = m;
+    else *head = m;
+    *tail = m;
+  }
+  atomic_store_explicit(&ln->head, t, memory_order_relaxed);
+}
+
+/* Owner: append everything the lane holds, in order; 1 if it is
+** dropped and now empty (the owner may free it). */
+static int take_lane (loom_lane *ln, loom_msg **head, loom_msg **tail) {
+  int dropped = atomic_load_explicit(&ln->dropped, memory_order_acquire);
+  take_ring(ln, head, tail);
+  if (atomic_load_explicit(&ln->over, memory_order_acquire)) {
+    uv_mutex_lock(&ln->lock);
+    take_ring(ln, head, tail);       /* the ring is still from before the list */
+    if (ln->ovf) {
+      if (*tail) (*tail)->next = ln->ovf;
+      else *head = ln->ovf;
+      *tail = ln->ovft;
+    }
+    ln->ovf = ln->ovft = NULL;
+    atomic_store(&ln->over, 0);
+    uv_mutex_unlock(&ln->lock);
+  }
+  return dropped;
+}
+
+static int lane_nonempty (loom_lane *ln) {
+  return atomic_load_explicit(&ln->tail, memory_order_acquire) !=
+           atomic_load_explicit(&ln->head, memory_order_relaxed) ||
+         atomic_load_explicit(&ln->over, memory_order_acquire);
+}
+
+/* Owner, about to look before it sleeps (its 'awake' or 'waiters'
+** stored): the fast posts' stores of tail before this look (see push). */
+static void sleep_barrier (loom_mailbox *mb) {
+  /* registered by the lane's making, so it does not fail */
+  if (mb->heavy) (void)barrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+}
+
+int loom__mailbox_nonempty (loom_mailbox *mb) {
+  loom_lane *ln;
+  if (atomic_load_explicit(&mb->top, memory_order_acquire) != NULL) return 1;
+  for (ln = atomic_load_explicit(&mb->lanes, memory_order_acquire); ln; ln = ln->next)
+    if (lane_nonempty(ln)) return 1;
+  return 0;
+}
+
+uint64_t loom__mailbox_pushed (loom_mailbox *mb) {
+  uint64_t n;
+  loom_lane *ln;
+  uv_mutex_lock(&mb->lock);
+  n = (uint64_t)atomic_load_explicit(&mb->pushed, memory_order_relaxed);
+  for (ln = atomic_load(&mb->lanes); ln; ln = ln->next)
+    n += (uint64_t)atomic_load_explicit(&ln->tail, memory_order_relaxed);
+  uv_mutex_unlock(&mb->lock);
+  return n;
+}
+
+/* {------------------------------------------------------------------
+** The mailbox
+** ------------------------------------------------------------------- */
+
 loom_mailbox *loom__mailbox_new (void) {
-  loom_mailbox *mb = (loom_mailbox *)calloc(1, sizeof *mb);
-  if (mb == NULL) return NULL;
+  loom_mailbox *mb = NULL;
+  if (posix_memalign((void **)&mb, 64, sizeof *mb) != 0) return NULL;
+  memset(mb, 0, sizeof *mb);
   if (mutex_init(&mb->lock)) { free(mb); return NULL; }
   if (uv_cond_init(&mb->cond)) {
     uv_mutex_destroy(&mb->lock);
@@ -50,10 +294,15 @@ void loom__mailbox_retain (loom_mailbox *mb) {
 }
 
 void loom__mailbox_release (loom_mailbox *mb) {
+  loom_lane *ln;
   /* acq_rel: the last holder must see every other holder's writes. */
   if (mb == NULL || atomic_fetch_sub_explicit(&mb->refs, 1, memory_order_acq_rel) != 1)
     return;
   loom__msg_freelist(atomic_exchange(&mb->top, NULL));
+  while ((ln = atomic_load(&mb->lanes)) != NULL) {
+    atomic_store(&mb->lanes, ln->next);
+    lane_free(ln);
+  }
   uv_cond_destroy(&mb->cond);
   uv_mutex_destroy(&mb->lock);
   free(mb);
@@ -72,6 +321,12 @@ void loom__mailbox_close (loom_mailbox *mb) {
   mb->wake = NULL;
   uv_mutex_unlock(&mb->lock);
   loom__msg_freelist(atomic_exchange(&mb->top, NULL));
+  {
+    loom_msg *head = NULL, *tail = NULL;
+    loom_lane *ln;
+    for (ln = atomic_load(&mb->lanes); ln; ln = ln->next) take_lane(ln, &head, &tail);
+    loom__msg_freelist(head);
+  }
 }
 
 int loom__mailbox_push (loom_mailbox *mb, loom_msg *m) {
@@ -108,20 +363,46 @@ int loom__mailbox_push (loom_mailbox *mb, loom_msg *m) {
   return 0;
 }
 
+/* Owner: free the dropped lanes that are empty (their pair is gone). */
+static void retire (loom_mailbox *mb) {
+  loom_lane *ln, *prev = NULL, *next;
+  uv_mutex_lock(&mb->lock);
+  for (ln = atomic_load_explicit(&mb->lanes, memory_order_relaxed); ln; ln = next) {
+    next = ln->next;
+    if (atomic_load_explicit(&ln->dropped, memory_order_acquire) && !lane_nonempty(ln)) {
+      if (prev) prev->next = next;
+      else atomic_store_explicit(&mb->lanes, next, memory_order_relaxed);
+      atomic_fetch_add_explicit(&mb->pushed,
+          atomic_load_explicit(&ln->tail, memory_order_relaxed), memory_order_relaxed);
+      lane_free(ln);
+    }
+    else prev = ln;
+  }
+  uv_mutex_unlock(&mb->lock);
+}
+
 loom_msg *loom__mailbox_take (loom_mailbox *mb, loom_msg **tail) {
-  loom_msg *m = atomic_exchange(&mb->top, NULL), *list = NULL, *next;
+  /* no write to the stack's line when it is empty: its pushers read it */
+  loom_msg *m = atomic_load_explicit(&mb->top, memory_order_relaxed) ?
+                atomic_exchange(&mb->top, NULL) : NULL, *list = NULL, *next;
+  loom_lane *ln;
+  int dropped = 0;
   *tail = m;                         /* the newest is the last in order */
   for (; m; m = next) {
     next = m->next;
     m->next = list;
     list = m;
   }
+  for (ln = atomic_load_explicit(&mb->lanes, memory_order_acquire); ln; ln = ln->next)
+    dropped |= take_lane(ln, &list, tail);
+  if (dropped) retire(mb);
   return list;
 }
 
 int loom__mailbox_sleep (loom_mailbox *mb) {
   atomic_store(&mb->awake, 0);
-  if (atomic_load(&mb->top) != NULL) {
+  sleep_barrier(mb);
+  if (loom__mailbox_nonempty(mb)) {
     atomic_store_explicit(&mb->awake, 1, memory_order_relaxed);
     return 1;
   }
@@ -129,7 +410,9 @@ int loom__mailbox_sleep (loom_mailbox *mb) {
 }
 
 void loom__mailbox_awake (loom_mailbox *mb) {
-  atomic_store_explicit(&mb->awake, 1, memory_order_relaxed);
+  /* stored only when it changes: every post reads this line */
+  if (!atomic_load_explicit(&mb->awake, memory_order_relaxed))
+    atomic_store_explicit(&mb->awake, 1, memory_order_relaxed);
 }
 
 void loom__mailbox_interrupt (loom_mailbox *mb) {
@@ -159,7 +442,8 @@ int loom__mailbox_await (loom_mailbox *mb, const atomic_int *stop,
     deadline = uv_hrtime() + (uint64_t)(timeout_ms * 1e6);
   uv_mutex_lock(&mb->lock);
   atomic_fetch_add(&mb->waiters, 1);   /* before the look at 'top': see push */
-  while (!(for_msg && atomic_load(&mb->top)) && !(stop && atomic_load(stop)) &&
+  if (for_msg) sleep_barrier(mb);
+  while (!(for_msg && loom__mailbox_nonempty(mb)) && !(stop && atomic_load(stop)) &&
          !(flag && atomic_load(flag))) {
     if (timeout_ms < 0) uv_cond_wait(&mb->cond, &mb->lock);
     else {
@@ -169,7 +453,7 @@ int loom__mailbox_await (loom_mailbox *mb, const atomic_int *stop,
     }
   }
   atomic_fetch_sub(&mb->waiters, 1);
-  got = atomic_load(&mb->top) != NULL;
+  got = loom__mailbox_nonempty(mb);
   uv_mutex_unlock(&mb->lock);
   return got;
 }

@@ -4,13 +4,16 @@
 ** inbox of the other end's thread, addressed to that end's id; closing
 ** pushes a CLOSE to both ends under the same lock, so each end sees it
 ** after every message posted before.  A worker's parentPort and its
-** Worker handle are the two ends of the pair made at spawn.
+** Worker handle are the two ends of the pair made at spawn; their ends
+** never move, so that pair posts through a lane per direction (see
+** mailbox.c) without the lock.
 */
 #include <stdlib.h>
 #include <string.h>
 #include "loom_lua.h"
 
-loom_pair *loom__pair_new (loom_runtime *rt, loom_mailbox *mb0, loom_mailbox *mb1) {
+loom_pair *loom__pair_new (loom_runtime *rt, loom_mailbox *mb0, loom_mailbox *mb1,
+                           int fixed) {
   loom_pair *p = NULL;
   if (posix_memalign((void **)&p, 64, sizeof *p) != 0) return NULL;
   memset(p, 0, sizeof *p);
@@ -22,6 +25,11 @@ loom_pair *loom__pair_new (loom_runtime *rt, loom_mailbox *mb0, loom_mailbox *mb
   loom__mailbox_retain(mb1);
   p->mb[0] = mb0;
   p->mb[1] = mb1;
+  atomic_init(&p->closed, 0);
+  if (fixed) {                       /* no lane (no memory): the locked path */
+    p->lane[0] = loom__mailbox_lane(mb0, rt->heavy);
+    p->lane[1] = loom__mailbox_lane(mb1, rt->heavy);
+  }
   return p;
 }
 
@@ -33,6 +41,8 @@ void loom__pair_release (loom_pair *p) {
   /* acq_rel: the last holder must see every other holder's writes. */
   if (p == NULL || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
     return;
+  loom__lane_drop(p->lane[0]);       /* before the mailboxes may go */
+  loom__lane_drop(p->lane[1]);
   loom__mailbox_release(p->mb[0]);
   loom__mailbox_release(p->mb[1]);
   loom__msg_freelist(p->wait[0]);
@@ -45,6 +55,7 @@ void loom__pair_release (loom_pair *p) {
 ** waiting list while that end is in transit.  0, or -1 (m freed). */
 static int route (loom_pair *p, int to, loom_msg *m) {
   m->target = p->id[to];
+  if (p->lane[to]) return loom__lane_push(p->mb[to], p->lane[to], m, 0);
   if (p->mb[to]) return loom__mailbox_push(p->mb[to], m);
   m->next = NULL;
   if (p->waitt[to]) p->waitt[to]->next = m;
@@ -56,6 +67,12 @@ static int route (loom_pair *p, int to, loom_msg *m) {
 int loom__pair_post (loom_pair *p, int from, loom_msg *m, int force) {
   int to = 1 - from, r = -1;
   m->target = p->id[to];
+  if (p->lane[to]) {                 /* a fixed pair: no lock (see loom_pair) */
+    if (force || !atomic_load_explicit(&p->closed, memory_order_relaxed))
+      return loom__lane_push(p->mb[to], p->lane[to], m, 1);
+    loom__msg_free(m);
+    return -1;
+  }
   uv_mutex_lock(&p->lock);
   if (!p->closed || force) {
     r = route(p, to, m);              /* frees m when it fails */
@@ -69,7 +86,7 @@ int loom__pair_post (loom_pair *p, int from, loom_msg *m, int force) {
 void loom__pair_close (loom_pair *p, loom_msg *m0, loom_msg *m1) {
   uv_mutex_lock(&p->lock);
   if (!p->closed) {
-    p->closed = 1;
+    atomic_store(&p->closed, 1);
     route(p, 0, m0);
     route(p, 1, m1);
     m0 = m1 = NULL;
@@ -81,7 +98,7 @@ void loom__pair_close (loom_pair *p, loom_msg *m0, loom_msg *m1) {
 
 void loom__pair_shut (loom_pair *p) {
   uv_mutex_lock(&p->lock);
-  p->closed = 1;
+  atomic_store(&p->closed, 1);
   uv_mutex_unlock(&p->lock);
 }
 
@@ -98,7 +115,7 @@ void loom__pair_bind (loom_pair *p, int e, loom_mailbox *mb, loom_msg *carried) 
   loom_msg *m, **last = &carried;
   loom__mailbox_retain(mb);
   uv_mutex_lock(&p->lock);
-  LOOM_ASSERT(p->mb[e] == NULL);
+  LOOM_ASSERT(p->mb[e] == NULL && p->lane[e] == NULL);
   while (*last) last = &(*last)->next;
   *last = p->wait[e];                 /* what was carried, then what waited */
   p->wait[e] = p->waitt[e] = NULL;
@@ -580,7 +597,7 @@ static int l_poster (lua_State *L) {
 static int l_channel (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   lport *a = newport(L, c, 0, 0), *b = newport(L, c, 0, 1);
-  loom_pair *p = loom__pair_new(c->rt, c->mb, c->mb);
+  loom_pair *p = loom__pair_new(c->rt, c->mb, c->mb, 0);
   if (p == NULL) return luaL_error(L, "MessageChannel: not enough memory");
   a->pair = p;                       /* each end's __gc drops one count */
   a->id = p->id[0];

@@ -86,7 +86,7 @@ int loom__worker_new (loom_runtime *rt, loom_mailbox *parent,
   w->cpath = dupz(o->cpath);
   w->inbox = loom__mailbox_new();
   w->exitmsg = loom__msg_new(LOOM_MSG_EXIT, 0, NULL, NULL);
-  if (w->inbox) w->pair = loom__pair_new(rt, parent, w->inbox);
+  if (w->inbox) w->pair = loom__pair_new(rt, parent, w->inbox, 1);
   if (!w->source || (o->name && !w->name) || (o->chunkname && !w->chunkname) ||
       (o->path && !w->path) || (o->cpath && !w->cpath) || !w->inbox ||
       !w->exitmsg || !w->pair) {
@@ -651,7 +651,7 @@ static uint64_t cputime (loom_worker *w) {
 static int h_stats (lua_State *L) {
   loom_worker *w = checkhandle(L)->w;
   uint64_t start = figure(&w->stats.start), end = figure(&w->stats.end);
-  uint64_t pushed = (uint64_t)atomic_load_explicit(&w->inbox->pushed, memory_order_relaxed);
+  uint64_t pushed = loom__mailbox_pushed(w->inbox);
   uint64_t done = figure(&w->stats.done), idle = figure(&w->stats.idle), life;
   uint64_t asleep = figure(&w->stats.asleep);
   double active;

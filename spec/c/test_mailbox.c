@@ -11,6 +11,14 @@
 **    with the context's handshake before each poll) takes every message
 **    of 4 senders: no wake-up is lost (a lost one hangs until a 30 s
 **    guard fails the test), and two sends before a turn wake it once.
+**  - lanes (one producer's ring each): two producers on their rings, a
+**    third thread posting into one of the lanes (the locked list) and two
+**    on the stack, with the owner sleeping in its loop: every message
+**    once, each sender's in order, none lost to a missed wake-up, and
+**    the counts right; dropped lanes are freed once empty; a close frees
+**    what lanes hold and refuses later posts; a blocked wait is woken by
+**    a lane's post.  Both with the owner's barrier and, as where the
+**    kernel has none, with the producers' fence.
 **  - spare blocks travel: senders post from their own caches, the owner
 **    frees into its cache, full caches go to a shared pool as batches and
 **    the senders take them back.  Every reused block carries its new
@@ -32,6 +40,8 @@ static int failures = 0, checks = 0;
 
 #define SENDERS 4
 
+static int heavy;                   /* lanes rely on the owner's barrier */
+
 static int under_valgrind (void) {
   const char *p = getenv("LD_PRELOAD");
   return p && strstr(p, "vgpreload") != NULL;
@@ -41,6 +51,7 @@ static int under_valgrind (void) {
 
 typedef struct sender {
   loom_mailbox *mb;
+  loom_lane *ln;               /* post through this lane, or NULL: push */
   int who, n, failed;
 } sender;
 
@@ -61,7 +72,9 @@ static void send_all (void *arg) {
   int i;
   for (i = 0; i < s->n; i++) {
     loom_msg *m = msg_of(s->who, i);
-    if (m == NULL || loom__mailbox_push(s->mb, m) != 0) s->failed++;
+    if (m == NULL) s->failed++;
+    else if ((s->ln ? loom__lane_push(s->mb, s->ln, m, 1) : loom__mailbox_push(s->mb, m)) != 0)
+      s->failed++;
   }
 }
 
@@ -255,6 +268,7 @@ static void test_loop_wake (void) {
   uv_loop_init(&loop);
   o.mb = loom__mailbox_new();
   o.want = SENDERS * n;
+  memset(s, 0, sizeof s);
   CHECK(loom__wake_init(&o.wake, &loop, on_wake, &o) == 0, "a wake-up is made");
   loom__mailbox_attach(o.mb, o.wake);
   uv_prepare_init(&loop, &o.prepare);
@@ -288,6 +302,171 @@ static void test_loop_wake (void) {
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0, "every handle closed");
   loom__mailbox_release(o.mb);
+}
+
+/* }====== */
+
+/* {====== lanes: rings from one producer each, beside the stack */
+
+#define LSENDERS 5
+
+typedef struct lowner {
+  loom_mailbox *mb;
+  loom_wake *wake;
+  uv_prepare_t prepare;
+  uv_timer_t guard;
+  int got, want, wakes, timedout, disorder, done;
+  int next[LSENDERS];
+} lowner;
+
+static void lfinish (lowner *o) {
+  uv_prepare_stop(&o->prepare);
+  uv_timer_stop(&o->guard);
+  uv_stop(o->prepare.loop);
+}
+
+static void ldrain (lowner *o) {
+  loom_msg *tail, *m = loom__mailbox_take(o->mb, &tail), *next;
+  for (; m; m = next) {
+    int who, seq;
+    next = m->next;
+    memcpy(&who, m->data, 4);
+    memcpy(&seq, m->data + 4, 4);
+    if (who < 0 || who >= LSENDERS || seq != o->next[who]) o->disorder++;
+    else o->next[who]++;
+    if (next == NULL && m != tail) o->disorder++;
+    o->got++;
+    loom__msg_free(m);
+  }
+  if (o->got == o->want && !o->done) {
+    o->done = 1;
+    lfinish(o);
+  }
+}
+
+static void lon_wake (void *ud) {
+  lowner *o = (lowner *)ud;
+  o->wakes++;
+  loom__mailbox_awake(o->mb);
+  ldrain(o);
+}
+
+static void lon_prepare (uv_prepare_t *h) {
+  lowner *o = (lowner *)h->data;
+  while (loom__mailbox_sleep(o->mb)) ldrain(o);
+}
+
+static void lon_guard (uv_timer_t *h) {
+  lowner *o = (lowner *)h->data;
+  o->timedout = 1;
+  lfinish(o);
+}
+
+static int nlanes (loom_mailbox *mb) {
+  int n = 0;
+  loom_lane *ln;
+  for (ln = atomic_load(&mb->lanes); ln; ln = ln->next) n++;
+  return n;
+}
+
+/* Two lanes, each with its producer; a third thread posts into the
+** second lane (its slow path) and two push onto the stack.  The owner
+** sleeps in its loop between takes, as a context does. */
+static void test_lanes (void) {
+  uv_loop_t loop;
+  lowner o;
+  sender s[LSENDERS];
+  uv_thread_t t[LSENDERS];
+  loom_lane *a, *b;
+  int i, n = under_valgrind() ? 4000 : 60000;
+  memset(&o, 0, sizeof o);
+  memset(s, 0, sizeof s);
+  uv_loop_init(&loop);
+  o.mb = loom__mailbox_new();
+  a = loom__mailbox_lane(o.mb, heavy);
+  b = loom__mailbox_lane(o.mb, heavy);
+  CHECK(a && b && nlanes(o.mb) == 2, "two lanes are made");
+  o.want = LSENDERS * n;
+  CHECK(loom__wake_init(&o.wake, &loop, lon_wake, &o) == 0, "a wake-up is made");
+  loom__mailbox_attach(o.mb, o.wake);
+  uv_prepare_init(&loop, &o.prepare);
+  o.prepare.data = &o;
+  uv_prepare_start(&o.prepare, lon_prepare);
+  uv_timer_init(&loop, &o.guard);
+  o.guard.data = &o;
+  uv_timer_start(&o.guard, lon_guard, 30000, 0);
+  for (i = 0; i < LSENDERS; i++) {
+    s[i].mb = o.mb;
+    s[i].who = i;
+    s[i].n = n;
+    s[i].ln = i == 0 ? a : i <= 2 ? b : NULL;
+    uv_thread_create(&t[i], send_all, &s[i]);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  for (i = 0; i < LSENDERS; i++) uv_thread_join(&t[i]);
+  ldrain(&o);
+  CHECK(!o.timedout, "lanes: no wake-up lost (%d of %d taken when the guard fired)",
+        o.got, o.want);
+  CHECK(o.got == o.want, "lanes: every message once (%d of %d)", o.got, o.want);
+  CHECK(o.disorder == 0, "lanes: each sender's messages in order (%d out)", o.disorder);
+  for (i = 0; i < LSENDERS; i++) CHECK(s[i].failed == 0, "lane sender %d: no refusal", i);
+  CHECK(loom__mailbox_pushed(o.mb) == (uint64_t)o.want, "pushed counts every post (%llu)",
+        (unsigned long long)loom__mailbox_pushed(o.mb));
+  CHECK(atomic_load(&a->tail) > 0, "the first lane's producer posted on its ring");
+  CHECK(!loom__mailbox_nonempty(o.mb), "lanes: empty at the end");
+  /* a dropped lane goes at the owner's next take once it is empty; one
+  ** still holding a message stays until that is taken */
+  CHECK(loom__lane_push(o.mb, a, msg_of(0, n), 1) == 0, "a last post");
+  loom__lane_drop(a);
+  loom__lane_drop(b);
+  o.want++;
+  ldrain(&o);
+  CHECK(o.got == o.want && o.disorder == 0, "the last post arrives in order");
+  CHECK(nlanes(o.mb) == 0, "dropped lanes are freed once empty (%d left)", nlanes(o.mb));
+  CHECK(loom__mailbox_pushed(o.mb) == (uint64_t)o.want, "their counts stay (%llu)",
+        (unsigned long long)loom__mailbox_pushed(o.mb));
+  /* messages left in a lane when the mailbox closes, and posts after it */
+  a = loom__mailbox_lane(o.mb, heavy);
+  CHECK(loom__lane_push(o.mb, a, msg_of(0, 0), 1) == 0, "queued before the close");
+  CHECK(loom__lane_push(o.mb, a, msg_of(3, 0), 0) == 0, "queued on the list before the close");
+  loom__mailbox_close(o.mb);
+  CHECK(!loom__mailbox_nonempty(o.mb), "the close frees what the lane held");
+  CHECK(loom__lane_push(o.mb, a, msg_of(0, 1), 1) == -1, "a lane post after the close is refused");
+  loom__wake_close(o.wake);
+  uv_close((uv_handle_t *)&o.prepare, NULL);
+  uv_close((uv_handle_t *)&o.guard, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0, "lanes: every handle closed");
+  loom__mailbox_release(o.mb);       /* frees the lane left */
+}
+
+/* a blocked owner is woken by a lane's fast post */
+typedef struct lpost { loom_mailbox *mb; loom_lane *ln; } lpost;
+
+static void late_lane (void *arg) {
+  lpost *lp = (lpost *)arg;
+  uv_sleep(20);
+  loom__lane_push(lp->mb, lp->ln, msg_of(0, 7), 1);
+}
+
+static void test_lane_wait (void) {
+  lpost lp;
+  uv_thread_t t;
+  atomic_int stop;
+  uint64_t t0 = uv_hrtime();
+  loom_msg *tail, *m;
+  lp.mb = loom__mailbox_new();
+  lp.ln = loom__mailbox_lane(lp.mb, heavy);
+  atomic_init(&stop, 0);
+  loom__mailbox_awake(lp.mb);
+  uv_thread_create(&t, late_lane, &lp);
+  CHECK(loom__mailbox_wait(lp.mb, &stop, 10000, 1) == 1, "the wait returns with the lane's message");
+  CHECK(uv_hrtime() - t0 < (uint64_t)5000 * 1000000, "woken by the lane post, not the timeout");
+  uv_thread_join(&t);
+  m = loom__mailbox_take(lp.mb, &tail);
+  CHECK(m != NULL && m == tail && m->next == NULL, "one message taken");
+  loom__msg_free(m);
+  loom__mailbox_release(lp.mb);      /* the lane, never dropped, goes with it */
 }
 
 /* }====== */
@@ -363,10 +542,16 @@ static void test_spare_pool (void) {
 
 int main (void) {
   srand((unsigned)uv_hrtime());
+  heavy = loom__mailbox_barriers();
   test_order();
   test_close_race();
   test_wake();
   test_loop_wake();
+  test_lanes();
+  test_lane_wait();
+  heavy = 0;                         /* as where the kernel has no barrier */
+  test_lanes();
+  test_lane_wait();
   test_spare_pool();
   printf("test_mailbox: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
