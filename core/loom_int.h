@@ -311,7 +311,7 @@ typedef struct loom_mailbox {
   _Alignas(64) _Atomic(loom_msg *) top;   /* queued messages, newest first */
   atomic_uint_fast64_t pushed;   /* messages ever queued but lanes' fast ones */
   _Alignas(64) atomic_int refs;
-  int heavy;              /* owner: a lane relies on the owner's barrier */
+  atomic_int heavy;       /* a lane relies on the owner's barrier (set once) */
   uv_mutex_t lock;
   uv_cond_t cond;
   loom_wake *wake;        /* owner's wake-up, NULL unless attached */

@@ -112,7 +112,9 @@ loom_lane *loom__mailbox_lane (loom_mailbox *mb, int heavy) {
   ln->pseg = ln->cseg = g;
   ln->fence = !heavy;
   uv_mutex_lock(&mb->lock);
-  if (!ln->fence) mb->heavy = 1;     /* read by the owner: see sleep_barrier */
+  /* seq_cst: an owner that read 0 had stored 'awake' before, so this
+  ** lane's first posts see it asleep */
+  if (!ln->fence) atomic_store(&mb->heavy, 1);
   ln->next = atomic_load_explicit(&mb->lanes, memory_order_relaxed);
   atomic_store_explicit(&mb->lanes, ln, memory_order_release);
   uv_mutex_unlock(&mb->lock);
@@ -244,7 +246,7 @@ static int lane_nonempty (loom_lane *ln) {
 ** stored): the fast posts' stores of tail before this look (see push). */
 static void sleep_barrier (loom_mailbox *mb) {
   /* registered by the lane's making, so it does not fail */
-  if (mb->heavy) (void)barrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+  if (atomic_load(&mb->heavy)) (void)barrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
 }
 
 int loom__mailbox_nonempty (loom_mailbox *mb) {

@@ -313,3 +313,92 @@ describe("transfer", function()
     assert.are.equal(w.threadId, got)
   end)
 end)
+
+-- A worker's pair (its handle and its parentPort) posts through lanes
+-- (core/mailbox.c): rings of plain stores, a locked list beside them for
+-- CLOSE and for any post the ring cannot take.  These floods cross every
+-- segment boundary and the ring's hand-back of emptied segments.
+describe("a worker's pair", function()
+  before_each(H.before_each)
+  after_each(H.after_each)
+
+  local N = 20000
+
+  it("keeps the order of floods both ways, and messages come before the exit", function()
+    local w = H.spawn(function(n)
+      local loom = require "loom"
+      local want, bad = 1, 0
+      loom.parentPort:on("message", function(v)
+        if v.i ~= want then bad = bad + 1 end
+        want = v.i + 1
+        if v.i == n then
+          for i = 1, n do loom.parentPort:postMessage(i) end
+          loom.parentPort:postMessage({ bad = bad })
+          loom.parentPort:close()
+        end
+      end)
+    end, { argv = { N } })
+    local want, bad, report, exit_seen_early = 1, 0, nil, false
+    w:on("message", function(v)
+      if H.exited(w) then exit_seen_early = true end
+      if type(v) == "table" then report = v; return end
+      if v ~= want then bad = bad + 1 end
+      want = v + 1
+    end)
+    for i = 1, N do assert.is_true(w:postMessage({ i = i, pad = ("x"):rep(i % 40) })) end
+    H.run()
+    assert.are.same({ bad = 0 }, report)
+    assert.are.equal(0, bad)
+    assert.are.equal(N + 1, want)
+    assert.is_false(exit_seen_early)
+    assert.is_true((H.exited(w)))
+  end)
+
+  it("a parentPort closed while the parent floods it: each post says true or false, 'closed'", function()
+    for round = 1, 3 do
+      local w = H.spawn(function(at)
+        local loom = require "loom"
+        local n = 0
+        loom.parentPort:on("message", function()
+          n = n + 1
+          if n == at then loom.parentPort:close() end
+        end)
+      end, { argv = { 100 * round } })
+      local closed, trues, falses = false, 0, 0
+      w:on("close", function() closed = true end)
+      for i = 1, N do
+        local ok, why = w:postMessage(i)
+        if ok then trues = trues + 1
+        else
+          assert.are.equal("closed", why)
+          falses = falses + 1
+        end
+        if i % 1000 == 0 then loom.poll(0) end
+      end
+      H.run()
+      assert.is_true(trues >= 100 * round, "round " .. round .. ": " .. trues)
+      assert.are.equal(N, trues + falses)
+      assert.is_true((H.exited(w)))
+      assert.is_true(closed or falses > 0)
+    end
+  end)
+
+  it("a worker terminated in the middle of floods both ways ends, and frees what was queued", function()
+    for round = 1, 3 do
+      local w = H.spawn(function()
+        local loom = require "loom"
+        loom.parentPort:on("message", function(v) loom.parentPort:postMessage(v) end)
+        for i = 1, 5000 do loom.parentPort:postMessage({ i = i }) end
+      end)
+      local got = 0
+      w:on("message", function() got = got + 1 end)
+      for i = 1, 3000 * round do
+        if not w:postMessage({ i = i, t = { 1, 2, 3 } }) then break end
+      end
+      loom.poll(0)
+      w:terminate()
+      H.run()
+      assert.is_true((H.exited(w)))
+    end
+  end)
+end)

@@ -85,7 +85,7 @@ static void test_order (void) {
   int next[SENDERS] = {0}, i, got = 0, bad = 0, n = under_valgrind() ? 5000 : 100000;
   CHECK(mb != NULL, "mailbox");
   for (i = 0; i < SENDERS; i++) {
-    s[i].mb = mb; s[i].who = i; s[i].n = n; s[i].failed = 0;
+    s[i].mb = mb; s[i].who = i; s[i].n = n; s[i].failed = 0; s[i].ln = NULL;
     CHECK(uv_thread_create(&t[i], send_all, &s[i]) == 0, "thread %d", i);
   }
   while (got < SENDERS * n && !bad) {
