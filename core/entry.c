@@ -237,6 +237,8 @@ static loom_ctx *main_ctx (lua_State *L) {
     const char *e = getenv("LOOM_SPIN_US");   /* for measuring the spin */
     memset(&cfg, 0, sizeof cfg);
     if (e && *e) cfg.spin_us = atoi(e) > 0 ? atoi(e) : -1;
+    e = getenv("LOOM_LANE_BARRIER");
+    cfg.lane_barrier = e && atoi(e) > 0;
     loom__alloc_adopt(ML);            /* not a host's state */
     rt = loom_runtime_new(&cfg);
     own = 1;

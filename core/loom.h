@@ -83,6 +83,14 @@ typedef struct loom_config {
   ** then (stuck in a foreign C call) is detached, with a warning.  0 (or
   ** less) = the default, 5000. */
   int close_ms;
+  /* 1: a worker's messages are posted with no fence at all, and each
+  ** thread issues a process-wide barrier (Linux's membarrier) when its
+  ** loop goes to sleep instead.  One-way streams of small messages run a
+  ** few percent faster; conversations (pingpong) a few percent slower,
+  ** as every sleep interrupts the other CPUs.  0 = off (the default);
+  ** ignored where the kernel has no such barrier.  (A state that requires
+  ** "loom" without loom_open reads $LOOM_LANE_BARRIER instead.) */
+  int lane_barrier;
 } loom_config;
 
 /* Make a runtime (NULL when out of memory). The caller holds one reference. */

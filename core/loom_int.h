@@ -9,8 +9,8 @@
 ** Names: loom_ public (loom.h), loom__ internal, static helpers unprefixed.
 ** Lock order: a port pair's, a channel's or a shared block's lock may be
 ** held while taking a mailbox lock, a pair's while taking a lane's; no
-** other two of loom's locks (runtime,
-** mailbox, pair, channel, shared block, stop) are ever held together, and
+** other two of loom's locks (runtime, mailbox, lane, pair, channel,
+** shared block, stop) are ever held together, and
 ** none is held while Lua code runs or an error is raised.  Tracing's
 ** two (trace.c): the tracer's lock may be held while taking one thread's
 ** trace buffer lock, never the other way round.
@@ -25,6 +25,19 @@
 #include "loom.h"
 
 #define LOOM_MAX_DEPTH 200     /* nesting bound of the cloner, both ways */
+
+/* A full (sequentially consistent) fence.  GCC refuses fences under
+** TSan, which does not model them: there a seq_cst exchange stands in,
+** which is a full barrier on the machine too. */
+static inline void loom__fence (void) {
+#if defined(__SANITIZE_THREAD__)
+  atomic_int x;
+  atomic_init(&x, 0);
+  (void)atomic_exchange(&x, 1);
+#else
+  atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
 
 /* A spinning thread's pause between two looks at a flag. */
 static inline void loom__cpu_relax (void) {
@@ -257,47 +270,61 @@ void loom__wake_close(loom_wake *w);           /* owner: freed by the loop */
 ** drops to 0.  'top' is a lock-free stack of the queued messages, newest
 ** first: senders push with a CAS, the owner takes all with an exchange
 ** (and reverses them into order).  'lock' guards wake, the waiters'
-** handshake ('waiters' changes under it) and changes to the list of
-** lanes; 'cond' is signalled on a push while waiters > 0, and broadcast
+** handshake (a waiter counts itself in 'waiters' before it looks, looks
+** again under the lock, and uncounts itself under it) and changes to the
+** list of lanes; 'cond' is signalled on a push while waiters > 0, and broadcast
 ** on interrupt.
 **
 ** A lane is one sender thread's queue into a mailbox (a fixed port pair's
 ** direction: a Worker handle and its parentPort never move).  It belongs
 ** to the mailbox (freed with it, or by the owner once dropped and empty).
 ** Its producer (the first thread that posts on the fast path; 'producer'
-** is set by a CAS) fills the slots of a chain of segments and publishes
-** 'tail' (release) with no locked instruction; a full segment is followed
-** by the spare one the owner gave back, or a new one.  The owner takes
-** slots up to 'tail' (acquire), publishes 'head' and gives each emptied
-** segment back.  Any other post (and the producer's own when no segment
+** is set by a CAS) fills the slots of a chain of segments, each slot
+** published by its own release store (the owner polls the slot itself:
+** one cache line crosses per message, as with the stack's top); a full
+** segment is followed by the spare one the owner gave back (its slots
+** cleared), or a new one.  The owner takes filled slots in order (acquire)
+** and gives each emptied segment back; once the mailbox is closed, whoever frees what a lane
+** holds (the close, or a post that finds the close) does so under the
+** lane's lock.  Any other post (and the producer's own when no segment
 ** can be had) goes to the overflow list under the lane's lock, which sets
 ** 'over'; the producer fills slots only while 'over' is clear, and the
 ** owner clears it, under the lock, once it has taken the slots and then
-** the list, so each thread's posts keep their order.  'tail' counts the
-** producer's fast posts; the rest count in the mailbox's 'pushed'.  The owner's look before it sleeps and a fast post's look at
-** 'awake' need a store-load order: without a locked instruction on the
-** producer's side, the owner issues a process-wide barrier (membarrier)
-** when it goes to sleep, or, where the kernel has none, the producer
-** fences ('fence').
+** the list, so each thread's posts on a lane keep their order.  The
+** owner takes the stack before the lanes, and again before a lane's EXIT,
+** so a worker's posts on other ports come before its exit; posts on
+** different ports otherwise carry no order between them (as in Node).
+** 'tail' counts the producer's fast posts; the rest count in the
+** mailbox's 'pushed'.  The owner's look before it sleeps and a fast post's look at
+** 'awake' need a store-load order: the producer fences ('fence'; one
+** locked instruction, where the stack's push has a CAS), or, when the
+** runtime asks for it (loom_config.lane_barrier), it does not and the
+** owner issues a process-wide barrier (membarrier) each time it goes to
+** sleep.
 ** ======================================================================= */
 #define LOOM_LANE_SLOTS 64     /* a segment's; a lane grows by segments */
 
 typedef struct loom_seg {
-  _Atomic(struct loom_seg *) next;   /* set (release) before tail passes it */
-  loom_msg *slot[LOOM_LANE_SLOTS];
+  _Atomic(struct loom_seg *) next;   /* linked (release) before its slot 0 is filled */
+  _Atomic(loom_msg *) slot[LOOM_LANE_SLOTS];   /* NULL until filled (release) */
 } loom_seg;
 
 typedef struct loom_lane {
-  _Alignas(64) atomic_size_t tail;   /* producer: fast posts, ever (published) */
-  loom_seg *pseg;                    /* producer: the segment it fills */
+  /* the producer's line: written by it alone */
+  _Alignas(64) atomic_size_t tail;   /* fast posts, ever (a count: relaxed) */
+  loom_seg *pseg;                    /* the segment it fills */
   atomic_uintptr_t producer;         /* 0 until the first fast post claims it */
-  _Alignas(64) atomic_size_t head;   /* owner: slots taken, ever */
-  loom_seg *cseg;                    /* owner: the segment it takes from */
-  _Atomic(loom_seg *) spare;         /* owner -> producer: one emptied segment */
-  atomic_int over;                   /* posts go to ovf until the owner clears it */
+  int fence;                         /* immutable: no owner's barrier, fence */
+  /* read by both on every post or take, written seldom */
+  _Alignas(64) atomic_int over;      /* posts go to ovf until the owner clears it
+                                        (set and cleared under lock) */
   atomic_int dropped;                /* its pair is gone: no more posts */
-  int fence;                         /* no membarrier here: fast posts fence */
-  uv_mutex_t lock;                   /* ovf, ovft; 'over' is set under it */
+  /* the owner's line (after a close: under lock, by whoever flushes) */
+  _Alignas(64) atomic_size_t head;   /* slots taken, ever */
+  size_t cbase;                      /* the number of cseg's first slot */
+  loom_seg *cseg;                    /* the segment it takes from */
+  _Atomic(loom_seg *) spare;         /* owner -> producer: one emptied segment */
+  uv_mutex_t lock;                   /* ovf, ovft and 'over' */
   loom_msg *ovf, *ovft;
   struct loom_lane *next;            /* the mailbox's list: see loom_mailbox */
 } loom_lane;
@@ -478,7 +505,7 @@ struct loom_runtime {
   loom_config cfg;
   uint64_t t0;                      /* uv_hrtime() at creation */
   uint64_t spin_ns;                 /* from cfg.spin_us */
-  int heavy;                        /* lanes may rely on their owner's barrier */
+  int heavy;                        /* lanes rely on their owner's barrier (cfg.lane_barrier) */
   uint64_t close_ns;                /* from cfg.close_ms */
   int (*open_core)(lua_State *L);   /* luaopen_loom_core, for workers */
   void (*worker_main)(void *w);     /* the body of a worker thread */

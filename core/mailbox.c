@@ -5,11 +5,12 @@
 ** exchange and reverses it, so each sender's messages keep their order.
 ** Knows no Lua.  The mutex (adaptive where glibc has one) guards the
 ** owner's wake-up and the blocking waiters' handshake, never a push.
-** A lane (loom_int.h says who owns what) is one sender's ring into the
-** mailbox: a post there is two plain stores, so the sender never waits
-** for the cache lines it just wrote to reach the other CPU, as a locked
-** instruction makes it wait; the owner pays instead, with a process-wide
-** barrier each time it goes to sleep.
+** A lane (loom_int.h says who owns what) is one sender's queue into the
+** mailbox: a post there is a few plain stores and one fence, with no
+** lock and no count shared with other senders; with the runtime's
+** lane_barrier, not even the fence (the sender never waits for the lines
+** it just wrote to reach the other CPU), and the owner pays instead, with
+** a process-wide barrier each time it goes to sleep.
 */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE          /* PTHREAD_MUTEX_ADAPTIVE_NP */
@@ -19,9 +20,14 @@
 #include <string.h>
 #include "loom_int.h"
 #if defined(__linux__)
-#include <linux/membarrier.h>
+#include <linux/membarrier.h>        /* the commands are enum members */
 #include <sys/syscall.h>
 #include <unistd.h>
+#define CMD_BARRIER  MEMBARRIER_CMD_PRIVATE_EXPEDITED
+#define CMD_REGISTER MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
+#else
+#define CMD_BARRIER  0
+#define CMD_REGISTER 0
 #endif
 
 /* Every running thread of the process passes a full barrier before this
@@ -34,11 +40,6 @@ static int barrier (int cmd) {
   return -1;
 #endif
 }
-
-#if !defined(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
-#define MEMBARRIER_CMD_PRIVATE_EXPEDITED 0
-#define MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED 0
-#endif
 
 static int mutex_init (uv_mutex_t *m) {
 #if defined(__GLIBC__) && defined(PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP)
@@ -59,17 +60,12 @@ static int mutex_init (uv_mutex_t *m) {
 ** ------------------------------------------------------------------- */
 
 static void lane_free (loom_lane *ln) {
-  size_t h = atomic_load(&ln->head), t = atomic_load(&ln->tail);
   loom_seg *g = ln->cseg, *next;
-  for (; h != t; h++) {
-    if (h % LOOM_LANE_SLOTS == 0 && h != 0) {
-      next = atomic_load(&g->next);
-      free(g);
-      g = next;
-    }
-    loom__msg_free(g->slot[h % LOOM_LANE_SLOTS]);
-  }
-  for (; g; g = next) {              /* the producer's, and any linked past it */
+  size_t i = atomic_load(&ln->head) - ln->cbase;   /* may be a full segment */
+  for (; g; g = next, i = 0) {       /* what was never taken, then the segments */
+    loom_msg *m;
+    for (; i < LOOM_LANE_SLOTS && (m = atomic_load(&g->slot[i])) != NULL; i++)
+      loom__msg_free(m);
     next = atomic_load(&g->next);
     free(g);
   }
@@ -79,15 +75,21 @@ static void lane_free (loom_lane *ln) {
   free(ln);
 }
 
+static void seg_clear (loom_seg *g) {
+  int i;
+  atomic_init(&g->next, NULL);
+  for (i = 0; i < LOOM_LANE_SLOTS; i++) atomic_init(&g->slot[i], NULL);
+}
+
 static loom_seg *seg_new (void) {
   loom_seg *g = (loom_seg *)malloc(sizeof *g);
-  if (g) atomic_init(&g->next, NULL);
+  if (g) seg_clear(g);
   return g;
 }
 
 int loom__mailbox_barriers (void) {
   /* idempotent, and kept by the process (the kernel's state, not ours) */
-  return barrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+  return barrier(CMD_REGISTER) == 0;
 }
 
 loom_lane *loom__mailbox_lane (loom_mailbox *mb, int heavy) {
@@ -149,11 +151,13 @@ static int next_seg (loom_lane *ln) {
   loom_seg *g = atomic_load_explicit(&ln->spare, memory_order_relaxed) ?
                 atomic_exchange_explicit(&ln->spare, NULL, memory_order_acquire) : NULL;
   if (g == NULL && (g = seg_new()) == NULL) return 0;
-  atomic_store_explicit(&g->next, NULL, memory_order_relaxed);
+  if (g != NULL) seg_clear(g);       /* a spare: the owner is done with it */
   atomic_store_explicit(&ln->pseg->next, g, memory_order_release);
   ln->pseg = g;
   return 1;
 }
+
+static void lane_flush (loom_lane *ln);
 
 int loom__lane_push (loom_mailbox *mb, loom_lane *ln, loom_msg *m, int fast) {
   uintptr_t me = fast ? self_id() : 0, who;
@@ -171,11 +175,11 @@ int loom__lane_push (loom_mailbox *mb, loom_lane *ln, loom_msg *m, int fast) {
   t = atomic_load_explicit(&ln->tail, memory_order_relaxed);
   if (fast && who == me && !atomic_load_explicit(&ln->over, memory_order_relaxed) &&
       (t % LOOM_LANE_SLOTS != 0 || t == 0 || next_seg(ln))) {
-    ln->pseg->slot[t % LOOM_LANE_SLOTS] = m;
-    atomic_store_explicit(&ln->tail, t + 1, memory_order_release);
-    /* the store of tail before the loads in wake_owner: the owner's
+    atomic_store_explicit(&ln->pseg->slot[t % LOOM_LANE_SLOTS], m, memory_order_release);
+    atomic_store_explicit(&ln->tail, t + 1, memory_order_relaxed);
+    /* the store of the slot before the loads in wake_owner: the owner's
     ** barrier orders them, or (without one) this fence does */
-    if (ln->fence) atomic_thread_fence(memory_order_seq_cst);
+    if (ln->fence) loom__fence();
     else atomic_signal_fence(memory_order_seq_cst);
   }
   else {                             /* not the producer, or no segment */
@@ -187,66 +191,133 @@ int loom__lane_push (loom_mailbox *mb, loom_lane *ln, loom_msg *m, int fast) {
     atomic_store(&ln->over, 1);
     uv_mutex_unlock(&ln->lock);
     atomic_fetch_add_explicit(&mb->pushed, 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_seq_cst);
+    loom__fence();
   }
-  /* closed meanwhile: what the close left behind is freed with the
-  ** mailbox (lane_free), as the owner never takes it */
+  /* closed meanwhile?  The close stored the flag, then (its barrier, or
+  ** our fence) looked at the lane under its lock: it took this message,
+  ** or this load sees the flag and frees it (queued, as a push just
+  ** before a close is: 0) */
+  if (atomic_load(&mb->closed)) {
+    lane_flush(ln);
+    return 0;
+  }
   wake_owner(mb);
   return 0;
 }
 
-/* Owner: append the slots filled up to the lane's tail to the list. */
-static void take_ring (loom_lane *ln, loom_msg **head, loom_msg **tail) {
-  size_t h = atomic_load_explicit(&ln->head, memory_order_relaxed);
-  size_t t = atomic_load_explicit(&ln->tail, memory_order_acquire);
-  if (h == t) return;
-  for (; h != t; h++) {
-    loom_msg *m;
-    if (h % LOOM_LANE_SLOTS == 0 && h != 0) {   /* on to the next segment */
-      loom_seg *done = ln->cseg;
-      ln->cseg = atomic_load_explicit(&done->next, memory_order_acquire);
-      free(atomic_exchange_explicit(&ln->spare, done, memory_order_release));
-    }
-    m = ln->cseg->slot[h % LOOM_LANE_SLOTS];
-    m->next = NULL;
-    if (*tail) (*tail)->next = m;
-    else *head = m;
-    *tail = m;
+static void append (loom_msg *m, loom_msg **head, loom_msg **tail) {
+  m->next = NULL;
+  if (*tail) (*tail)->next = m;
+  else *head = m;
+  *tail = m;
+}
+
+/* Owner: append the stack's messages, in order. */
+static void take_stack (loom_mailbox *mb, loom_msg **head, loom_msg **tail) {
+  /* no write to the stack's line when it is empty: its pushers read it */
+  loom_msg *m = atomic_load_explicit(&mb->top, memory_order_relaxed) ?
+                atomic_exchange(&mb->top, NULL) : NULL, *list = NULL, *last = m, *next;
+  if (m == NULL) return;
+  for (; m; m = next) {
+    next = m->next;
+    m->next = list;
+    list = m;
   }
-  atomic_store_explicit(&ln->head, t, memory_order_relaxed);
+  if (*tail) (*tail)->next = list;
+  else *head = list;
+  *tail = last;
+}
+
+/* A lane's message, appended by the owner (mb) or, once the mailbox is
+** closed, by whoever frees it (NULL).  A worker's EXIT comes after what
+** its thread pushed onto the stack before it (on other ports): those
+** pushes happened before the EXIT was published, so the stack is taken
+** again first. */
+static void lane_append (loom_mailbox *mb, loom_msg *m, loom_msg **head, loom_msg **tail) {
+  if (mb && m->kind == LOOM_MSG_EXIT) take_stack(mb, head, tail);
+  append(m, head, tail);
+}
+
+/* The next filled slot's segment: cseg, moved on past a full one when
+** the producer has linked the next (the full one goes back as the
+** spare).  NULL: the next segment is not linked yet. */
+static loom_seg *cur_seg (loom_lane *ln, size_t h, int move) {
+  if (h - ln->cbase == LOOM_LANE_SLOTS) {
+    loom_seg *next = atomic_load_explicit(&ln->cseg->next, memory_order_acquire);
+    if (next == NULL || !move) return next;
+    free(atomic_exchange_explicit(&ln->spare, ln->cseg, memory_order_release));
+    ln->cseg = next;
+    ln->cbase = h;
+  }
+  return ln->cseg;
+}
+
+/* Append the filled slots, in order, to the list: the owner, or under
+** the lane's lock once the mailbox is closed. */
+static void take_ring (loom_mailbox *mb, loom_lane *ln, loom_msg **head, loom_msg **tail) {
+  size_t h = atomic_load_explicit(&ln->head, memory_order_relaxed), h0 = h;
+  loom_seg *g;
+  loom_msg *m;
+  while ((g = cur_seg(ln, h, 1)) != NULL &&
+         (m = atomic_load_explicit(&g->slot[h - ln->cbase], memory_order_acquire)) != NULL) {
+    lane_append(mb, m, head, tail);
+    h++;
+  }
+  if (h != h0) atomic_store_explicit(&ln->head, h, memory_order_relaxed);
+}
+
+/* Under the lane's lock: the slots (still from before the list), then
+** the list; the producer may fill slots again. */
+static void take_list (loom_mailbox *mb, loom_lane *ln, loom_msg **head, loom_msg **tail) {
+  loom_msg *m, *next;
+  take_ring(mb, ln, head, tail);
+  for (m = ln->ovf; m; m = next) {
+    next = m->next;
+    lane_append(mb, m, head, tail);
+  }
+  ln->ovf = ln->ovft = NULL;
+  atomic_store(&ln->over, 0);
 }
 
 /* Owner: append everything the lane holds, in order; 1 if it is
 ** dropped and now empty (the owner may free it). */
-static int take_lane (loom_lane *ln, loom_msg **head, loom_msg **tail) {
+static int take_lane (loom_mailbox *mb, loom_lane *ln, loom_msg **head, loom_msg **tail) {
   int dropped = atomic_load_explicit(&ln->dropped, memory_order_acquire);
-  take_ring(ln, head, tail);
+  take_ring(mb, ln, head, tail);
   if (atomic_load_explicit(&ln->over, memory_order_acquire)) {
     uv_mutex_lock(&ln->lock);
-    take_ring(ln, head, tail);       /* the ring is still from before the list */
-    if (ln->ovf) {
-      if (*tail) (*tail)->next = ln->ovf;
-      else *head = ln->ovf;
-      *tail = ln->ovft;
-    }
-    ln->ovf = ln->ovft = NULL;
-    atomic_store(&ln->over, 0);
+    take_list(mb, ln, head, tail);
     uv_mutex_unlock(&ln->lock);
   }
   return dropped;
 }
 
+/* The mailbox is closed: free what the lane holds (the close, and any
+** post that finds the close after publishing). */
+static void lane_flush (loom_lane *ln) {
+  loom_msg *head = NULL, *tail = NULL;
+  uv_mutex_lock(&ln->lock);
+  take_list(NULL, ln, &head, &tail);
+  uv_mutex_unlock(&ln->lock);
+  loom__msg_freelist(head);
+}
+
 static int lane_nonempty (loom_lane *ln) {
-  return atomic_load_explicit(&ln->tail, memory_order_acquire) !=
-           atomic_load_explicit(&ln->head, memory_order_relaxed) ||
-         atomic_load_explicit(&ln->over, memory_order_acquire);
+  size_t h = atomic_load_explicit(&ln->head, memory_order_relaxed);
+  loom_seg *g = cur_seg(ln, h, 0);
+  if (g != NULL && (g != ln->cseg ||          /* a next segment: filled soon */
+      atomic_load_explicit(&g->slot[h - ln->cbase], memory_order_acquire) != NULL))
+    return 1;
+  return atomic_load_explicit(&ln->over, memory_order_acquire);
 }
 
 /* Owner, about to look before it sleeps (its 'awake' or 'waiters'
 ** stored): the fast posts' stores of tail before this look (see push). */
 static void sleep_barrier (loom_mailbox *mb) {
-  /* registered by the lane's making, so it does not fail */
-  if (atomic_load(&mb->heavy)) (void)barrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+  /* registered by the runtime (loom_runtime_new), so it does not fail;
+  ** otherwise a fence: the stack's pushers' CAS pairs with it */
+  if (atomic_load(&mb->heavy)) (void)barrier(CMD_BARRIER);
+  else loom__fence();
 }
 
 int loom__mailbox_nonempty (loom_mailbox *mb) {
@@ -276,6 +347,8 @@ loom_mailbox *loom__mailbox_new (void) {
   loom_mailbox *mb = NULL;
   if (posix_memalign((void **)&mb, 64, sizeof *mb) != 0) return NULL;
   memset(mb, 0, sizeof *mb);
+  atomic_init(&mb->heavy, 0);
+  atomic_init(&mb->lanes, NULL);
   if (mutex_init(&mb->lock)) { free(mb); return NULL; }
   if (uv_cond_init(&mb->cond)) {
     uv_mutex_destroy(&mb->lock);
@@ -323,11 +396,10 @@ void loom__mailbox_close (loom_mailbox *mb) {
   mb->wake = NULL;
   uv_mutex_unlock(&mb->lock);
   loom__msg_freelist(atomic_exchange(&mb->top, NULL));
+  sleep_barrier(mb);                 /* the flag before the looks: see lane_push */
   {
-    loom_msg *head = NULL, *tail = NULL;
     loom_lane *ln;
-    for (ln = atomic_load(&mb->lanes); ln; ln = ln->next) take_lane(ln, &head, &tail);
-    loom__msg_freelist(head);
+    for (ln = atomic_load(&mb->lanes); ln; ln = ln->next) lane_flush(ln);
   }
 }
 
@@ -384,19 +456,14 @@ static void retire (loom_mailbox *mb) {
 }
 
 loom_msg *loom__mailbox_take (loom_mailbox *mb, loom_msg **tail) {
-  /* no write to the stack's line when it is empty: its pushers read it */
-  loom_msg *m = atomic_load_explicit(&mb->top, memory_order_relaxed) ?
-                atomic_exchange(&mb->top, NULL) : NULL, *list = NULL, *next;
+  loom_msg *list = NULL;
   loom_lane *ln;
   int dropped = 0;
-  *tail = m;                         /* the newest is the last in order */
-  for (; m; m = next) {
-    next = m->next;
-    m->next = list;
-    list = m;
-  }
+  *tail = NULL;
+  take_stack(mb, &list, tail);
+  if (atomic_load_explicit(&mb->closed, memory_order_relaxed)) return list;  /* lanes flushed */
   for (ln = atomic_load_explicit(&mb->lanes, memory_order_acquire); ln; ln = ln->next)
-    dropped |= take_lane(ln, &list, tail);
+    dropped |= take_lane(mb, ln, &list, tail);
   if (dropped) retire(mb);
   return list;
 }
@@ -442,9 +509,11 @@ int loom__mailbox_await (loom_mailbox *mb, const atomic_int *stop,
   if (timeout_ms > 1e12) timeout_ms = -1;   /* ~31 years: no limit */
   if (timeout_ms >= 0)
     deadline = uv_hrtime() + (uint64_t)(timeout_ms * 1e6);
-  uv_mutex_lock(&mb->lock);
-  atomic_fetch_add(&mb->waiters, 1);   /* before the look at 'top': see push */
+  /* counted before the look (see push), and the barrier made before the
+  ** lock: posters that see the count take the lock to signal */
+  atomic_fetch_add(&mb->waiters, 1);
   if (for_msg) sleep_barrier(mb);
+  uv_mutex_lock(&mb->lock);
   while (!(for_msg && loom__mailbox_nonempty(mb)) && !(stop && atomic_load(stop)) &&
          !(flag && atomic_load(flag))) {
     if (timeout_ms < 0) uv_cond_wait(&mb->cond, &mb->lock);

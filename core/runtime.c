@@ -23,7 +23,7 @@ loom_runtime *loom_runtime_new (const loom_config *cfg) {
   rt->spin_ns = rt->cfg.spin_us > 0 ? (uint64_t)rt->cfg.spin_us * 1000u : 0;
   if (rt->cfg.close_ms <= 0) rt->cfg.close_ms = (int)(LOOM_JOIN_GRACE_NS / 1000000u);
   rt->close_ns = (uint64_t)rt->cfg.close_ms * 1000000u;
-  rt->heavy = loom__mailbox_barriers();
+  rt->heavy = rt->cfg.lane_barrier > 0 && loom__mailbox_barriers();
   return rt;
 }
 

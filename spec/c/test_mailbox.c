@@ -17,7 +17,8 @@
 **    once, each sender's in order, none lost to a missed wake-up, and
 **    the counts right; dropped lanes are freed once empty; a close frees
 **    what lanes hold and refuses later posts; a blocked wait is woken by
-**    a lane's post.  Both with the owner's barrier and, as where the
+**    a lane's post; a lane's EXIT comes after the stack pushes made
+**    before it; posts racing a close leave nothing in the lane.  Both with the owner's barrier and, as where the
 **    kernel has none, with the producers' fence.
 **  - spare blocks travel: senders post from their own caches, the owner
 **    frees into its cache, full caches go to a shared pool as batches and
@@ -440,6 +441,80 @@ static void test_lanes (void) {
   loom__mailbox_release(o.mb);       /* frees the lane left */
 }
 
+/* a worker's EXIT (on its lane) comes after what its thread pushed onto
+** the stack before it, even when the owner's take looked at the stack
+** just before those pushes */
+typedef struct exiter { loom_mailbox *mb; loom_lane *ln; int n; } exiter;
+
+static void exit_after_push (void *arg) {
+  exiter *e = (exiter *)arg;
+  int i;
+  for (i = 0; i < e->n; i++) {
+    loom_msg *m = msg_of(1, i), *x = msg_of(0, i);
+    loom__mailbox_push(e->mb, m);
+    x->kind = LOOM_MSG_EXIT;
+    loom__lane_push(e->mb, e->ln, x, 1);
+  }
+}
+
+static void test_lane_exit (void) {
+  exiter e;
+  uv_thread_t t;
+  int pushed = 0, exits = 0, bad = 0, n = under_valgrind() ? 2000 : 100000;
+  e.mb = loom__mailbox_new();
+  e.ln = loom__mailbox_lane(e.mb, heavy);
+  e.n = n;
+  uv_thread_create(&t, exit_after_push, &e);
+  while (exits < n) {
+    loom_msg *tail, *m = loom__mailbox_take(e.mb, &tail), *next;
+    for (; m; m = next) {
+      int who, seq;
+      next = m->next;
+      memcpy(&who, m->data, 4);
+      memcpy(&seq, m->data + 4, 4);
+      if (who == 1) pushed++;
+      else {
+        if (pushed < seq + 1) bad++;       /* its push not seen before it */
+        exits++;
+      }
+      loom__msg_free(m);
+    }
+  }
+  uv_thread_join(&t);
+  CHECK(bad == 0, "each EXIT after the pushes made before it (%d early of %d)", bad, n);
+  loom__mailbox_release(e.mb);
+}
+
+/* posts racing the close: what a post leaves after the close is freed by
+** that post, not kept until the mailbox goes */
+typedef struct closer { loom_mailbox *mb; loom_lane *ln; int refused; } closer;
+
+static void post_until_closed (void *arg) {
+  closer *c = (closer *)arg;
+  int i;
+  for (i = 0; i < 1000000 && !c->refused; i++)
+    if (loom__lane_push(c->mb, c->ln, msg_of(0, i), i % 7 != 0) != 0) c->refused = 1;
+}
+
+static void test_lane_close (void) {
+  int round, rounds = under_valgrind() ? 5 : 100, left = 0;
+  for (round = 0; round < rounds; round++) {
+    closer c;
+    uv_thread_t t;
+    c.mb = loom__mailbox_new();
+    c.ln = loom__mailbox_lane(c.mb, heavy);
+    c.refused = 0;
+    uv_thread_create(&t, post_until_closed, &c);
+    uv_sleep((unsigned)(rand() % 3));
+    loom__mailbox_close(c.mb);
+    uv_thread_join(&t);
+    if (atomic_load(&c.ln->head) != atomic_load(&c.ln->tail) || c.ln->ovf != NULL) left++;
+    loom__mailbox_release(c.mb);
+  }
+  CHECK(left == 0, "nothing stays in a lane after its mailbox closed (%d of %d rounds)",
+        left, rounds);
+}
+
 /* a blocked owner is woken by a lane's fast post */
 typedef struct lpost { loom_mailbox *mb; loom_lane *ln; } lpost;
 
@@ -547,11 +622,18 @@ int main (void) {
   test_close_race();
   test_wake();
   test_loop_wake();
+#if defined(__linux__)
+  CHECK(heavy, "the kernel's barrier is in use (membarrier)");
+#endif
   test_lanes();
   test_lane_wait();
+  test_lane_exit();
+  test_lane_close();
   heavy = 0;                         /* as where the kernel has no barrier */
   test_lanes();
   test_lane_wait();
+  test_lane_exit();
+  test_lane_close();
   test_spare_pool();
   printf("test_mailbox: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
