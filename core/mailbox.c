@@ -150,8 +150,8 @@ static void wake_owner (loom_mailbox *mb) {
 static int next_seg (loom_lane *ln) {
   loom_seg *g = atomic_load_explicit(&ln->spare, memory_order_relaxed) ?
                 atomic_exchange_explicit(&ln->spare, NULL, memory_order_acquire) : NULL;
-  if (g == NULL && (g = seg_new()) == NULL) return 0;
   if (g != NULL) seg_clear(g);       /* a spare: the owner is done with it */
+  else if ((g = seg_new()) == NULL) return 0;
   atomic_store_explicit(&ln->pseg->next, g, memory_order_release);
   ln->pseg = g;
   return 1;
@@ -197,8 +197,11 @@ int loom__lane_push (loom_mailbox *mb, loom_lane *ln, loom_msg *m, int fast) {
   ** our fence) looked at the lane under its lock: it took this message,
   ** or this load sees the flag and frees it (queued, as a push just
   ** before a close is: 0) */
+  /* (not from a close's CLOSE, posted under a pair's lock: freeing
+  ** others' messages there could close their ports under it; what it
+  ** leaves goes with the mailbox) */
   if (atomic_load(&mb->closed)) {
-    lane_flush(ln);
+    if (fast) lane_flush(ln);
     return 0;
   }
   wake_owner(mb);
@@ -323,6 +326,7 @@ static void sleep_barrier (loom_mailbox *mb) {
 int loom__mailbox_nonempty (loom_mailbox *mb) {
   loom_lane *ln;
   if (atomic_load_explicit(&mb->top, memory_order_acquire) != NULL) return 1;
+  if (atomic_load_explicit(&mb->closed, memory_order_relaxed)) return 0;  /* lanes: flushers' */
   for (ln = atomic_load_explicit(&mb->lanes, memory_order_acquire); ln; ln = ln->next)
     if (lane_nonempty(ln)) return 1;
   return 0;
