@@ -75,6 +75,7 @@ struct loom_ctx {
 #define LOOM_SPIN_ROUNDS 64         /* deliveries before the loop turns */
 #define LOOM_SPIN_TURN_NS 1000000u  /* or this long */
 #define LOOM_DELIVER_NS 1000000u    /* one delivery call's bound */
+#define LOOM_LANE_TAKE 1024         /* of one sender's lane, per take */
 
 /* Set up c for L: loop, handles, and 'mb' as inbox (retained), or a new
 ** inbox when mb is NULL.  0, or a negative libuv error code (then c holds

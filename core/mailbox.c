@@ -255,25 +255,33 @@ static loom_seg *cur_seg (loom_lane *ln, size_t h, int move) {
   return ln->cseg;
 }
 
-/* Append the filled slots, in order, to the list: the owner, or under
-** the lane's lock once the mailbox is closed. */
-static void take_ring (loom_mailbox *mb, loom_lane *ln, loom_msg **head, loom_msg **tail) {
+/* Append the filled slots, in order, to the list, at most max of them
+** (0: all); 1 if it stopped at max with more filled.  The owner, or
+** under the lane's lock once the mailbox is closed. */
+static int take_ring (loom_mailbox *mb, loom_lane *ln, loom_msg **head, loom_msg **tail,
+                      size_t max) {
   size_t h = atomic_load_explicit(&ln->head, memory_order_relaxed), h0 = h;
   loom_seg *g;
   loom_msg *m;
+  int more = 0;
   while ((g = cur_seg(ln, h, 1)) != NULL &&
          (m = atomic_load_explicit(&g->slot[h - ln->cbase], memory_order_acquire)) != NULL) {
+    if (max && h - h0 == max) {
+      more = 1;
+      break;
+    }
     lane_append(mb, m, head, tail);
     h++;
   }
   if (h != h0) atomic_store_explicit(&ln->head, h, memory_order_relaxed);
+  return more;
 }
 
 /* Under the lane's lock: the slots (still from before the list), then
 ** the list; the producer may fill slots again. */
 static void take_list (loom_mailbox *mb, loom_lane *ln, loom_msg **head, loom_msg **tail) {
   loom_msg *m, *next;
-  take_ring(mb, ln, head, tail);
+  take_ring(mb, ln, head, tail, 0);
   for (m = ln->ovf; m; m = next) {
     next = m->next;
     lane_append(mb, m, head, tail);
@@ -282,11 +290,17 @@ static void take_list (loom_mailbox *mb, loom_lane *ln, loom_msg **head, loom_ms
   atomic_store(&ln->over, 0);
 }
 
-/* Owner: append everything the lane holds, in order; 1 if it is
-** dropped and now empty (the owner may free it). */
-static int take_lane (loom_mailbox *mb, loom_lane *ln, loom_msg **head, loom_msg **tail) {
+/* Owner: append what the lane holds, in order (with max, at most max of
+** its slots, and the locked list only once they are all taken); *more
+** is set if some stay.  1 if it is dropped and now empty (the owner may
+** free it). */
+static int take_lane (loom_mailbox *mb, loom_lane *ln, loom_msg **head, loom_msg **tail,
+                      size_t max, int *more) {
   int dropped = atomic_load_explicit(&ln->dropped, memory_order_acquire);
-  take_ring(mb, ln, head, tail);
+  if (take_ring(mb, ln, head, tail, max)) {
+    *more = 1;
+    return 0;
+  }
   if (atomic_load_explicit(&ln->over, memory_order_acquire)) {
     uv_mutex_lock(&ln->lock);
     take_list(mb, ln, head, tail);
@@ -459,15 +473,18 @@ static void retire (loom_mailbox *mb) {
   uv_mutex_unlock(&mb->lock);
 }
 
-loom_msg *loom__mailbox_take (loom_mailbox *mb, loom_msg **tail) {
+loom_msg *loom__mailbox_take (loom_mailbox *mb, loom_msg **tail, size_t lane_max,
+                              int *more) {
   loom_msg *list = NULL;
   loom_lane *ln;
-  int dropped = 0;
+  int dropped = 0, left = 0;
   *tail = NULL;
   take_stack(mb, &list, tail);
+  if (more) *more = 0;
   if (atomic_load_explicit(&mb->closed, memory_order_relaxed)) return list;  /* lanes flushed */
   for (ln = atomic_load_explicit(&mb->lanes, memory_order_acquire); ln; ln = ln->next)
-    dropped |= take_lane(mb, ln, &list, tail);
+    dropped |= take_lane(mb, ln, &list, tail, lane_max, &left);
+  if (more) *more = left;
   if (dropped) retire(mb);
   return list;
 }

@@ -399,4 +399,33 @@ describe("a worker's pair", function()
       assert.is_true((H.exited(w)))
     end
   end)
+
+  -- The parent takes a bounded share of each worker's messages at a time
+  -- (1,024), so B's message, posted when the parent had delivered s0 of
+  -- A's, comes before it has delivered much more than two shares of A's.
+  -- It once waited behind all of A's backlog (which grows while the
+  -- parent, slower than a flood, works through it): 4 workers that each
+  -- flooded until the parent saw their first message grew to gigabytes.
+  it("a flooding worker does not hold back another worker's messages", function()
+    local buf = loom.SharedBuffer(4)
+    local seen = buf:view("int32")
+    local a = H.spawn(function()
+      local loom = require "loom"
+      local n = 0
+      while true do n = n + 1; loom.parentPort:postMessage(n) end
+    end)
+    local b = H.spawn(function(shared)
+      local loom = require "loom"
+      local v = shared:view("int32")
+      while v:load(1) < 50000 do loom.sleep(1) end     -- A's flood well under way
+      loom.parentPort:postMessage(v:load(1))
+    end, { argv = { buf } })
+    local count, gap = 0, nil
+    a:on("message", function() count = count + 1; seen:store(1, count) end)
+    b:on("message", function(s0) gap = count - s0; a:terminate() end)
+    H.run(60000)
+    assert.is_number(gap)
+    assert.is_true(gap <= 3 * 1024, "B's message came after " .. gap .. " more of A's")
+    assert.is_true((H.exited(a)) and (H.exited(b)))
+  end)
 end)

@@ -90,7 +90,7 @@ static void test_order (void) {
     CHECK(uv_thread_create(&t[i], send_all, &s[i]) == 0, "thread %d", i);
   }
   while (got < SENDERS * n && !bad) {
-    loom_msg *tail, *m = loom__mailbox_take(mb, &tail), *next_m;
+    loom_msg *tail, *m = loom__mailbox_take(mb, &tail, 0, NULL), *next_m;
     if (m == NULL) continue;
     for (; m; m = next_m) {
       int who, seq;
@@ -162,7 +162,7 @@ static void test_close_race (void) {
       uv_thread_create(&t[i], race_push, &r[i]);
     }
     for (i = 0; i < spins; i++) {       /* take some, then close */
-      loom_msg *tail, *m = loom__mailbox_take(mb, &tail), *nx;
+      loom_msg *tail, *m = loom__mailbox_take(mb, &tail, 0, NULL), *nx;
       for (; m; m = nx) { nx = m->next; delivered++; loom__msg_free(m); }
     }
     loom__mailbox_close(mb);
@@ -216,12 +216,20 @@ static void test_wake (void) {
 
 /* {====== a loop woken through its loom_wake */
 
+#define LSENDERS 5                   /* test_lanes' senders (>= SENDERS) */
+
+/* The owner of a mailbox in a libuv loop, as a context is: takes on its
+** wake-up and before it blocks, checks each sender's order, and stops
+** the loop once it has 'want' (or the guard fires).  lane_max bounds
+** each take's share of a lane, as a context's takes are. */
 typedef struct owner {
   loom_mailbox *mb;
   loom_wake *wake;
   uv_prepare_t prepare;
   uv_timer_t guard;
-  int got, want, wakes, timedout;
+  size_t lane_max;
+  int got, want, wakes, timedout, disorder, done, partial, badmore;
+  int next[LSENDERS];
 } owner;
 
 static void finish (owner *o) {
@@ -231,13 +239,27 @@ static void finish (owner *o) {
 }
 
 static void drain (owner *o) {
-  loom_msg *tail, *m = loom__mailbox_take(o->mb, &tail), *next;
+  int more;
+  loom_msg *tail, *m = loom__mailbox_take(o->mb, &tail, o->lane_max, &more), *next;
   for (; m; m = next) {
+    int who, seq;
     next = m->next;
+    memcpy(&who, m->data, 4);
+    memcpy(&seq, m->data + 4, 4);
+    if (who < 0 || who >= LSENDERS || seq != o->next[who]) o->disorder++;
+    else o->next[who]++;
+    if (next == NULL && m != tail) o->disorder++;
     o->got++;
     loom__msg_free(m);
   }
-  if (o->got == o->want) finish(o);
+  if (more) {
+    o->partial++;
+    if (o->lane_max == 0 || !loom__mailbox_nonempty(o->mb)) o->badmore++;
+  }
+  if (o->got == o->want && !o->done) {
+    o->done = 1;
+    finish(o);
+  }
 }
 
 static void on_wake (void *ud) {
@@ -289,6 +311,7 @@ static void test_loop_wake (void) {
   for (i = 0; i < SENDERS; i++) uv_thread_join(&t[i]);
   CHECK(!o.timedout, "no wake-up lost (%d of %d taken when the guard fired)", o.got, o.want);
   CHECK(o.got == o.want, "every message once (%d of %d)", o.got, o.want);
+  CHECK(o.disorder == 0, "each sender's messages in order (%d out)", o.disorder);
   CHECK(o.wakes >= 1 && o.wakes <= o.want, "woken through the fd (%d times)", o.wakes);
   /* a send to itself wakes the next turn */
   loom__wake_send(o.wake);
@@ -309,60 +332,6 @@ static void test_loop_wake (void) {
 
 /* {====== lanes: rings from one producer each, beside the stack */
 
-#define LSENDERS 5
-
-typedef struct lowner {
-  loom_mailbox *mb;
-  loom_wake *wake;
-  uv_prepare_t prepare;
-  uv_timer_t guard;
-  int got, want, wakes, timedout, disorder, done;
-  int next[LSENDERS];
-} lowner;
-
-static void lfinish (lowner *o) {
-  uv_prepare_stop(&o->prepare);
-  uv_timer_stop(&o->guard);
-  uv_stop(o->prepare.loop);
-}
-
-static void ldrain (lowner *o) {
-  loom_msg *tail, *m = loom__mailbox_take(o->mb, &tail), *next;
-  for (; m; m = next) {
-    int who, seq;
-    next = m->next;
-    memcpy(&who, m->data, 4);
-    memcpy(&seq, m->data + 4, 4);
-    if (who < 0 || who >= LSENDERS || seq != o->next[who]) o->disorder++;
-    else o->next[who]++;
-    if (next == NULL && m != tail) o->disorder++;
-    o->got++;
-    loom__msg_free(m);
-  }
-  if (o->got == o->want && !o->done) {
-    o->done = 1;
-    lfinish(o);
-  }
-}
-
-static void lon_wake (void *ud) {
-  lowner *o = (lowner *)ud;
-  o->wakes++;
-  loom__mailbox_awake(o->mb);
-  ldrain(o);
-}
-
-static void lon_prepare (uv_prepare_t *h) {
-  lowner *o = (lowner *)h->data;
-  while (loom__mailbox_sleep(o->mb)) ldrain(o);
-}
-
-static void lon_guard (uv_timer_t *h) {
-  lowner *o = (lowner *)h->data;
-  o->timedout = 1;
-  lfinish(o);
-}
-
 static int nlanes (loom_mailbox *mb) {
   int n = 0;
   loom_lane *ln;
@@ -372,10 +341,11 @@ static int nlanes (loom_mailbox *mb) {
 
 /* Two lanes, each with its producer; a third thread posts into the
 ** second lane (its slow path) and two push onto the stack.  The owner
-** sleeps in its loop between takes, as a context does. */
-static void test_lanes (void) {
+** sleeps in its loop between takes, as a context does, each take
+** bounded to lane_max of a lane's (0: all). */
+static void test_lanes (size_t lane_max) {
   uv_loop_t loop;
-  lowner o;
+  owner o;
   sender s[LSENDERS];
   uv_thread_t t[LSENDERS];
   loom_lane *a, *b;
@@ -384,18 +354,19 @@ static void test_lanes (void) {
   memset(s, 0, sizeof s);
   uv_loop_init(&loop);
   o.mb = loom__mailbox_new();
+  o.lane_max = lane_max;
   a = loom__mailbox_lane(o.mb, heavy);
   b = loom__mailbox_lane(o.mb, heavy);
   CHECK(a && b && nlanes(o.mb) == 2, "two lanes are made");
   o.want = LSENDERS * n;
-  CHECK(loom__wake_init(&o.wake, &loop, lon_wake, &o) == 0, "a wake-up is made");
+  CHECK(loom__wake_init(&o.wake, &loop, on_wake, &o) == 0, "a wake-up is made");
   loom__mailbox_attach(o.mb, o.wake);
   uv_prepare_init(&loop, &o.prepare);
   o.prepare.data = &o;
-  uv_prepare_start(&o.prepare, lon_prepare);
+  uv_prepare_start(&o.prepare, on_prepare);
   uv_timer_init(&loop, &o.guard);
   o.guard.data = &o;
-  uv_timer_start(&o.guard, lon_guard, 30000, 0);
+  uv_timer_start(&o.guard, on_guard, 30000, 0);
   for (i = 0; i < LSENDERS; i++) {
     s[i].mb = o.mb;
     s[i].who = i;
@@ -405,11 +376,13 @@ static void test_lanes (void) {
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   for (i = 0; i < LSENDERS; i++) uv_thread_join(&t[i]);
-  ldrain(&o);
+  drain(&o);
   CHECK(!o.timedout, "lanes: no wake-up lost (%d of %d taken when the guard fired)",
         o.got, o.want);
   CHECK(o.got == o.want, "lanes: every message once (%d of %d)", o.got, o.want);
   CHECK(o.disorder == 0, "lanes: each sender's messages in order (%d out)", o.disorder);
+  CHECK(o.badmore == 0, "lanes: 'more' only from a bounded take, with messages left (%d not)",
+        o.badmore);
   for (i = 0; i < LSENDERS; i++) CHECK(s[i].failed == 0, "lane sender %d: no refusal", i);
   CHECK(loom__mailbox_pushed(o.mb) == (uint64_t)o.want, "pushed counts every post (%llu)",
         (unsigned long long)loom__mailbox_pushed(o.mb));
@@ -421,7 +394,7 @@ static void test_lanes (void) {
   loom__lane_drop(a);
   loom__lane_drop(b);
   o.want++;
-  ldrain(&o);
+  drain(&o);
   CHECK(o.got == o.want && o.disorder == 0, "the last post arrives in order");
   CHECK(nlanes(o.mb) == 0, "dropped lanes are freed once empty (%d left)", nlanes(o.mb));
   CHECK(loom__mailbox_pushed(o.mb) == (uint64_t)o.want, "their counts stay (%llu)",
@@ -439,6 +412,61 @@ static void test_lanes (void) {
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0, "lanes: every handle closed");
   loom__mailbox_release(o.mb);       /* frees the lane left */
+}
+
+/* A bounded take: the stack's messages all, at most max of each lane's
+** slots, its locked list only after its slots, and 'more' while some
+** stay; each sender's in order across the takes. */
+static int take_count (loom_mailbox *mb, size_t max, int *more, int *next, int *disorder) {
+  loom_msg *tail, *m = loom__mailbox_take(mb, &tail, max, more), *nx;
+  int n = 0;
+  for (; m; m = nx) {
+    int who, seq;
+    nx = m->next;
+    memcpy(&who, m->data, 4);
+    memcpy(&seq, m->data + 4, 4);
+    if (who < 0 || who >= LSENDERS || seq != next[who]) (*disorder)++;
+    else next[who]++;
+    n++;
+    loom__msg_free(m);
+  }
+  return n;
+}
+
+static void test_lane_take (void) {
+  loom_mailbox *mb = loom__mailbox_new();
+  loom_lane *a = loom__mailbox_lane(mb, heavy), *b = loom__mailbox_lane(mb, heavy);
+  int i, more = -1, next[LSENDERS] = {0}, disorder = 0, n;
+  for (i = 0; i < 150; i++) loom__lane_push(mb, a, msg_of(0, i), 1);   /* 3 segments */
+  loom__lane_push(mb, a, msg_of(0, 150), 0);                          /* its list */
+  for (i = 0; i < 5; i++) loom__lane_push(mb, b, msg_of(1, i), 1);
+  for (i = 0; i < 3; i++) loom__mailbox_push(mb, msg_of(2, i));
+  n = take_count(mb, 64, &more, next, &disorder);
+  CHECK(n == 3 + 64 + 5 && more == 1, "bounded take: the stack, 64 of a's, b's 5 (%d, more %d)",
+        n, more);
+  n = take_count(mb, 64, &more, next, &disorder);
+  CHECK(n == 64 && more == 1, "bounded take: the next 64 of a's (%d, more %d)", n, more);
+  CHECK(loom__mailbox_nonempty(mb), "bounded take: the rest waits");
+  n = take_count(mb, 64, &more, next, &disorder);
+  CHECK(n == 23 && more == 0, "bounded take: a's last 22 slots, then its list (%d, more %d)",
+        n, more);
+  CHECK(disorder == 0 && next[0] == 151 && next[1] == 5 && next[2] == 3,
+        "bounded take: each sender's in order (%d out)", disorder);
+  CHECK(!loom__mailbox_nonempty(mb), "bounded take: empty at the end");
+  for (i = 0; i < 10; i++) loom__lane_push(mb, a, msg_of(0, 151 + i), 1);
+  n = take_count(mb, 0, &more, next, &disorder);
+  CHECK(n == 10 && more == 0 && disorder == 0, "an unbounded take takes all (%d)", n);
+  for (i = 0; i < 10; i++) loom__lane_push(mb, a, msg_of(0, 161 + i), 1);
+  loom__lane_drop(a);
+  loom__lane_drop(b);
+  n = take_count(mb, 4, &more, next, &disorder);
+  CHECK(n == 4 && more == 1 && nlanes(mb) == 1, "a dropped lane with messages left stays (%d lanes)",
+        nlanes(mb));
+  while (more) take_count(mb, 4, &more, next, &disorder);
+  take_count(mb, 4, &more, next, &disorder);
+  CHECK(nlanes(mb) == 0 && disorder == 0 && next[0] == 171, "then goes once empty (%d lanes)",
+        nlanes(mb));
+  loom__mailbox_release(mb);
 }
 
 /* a worker's EXIT (on its lane) comes after what its thread pushed onto
@@ -466,7 +494,7 @@ static void test_lane_exit (void) {
   e.n = n;
   uv_thread_create(&t, exit_after_push, &e);
   while (exits < n) {
-    loom_msg *tail, *m = loom__mailbox_take(e.mb, &tail), *next;
+    loom_msg *tail, *m = loom__mailbox_take(e.mb, &tail, 0, NULL), *next;
     for (; m; m = next) {
       int who, seq;
       next = m->next;
@@ -513,7 +541,7 @@ static void test_lane_close (void) {
       uint64_t until = uv_hrtime() + (uint64_t)(rand() % 2000) * 1000;
       while (uv_hrtime() < until) {
         loom_msg *tail;
-        loom__msg_freelist(loom__mailbox_take(c.mb, &tail));
+        loom__msg_freelist(loom__mailbox_take(c.mb, &tail, 0, NULL));
       }
     }
     loom__mailbox_close(c.mb);
@@ -551,7 +579,7 @@ static void test_lane_wait (void) {
   CHECK(loom__mailbox_wait(lp.mb, &stop, 10000, 1) == 1, "the wait returns with the lane's message");
   CHECK(uv_hrtime() - t0 < (uint64_t)5000 * 1000000, "woken by the lane post, not the timeout");
   uv_thread_join(&t);
-  m = loom__mailbox_take(lp.mb, &tail);
+  m = loom__mailbox_take(lp.mb, &tail, 0, NULL);
   CHECK(m != NULL && m == tail && m->next == NULL, "one message taken");
   loom__msg_free(m);
   loom__mailbox_release(lp.mb);      /* the lane, never dropped, goes with it */
@@ -601,7 +629,7 @@ static void test_spare_pool (void) {
     CHECK(uv_thread_create(&t[i], post_all, &s[i]) == 0, "thread %d", i);
   }
   while (got < 2 * n && !bad) {
-    loom_msg *tail, *m = loom__mailbox_take(mb, &tail), *next_m;
+    loom_msg *tail, *m = loom__mailbox_take(mb, &tail, 0, NULL), *next_m;
     for (; m; m = next_m) {
       int who, seq;
       next_m = m->next;
@@ -637,12 +665,16 @@ int main (void) {
   test_loop_wake();
   if (!heavy)                         /* seccomp, old kernels: the fence mode only */
     printf("test_mailbox: no membarrier here; the barrier mode is not tested\n");
-  test_lanes();
+  test_lanes(0);
+  test_lanes(7);
+  test_lane_take();
   test_lane_wait();
   test_lane_exit();
   test_lane_close();
   heavy = 0;                         /* as where the kernel has no barrier */
-  test_lanes();
+  test_lanes(0);
+  test_lanes(7);
+  test_lane_take();
   test_lane_wait();
   test_lane_exit();
   test_lane_close();
