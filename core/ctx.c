@@ -477,15 +477,16 @@ int loom__ctx_deliver (loom_ctx *c, int max) {
   /* loom_poll's own deliveries (from the async, the spin, its last
   ** call) keep to its count; a callback's nested wait (an await in a
   ** handler) must see its message, and does not */
-  int n = 0, counted = c->poll_deadline && c->depth == 0, more = 0;
+  int n = 0, counted = c->poll_deadline && c->depth == 0;
   if (counted && c->poll_left >= 0 && (max < 0 || max > c->poll_left)) max = c->poll_left;
   /* taken only once those taken before are delivered, and a bounded
   ** share of each sender's: a worker that floods us while we deliver
   ** another's backlog waits in its own lane, so each sender's first
   ** message is seen within a round (and a flood, say, terminated then),
-  ** and what waits here stays bounded.  Node takes each port's queue in
-  ** turn alike. */
-  if (c->pend_head == NULL) list = loom__mailbox_take(c->mb, &tail, LOOM_LANE_TAKE, &more);
+  ** and what waits here stays bounded (what stays in a lane keeps the
+  ** mailbox nonempty: the loop's prepare delivers again before it could
+  ** block).  Node takes each port's queue in turn alike. */
+  if (c->pend_head == NULL) list = loom__mailbox_take(c->mb, &tail, LOOM_LANE_TAKE);
   if (list) {
     if (c->pend_tail) c->pend_tail->next = list;
     else c->pend_head = list;
@@ -519,13 +520,13 @@ int loom__ctx_deliver (loom_ctx *c, int max) {
     c->current = saved;
     n = -1;
   }
-  if ((c->pend_head || more) && !c->stopping) loom__wake_send(c->wake);  /* rest later */
+  if (c->pend_head && !c->stopping) loom__wake_send(c->wake);  /* rest later */
   return n;
 }
 
 /* the inbox's messages, behind those already taken */
 static void takeall (loom_ctx *c) {
-  loom_msg *tail, *list = loom__mailbox_take(c->mb, &tail, 0, NULL);
+  loom_msg *tail, *list = loom__mailbox_take(c->mb, &tail, 0);
   if (list) {
     if (c->pend_tail) c->pend_tail->next = list;
     else c->pend_head = list;

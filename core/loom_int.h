@@ -381,9 +381,9 @@ loom_msg *loom__msg_extract(loom_msg **head, loom_msg **tail, uint64_t target);
 /* Owner only: take the queued messages, in order (NULL if none); the
 ** last one in *tail.  lane_max > 0 takes at most that many of each
 ** lane's (all of the stack's), so that one sender's backlog cannot hold
-** back the others' first messages; *more (if not NULL) is then set when
-** some stay.  0 takes every one. */
-loom_msg *loom__mailbox_take(loom_mailbox *mb, loom_msg **tail, size_t lane_max, int *more);
+** back the others' first messages (what stays keeps the mailbox
+** nonempty); 0 takes every one. */
+loom_msg *loom__mailbox_take(loom_mailbox *mb, loom_msg **tail, size_t lane_max);
 /* Owner only: about to block in the loop.  Returns 1 if a message came
 ** in meanwhile (then it does not block); else pushes will wake it. */
 int loom__mailbox_sleep(loom_mailbox *mb);

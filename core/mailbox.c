@@ -291,16 +291,12 @@ static void take_list (loom_mailbox *mb, loom_lane *ln, loom_msg **head, loom_ms
 }
 
 /* Owner: append what the lane holds, in order (with max, at most max of
-** its slots, and the locked list only once they are all taken); *more
-** is set if some stay.  1 if it is dropped and now empty (the owner may
-** free it). */
+** its slots, and the locked list only once they are all taken).  1 if
+** it is dropped and now empty (the owner may free it). */
 static int take_lane (loom_mailbox *mb, loom_lane *ln, loom_msg **head, loom_msg **tail,
-                      size_t max, int *more) {
+                      size_t max) {
   int dropped = atomic_load_explicit(&ln->dropped, memory_order_acquire);
-  if (take_ring(mb, ln, head, tail, max)) {
-    *more = 1;
-    return 0;
-  }
+  if (take_ring(mb, ln, head, tail, max)) return 0;    /* some stay */
   if (atomic_load_explicit(&ln->over, memory_order_acquire)) {
     uv_mutex_lock(&ln->lock);
     take_list(mb, ln, head, tail);
@@ -473,18 +469,15 @@ static void retire (loom_mailbox *mb) {
   uv_mutex_unlock(&mb->lock);
 }
 
-loom_msg *loom__mailbox_take (loom_mailbox *mb, loom_msg **tail, size_t lane_max,
-                              int *more) {
+loom_msg *loom__mailbox_take (loom_mailbox *mb, loom_msg **tail, size_t lane_max) {
   loom_msg *list = NULL;
   loom_lane *ln;
-  int dropped = 0, left = 0;
+  int dropped = 0;
   *tail = NULL;
   take_stack(mb, &list, tail);
-  if (more) *more = 0;
   if (atomic_load_explicit(&mb->closed, memory_order_relaxed)) return list;  /* lanes flushed */
   for (ln = atomic_load_explicit(&mb->lanes, memory_order_acquire); ln; ln = ln->next)
-    dropped |= take_lane(mb, ln, &list, tail, lane_max, &left);
-  if (more) *more = left;
+    dropped |= take_lane(mb, ln, &list, tail, lane_max);
   if (dropped) retire(mb);
   return list;
 }
