@@ -264,20 +264,29 @@ static loom_ctx *main_ctx (lua_State *L) {
   return c;
 }
 
-/* core.setdispatch(dispatch, run_immediates, fast): 'fast' maps a target
-** to its sole 'message' listener, called directly with the value. */
+/* core.setdispatch(dispatch, fast): 'fast' maps a target to its sole
+** 'message' listener, called directly with the value. */
 static int l_setdispatch (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
   luaL_unref(L, LUA_REGISTRYINDEX, c->dispatch_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, c->immediate_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, c->fast_ref);
-  lua_settop(L, 3);
+  lua_settop(L, 2);
   c->fast_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  c->immediate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   c->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* core.setimmediates(run): what the loop's check phase calls while
+** immediates wait (loom.timers sets it when it loads: no immediate waits
+** before). */
+static int l_setimmediates (lua_State *L) {
+  loom_ctx *c = loom__ctx_check(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->immediate_ref);
+  lua_settop(L, 1);
+  c->immediate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
 
@@ -326,6 +335,7 @@ static int l_heap_collect (lua_State *L) {
 
 static const luaL_Reg funcs[] = {
   {"setdispatch", l_setdispatch},
+  {"setimmediates", l_setimmediates},
   {"boot", l_boot},
   {"heap_collect", l_heap_collect},
   {NULL, NULL}

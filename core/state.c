@@ -284,17 +284,38 @@ static int panic (lua_State *L) {
 ** loom's Lua modules from the runtime's bytecode: a package searcher
 ** ======================================================================= */
 
+/* What a worker boots (its libraries, loom.core, loom's Lua modules)
+** lives as long as its state, so the collector pauses while it is made: a
+** young state's collector would otherwise run cycle after cycle over it
+** (a tenth of a spawn's instructions).  A full heap still collects (Lua's
+** emergency collection runs while the collector is stopped).  Resumed,
+** the next cycle waits until the heap has grown by as much again, as the
+** end of a cycle with the default pause would have set. */
+static void gc_resume (lua_State *L) {
+  int kb = lua_gc(L, LUA_GCCOUNT);
+  lua_gc(L, LUA_GCRESTART);
+  if (kb > 0) lua_gc(L, LUA_GCSTEP, -kb);   /* a negative step defers */
+}
+
+/* A module of loom's loads with the collector paused (gc_resume), only
+** when it ran (a script's collectgarbage("stop") stands), and resumed
+** whatever the load raised. */
 static int l_loadboot (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   const loom_boot *b = (const loom_boot *)lua_touserdata(L, lua_upvalueindex(2));
   char chunkname[80];
+  int running = lua_gc(L, LUA_GCISRUNNING), st;
   (void)c;
   snprintf(chunkname, sizeof chunkname, "@[loom] %s", b->name);
-  if ((b->file ? luaL_loadfilex(L, b->code, "t")
-              : luaL_loadbufferx(L, b->code, b->len, chunkname, "b")) != LUA_OK)
-    return lua_error(L);
-  lua_pushvalue(L, 1);          /* the module name, as require passes it */
-  lua_call(L, 1, 1);
+  if (running) lua_gc(L, LUA_GCSTOP);
+  st = b->file ? luaL_loadfilex(L, b->code, "t")
+               : luaL_loadbufferx(L, b->code, b->len, chunkname, "b");
+  if (st == LUA_OK) {
+    lua_pushvalue(L, 1);        /* the module name, as require passes it */
+    st = lua_pcall(L, 1, 1, 0);
+  }
+  if (running) gc_resume(L);
+  if (st != LUA_OK) return lua_error(L);
   return 1;
 }
 
@@ -371,6 +392,7 @@ static int wmain (lua_State *L) {
   loom_ctx *c = (loom_ctx *)lua_touserdata(L, 1);
   loom_worker *w = (loom_worker *)c->self;
   int st = LUA_OK, nargs = 0;
+  lua_gc(L, LUA_GCSTOP);          /* until loom.core is in (gc_resume) */
   luaL_openlibs(L);
   patch(L, c, "os", "exit", os_exit);
   patch(L, c, "coroutine", "resume", co_resume);
@@ -390,6 +412,7 @@ static int wmain (lua_State *L) {
   addsearcher(L, c);
   luaL_requiref(L, "loom.core", c->rt->open_core, 0);   /* its clone hooks */
   lua_pop(L, 1);
+  gc_resume(L);
   if (c->rt->cfg.on_state) c->rt->cfg.on_state(L, c->rt->cfg.ud);
   lua_settop(L, 0);
   if (LOOM_TRACING(c->rt))

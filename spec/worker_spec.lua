@@ -985,7 +985,7 @@ describe("loom.Worker", function()
       if H.no_fork(pending) then return end
       local out = H.run_script([[
         KEEP = setmetatable({}, { __gc = function()
-          local ok, err = pcall(LOOM.setTimeout, function() end, 1)
+          local ok, err = pcall(function() return LOOM.setTimeout(function() end, 1) end)
           io.write(tostring(ok), " ", tostring(err), "\n")
         end })
         LOOM = require "loom"

@@ -6,7 +6,6 @@
 -- value, aux) for everything but the direct path.
 local core = require "loom.core"
 local events = require "loom.events"
-local timers = require "loom.timers"
 
 local MSG = core.MSG
 local K_MESSAGE, K_MESSAGEERROR, K_CLOSE = MSG.MESSAGE, MSG.MESSAGEERROR, MSG.CLOSE
@@ -71,7 +70,7 @@ function Endpoint:_listening(event, n)
   if event ~= "message" then return end
   if n > 0 and self._queue and not self._flushing then
     self._flushing = true
-    timers.setImmediate(function()   -- as arrivals do: on a later turn
+    require("loom.timers").setImmediate(function()   -- as arrivals do: on a later turn
       local q = self._queue
       self._queue, self._flushing = nil, nil
       for i = 1, #q do self:_recv(K_MESSAGE, q[i]) end

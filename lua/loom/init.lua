@@ -2,11 +2,11 @@
 -- This module assembles the Lua half from its parts (events, futures,
 -- timers, abort, endpoints, ports, workers); what touches threads or must
 -- be fast lives in C (loom.core).  Parts a worker may never use load on
--- first use (futures, channels, workers, the pool, BroadcastChannel,
--- tracing, cancellation, environment data, waitAsync's Lua half).
+-- first use (timers, futures, channels, workers, the pool,
+-- BroadcastChannel, tracing, cancellation, environment data, waitAsync's
+-- Lua half).
 local core = require "loom.core"
 local events = require "loom.events"
-local timers = require "loom.timers"
 local endpoint = require "loom.endpoint"
 local port = require "loom.port"   -- teaches the cloner MessagePorts
 
@@ -18,11 +18,6 @@ local M = {
   registerClass = core.registerClass,
   now = core.now,
   availableParallelism = core.availableParallelism,
-  -- timers
-  setTimeout = timers.setTimeout, setInterval = timers.setInterval,
-  setImmediate = timers.setImmediate, clearTimeout = timers.clearTimeout,
-  clearInterval = timers.clearInterval, clearImmediate = timers.clearImmediate,
-  sleep = timers.sleep,
   -- ports
   MessagePort = port.MessagePort, MessageChannel = port.MessageChannel,
   receiveMessageOnPort = port.receiveMessageOnPort,
@@ -32,7 +27,7 @@ local M = {
   run = core.run, poll = core.poll,
 }
 
-core.setdispatch(endpoint.dispatch, timers.runimmediates, endpoint.fast)
+core.setdispatch(endpoint.dispatch, endpoint.fast)   -- (loom.timers adds its immediates)
 
 -- a value whose class this thread has not loaded yet (a Channel in a
 -- message) loads its module first
@@ -46,6 +41,13 @@ end)
 -- no field is named).  A worker loads what it uses: each module costs its
 -- start about 40 instructions per byte of bytecode.
 local LAZY = {
+  setTimeout = { "loom.timers", "setTimeout" },             -- timers
+  setInterval = { "loom.timers", "setInterval" },
+  setImmediate = { "loom.timers", "setImmediate" },
+  clearTimeout = { "loom.timers", "clearTimeout" },
+  clearInterval = { "loom.timers", "clearInterval" },
+  clearImmediate = { "loom.timers", "clearImmediate" },
+  sleep = { "loom.timers", "sleep" },
   Future = { "loom.future", "Future" },                     -- futures
   isFuture = { "loom.future", "isFuture" },
   async = { "loom.future", "async" },

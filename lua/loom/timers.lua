@@ -109,6 +109,7 @@ function M.sleep(ms)
   return true
 end
 
+core.setimmediates(M.runimmediates)   -- the loop's check phase runs them
 core.boot("loom.timers", debug.getinfo(1, "f").func)
 
 return M
