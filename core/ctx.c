@@ -315,7 +315,19 @@ void loom__ctx_close (loom_ctx *c) {
 ** Errors and protected calls
 ** ======================================================================= */
 
+/* The traceback of an error, kept for its report; none for terminate()'s
+** own error while the thread stops (nothing reports it, and a traceback
+** costs a spawn-to-exit more than the rest of the exit: luaL_traceback
+** searches package.loaded for the name of every frame's function). */
 int loom__ctx_msgh (lua_State *L) {
+  loom_ctx *c;
+  if (lua_type(L, 1) == LUA_TSTRING && strcmp(lua_tostring(L, 1), LOOM_TERMINATED) == 0 &&
+      (c = loom__ctx_get(L)) != NULL && loom__ctx_stopping(c)) {
+    lua_pushboolean(L, 0);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &TBKEY);   /* (the slot exists: no allocation) */
+    lua_settop(L, 1);
+    return 1;
+  }
   luaL_traceback(L, L, NULL, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &TBKEY);
   lua_settop(L, 1);
