@@ -647,15 +647,30 @@ loom_msg *loom__ctx_packed (lua_State *L, loom_ctx *c, const char *who,
 
 /* }====================================================================== */
 
+static int nregs (const luaL_Reg *r) {
+  int n = 0;
+  if (r) for (; r->name; r++) n++;
+  return n;
+}
+
+/* Tables made whole at once are sized first: a table grown one key at a
+** time is rehashed at every power of two (a spawn makes a few hundred). */
 void loom__createmeta (lua_State *L, const char *tname, const luaL_Reg *meta,
                        const luaL_Reg *meth, int nup) {
   int i;
-  luaL_newmetatable(L, tname);
+  if (luaL_getmetatable(L, tname) == LUA_TNIL) {   /* luaL_newmetatable's, sized */
+    lua_pop(L, 1);
+    lua_createtable(L, 0, nregs(meta) + 2);        /* + __name, __index */
+    lua_pushstring(L, tname);
+    lua_setfield(L, -2, "__name");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, tname);
+  }
   for (i = 0; i < nup; i++) lua_pushvalue(L, -nup - 1);
   if (meta) luaL_setfuncs(L, meta, nup);
   else lua_pop(L, nup);
   if (meth) {
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, nregs(meth));
     for (i = 0; i < nup; i++) lua_pushvalue(L, -nup - 2);
     luaL_setfuncs(L, meth, nup);
     lua_setfield(L, -2, "__index");

@@ -359,7 +359,7 @@ static void setkinds (lua_State *L) {
 
 int luaopen_loom_core (lua_State *L) {
   loom_ctx *c = main_ctx(L);
-  lua_createtable(L, 0, 40);
+  lua_createtable(L, 0, 64);             /* what every concept adds: 60 */
   lua_pushlightuserdata(L, c);
   luaL_setfuncs(L, funcs, 1);
   lua_pushboolean(L, c->self == NULL);
