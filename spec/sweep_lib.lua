@@ -831,6 +831,13 @@ local function lazynames()
   f:close()
   local block = src:match("local LAZY = (%b{})")
   for k in (block or ""):gmatch("\n%s*([%a_][%w_]*)%s*=") do out[#out + 1] = k end
+  for args in src:gmatch("\nlazily(%b())") do      -- lazily(module, name...)
+    local i = 0
+    for k in args:gmatch('"([^"]+)"') do
+      i = i + 1
+      if i > 1 then out[#out + 1] = k end
+    end
+  end
   return out
 end
 

@@ -41,33 +41,25 @@ end)
 -- no field is named).  A worker loads what it uses: each module costs its
 -- start about 40 instructions per byte of bytecode.
 local LAZY = {
-  setTimeout = { "loom.timers", "setTimeout" },             -- timers
-  setInterval = { "loom.timers", "setInterval" },
-  setImmediate = { "loom.timers", "setImmediate" },
-  clearTimeout = { "loom.timers", "clearTimeout" },
-  clearInterval = { "loom.timers", "clearInterval" },
-  clearImmediate = { "loom.timers", "clearImmediate" },
-  sleep = { "loom.timers", "sleep" },
-  Future = { "loom.future", "Future" },                     -- futures
-  isFuture = { "loom.future", "isFuture" },
-  async = { "loom.future", "async" },
-  all = { "loom.future", "all" },
-  race = { "loom.future", "race" },
-  any = { "loom.future", "any" },
-  allSettled = { "loom.future", "allSettled" },
-  onUnhandledRejection = { "loom.future", "onUnhandledRejection" },
-  Channel = { "loom.channel", "Channel" },                  -- channels
-  select = { "loom.channel", "select" },
-  Worker = { "loom.worker", "Worker" },
-  WorkerClass = { "loom.worker", "WorkerClass" },
-  Pool = { "loom.pool", "Pool" },
-  BroadcastChannel = { "loom.broadcast", "BroadcastChannel" },
-  trace = { "loom.trace" },          -- tracing: start, stop, on
-  AbortController = { "loom.abort", "AbortController" },   -- cancellation
-  AbortSignal = { "loom.abort", "AbortSignal" },
-  setEnvironmentData = { "loom.env", "set" },               -- environment data
+  trace = { "loom.trace" },                    -- tracing: start, stop, on
+  setEnvironmentData = { "loom.env", "set" },  -- environment data
   getEnvironmentData = { "loom.env", "get" },
 }
+local function lazily(mod, ...)                -- fields of the same name
+  for i = 1, select("#", ...) do
+    local name = select(i, ...)
+    LAZY[name] = { mod, name }
+  end
+end
+lazily("loom.timers", "setTimeout", "setInterval", "setImmediate", "clearTimeout",
+       "clearInterval", "clearImmediate", "sleep")
+lazily("loom.future", "Future", "isFuture", "async", "all", "race", "any", "allSettled",
+       "onUnhandledRejection")
+lazily("loom.channel", "Channel", "select")
+lazily("loom.worker", "Worker", "WorkerClass")
+lazily("loom.pool", "Pool")
+lazily("loom.broadcast", "BroadcastChannel")
+lazily("loom.abort", "AbortController", "AbortSignal")   -- cancellation
 
 setmetatable(M, { __index = function(t, k)
   local where = LAZY[k]
