@@ -34,6 +34,9 @@
 #undef free
 #undef realloc
 
+void *loom__libc_malloc (size_t n) { return malloc(n); }
+void loom__libc_free (void *p) { free(p); }
+
 void *loom__alloc_libc (void *ud, void *ptr, size_t osize, size_t nsize) {
   (void)ud; (void)osize;
   if (nsize == 0) { free(ptr); return NULL; }

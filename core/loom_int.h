@@ -888,6 +888,11 @@ const char *loom__trace_kindname(int kind);
 #ifdef LOOM_HAVE_MIMALLOC
 #include <mimalloc-override.h>
 #endif
+/* ... except the blocks these two give, which are libc's with or without
+** it (alloc.c): for what outlives the thread that made it, by design (the
+** message blocks that circulate between threads' caches). */
+void *loom__libc_malloc(size_t n);
+void loom__libc_free(void *p);
 /* }====================================================================== */
 
 #endif
