@@ -261,6 +261,10 @@ local ROWS = {
       "sequential_file.echo_exit_ms.mean", ref = "floor", refpath = "sequential.joined_ms.mean" },
     { "spawn (eval) -> first echo, mean", "ms", "time", "sequential_eval.first_echo_ms.mean" },
     { "terminate -> exit, mean", "ms", "time", "sequential_file.terminate_ms.mean" },
+    { "terminate -> exit, objects of an exited worker kept, vs without (l)", "ms", "time",
+      "sequential_kept.terminate_ms.mean", ref = "loom", refpath = "sequential_file.terminate_ms.mean" },
+    { "spawn -> first echo -> exit, the same, vs without (l)", "ms", "time",
+      "sequential_kept.echo_exit_ms.mean", ref = "loom", refpath = "sequential_file.echo_exit_ms.mean" },
     { "8 concurrent spawns -> all echoed, p50", "ms", "time", "concurrent_8.all_echoed_ms.p50" },
     { "RSS per idle worker (rss8-rss0)/8", "MiB", "size", "memory.per_worker_avg_of_8_mib", target = 30 },
     { "RSS per idle worker, marginal (rss8-rss1)/7", "MiB", "size",
@@ -634,7 +638,8 @@ print(render(rows))
 if loomnote then
   print("(l) reference column = another loom figure of the same run (Channel against loom's "
         .. "own one-way port; fan-out against the ideal, 1; a frozen table against loom's "
-        .. "copying path: the plain array posted, read, or echoed), not Node")
+        .. "copying path: the plain array posted, read, or echoed; spawn with objects of an exited "
+        .. "worker kept against spawn without), not Node")
 end
 if footnote then
   print("(*) reference column = lua-cjson encode+decode of the same array in the loom "

@@ -11,6 +11,9 @@
 --  3) concurrent: 8 workers created back to back, each posted "ping"; time
 --     until all 8 echoes arrived.  1 warm-up + 10 measured repetitions.
 --  4) same as 2) with {eval = true} and the echo worker's source as a string.
+--  5) same as 2) once main keeps what an exited worker made and sent it (a
+--     SharedBuffer, a Channel, a frozen table and a MessagePort): no Node
+--     twin; set against 2) (a thread's exit must not cost more for it).
 local DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local loom = require "loom"
 local C = dofile(DIR .. "/lib/common.lua")
@@ -114,10 +117,31 @@ local function memory()
   }
 end
 
+-- What an exited worker made, kept by main from then on (5).
+local MAKER = [[
+local loom = require "loom"
+local ch = loom.MessageChannel()
+loom.parentPort:postMessage({ loom.SharedBuffer(64), loom.Channel(4), loom.freeze({ 1, 2, 3 }),
+                              ch.port1 }, { ch.port1 })
+]]
+local function keepFromExited()
+  local f = loom.Future.new()
+  local w = loom.Worker(MAKER, { eval = true })
+  local kept
+  w:once("message", function(m) kept = m end)
+  w:once("error", function(err, tb) f:reject(err, tb) end)
+  w:once("exit", function() f:resolve(kept) end)
+  local v = f:await()
+  check(type(v) == "table" and #v == 4, "kept objects")
+  return v
+end
+
 local mem = memory()   -- first, in a fresh process
 local seq = sequential(SEQ_N, SEQ_WARM, false)
 local conc = concurrent(CONC_K, CONC_REPS, CONC_WARM)
 local seqEval = sequential(SEQ_N, SEQ_WARM, true)
-check(seq.first_echo_ms.n == SEQ_N, "count")
+local KEPT = keepFromExited()   -- last: it stays for the rest of the process
+local seqKept = sequential(SEQ_N, SEQ_WARM, false)
+check(seq.first_echo_ms.n == SEQ_N and #KEPT == 4, "count")
 C.emit("spawn", { memory = mem, sequential_file = seq, concurrent_8 = conc,
-                  sequential_eval = seqEval })
+                  sequential_eval = seqEval, sequential_kept = seqKept })

@@ -33,9 +33,24 @@
 #undef malloc
 #undef free
 #undef realloc
+#undef calloc
+#undef posix_memalign
 
 void *loom__libc_malloc (size_t n) { return malloc(n); }
+void *loom__libc_calloc (size_t n, size_t size) { return calloc(n, size); }
 void loom__libc_free (void *p) { free(p); }
+
+void *loom__libc_memalign (size_t align, size_t n) {
+  void *p;
+  return posix_memalign(&p, align, n) == 0 ? p : NULL;
+}
+
+char *loom__libc_strdup (const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = (char *)malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
 
 void *loom__alloc_libc (void *ud, void *ptr, size_t osize, size_t nsize) {
   (void)ud; (void)osize;

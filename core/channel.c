@@ -16,10 +16,11 @@
 #include "loom_lua.h"
 
 loom_chan *loom__chan_new (size_t cap, const char *name) {
-  loom_chan *q = (loom_chan *)calloc(1, sizeof *q);
+  /* libc's, as its subscriptions: any thread may keep it (loom_int.h) */
+  loom_chan *q = (loom_chan *)loom__libc_calloc(1, sizeof *q);
   if (q == NULL) return NULL;
-  if (name && (q->name = strdup(name)) == NULL) { free(q); return NULL; }
-  if (uv_mutex_init(&q->lock)) { free(q->name); free(q); return NULL; }
+  if (name && (q->name = loom__libc_strdup(name)) == NULL) { loom__libc_free(q); return NULL; }
+  if (uv_mutex_init(&q->lock)) { loom__libc_free(q->name); loom__libc_free(q); return NULL; }
   atomic_init(&q->refs, 1);
   q->cap = cap;
   return q;
@@ -37,12 +38,12 @@ void loom__chan_release (loom_chan *q) {
     loom_chansub *s = q->subs;
     q->subs = s->next;
     loom__mailbox_release(s->mb);
-    free(s);
+    loom__libc_free(s);
   }
   loom__msg_freelist(q->head);
   uv_mutex_destroy(&q->lock);
-  free(q->name);
-  free(q);
+  loom__libc_free(q->name);
+  loom__libc_free(q);
 }
 
 /* Under q->lock: wake the first waiter of *list, or all of them. */
@@ -161,7 +162,7 @@ void loom__chan_close (loom_chan *q) {
 }
 
 loom_chansub *loom__chan_subscribe (loom_chan *q, loom_mailbox *mb, uint64_t id) {
-  loom_chansub *s = (loom_chansub *)calloc(1, sizeof *s), **pp;
+  loom_chansub *s = (loom_chansub *)loom__libc_calloc(1, sizeof *s), **pp;
   if (s == NULL) return NULL;
   loom__mailbox_retain(mb);
   s->mb = mb;
@@ -187,7 +188,7 @@ void loom__chan_unsubscribe (loom_chan *q, loom_chansub *sub) {
     if (*pp == sub) { *pp = sub->next; break; }
   uv_mutex_unlock(&q->lock);
   loom__mailbox_release(sub->mb);
-  free(sub);
+  loom__libc_free(sub);
 }
 
 /* Named channels: one list per runtime, kept by it (loom__runtime_keep),

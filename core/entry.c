@@ -300,6 +300,7 @@ static int l_setimmediates (lua_State *L) {
 static int l_boot (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   loom_buf b = {NULL, 0, 0};
+  int r;
   const char *name = luaL_checkstring(L, 1);
   const loom_boot *had = loom__runtime_boot_find(c->rt, name);
   if (lua_type(L, 2) == LUA_TSTRING) {
@@ -309,8 +310,9 @@ static int l_boot (lua_State *L) {
     if (loom__buf_reserve(&b, len + 1)) return luaL_error(L, "core.boot: not enough memory");
     memcpy(b.p, path, len + 1);
     b.len = len + 1;
-    if (loom__runtime_boot_add(c->rt, name, (char *)b.p, b.len, 1) < 0)
-      return luaL_error(L, "core.boot: not enough memory");
+    r = loom__runtime_boot_add(c->rt, name, (const char *)b.p, b.len, 1);
+    loom__buf_free(&b);
+    if (r < 0) return luaL_error(L, "core.boot: not enough memory");
     return 0;
   }
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -320,8 +322,9 @@ static int l_boot (lua_State *L) {
     loom__buf_free(&b);
     return luaL_error(L, "core.boot: not enough memory");
   }
-  if (loom__runtime_boot_add(c->rt, name, (char *)b.p, b.len, 0) < 0)
-    return luaL_error(L, "core.boot: not enough memory");
+  r = loom__runtime_boot_add(c->rt, name, (const char *)b.p, b.len, 0);
+  loom__buf_free(&b);
+  if (r < 0) return luaL_error(L, "core.boot: not enough memory");
   return 0;
 }
 

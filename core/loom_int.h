@@ -481,7 +481,7 @@ loom_chan *loom__chan_named(loom_runtime *rt, const char *name, size_t cap,
 ** ======================================================================= */
 typedef struct loom_boot {
   struct loom_boot *next;
-  char *code;
+  const char *code;       /* in this block, after the name */
   size_t len;
   int file;               /* code is the path of the module's source file
                           ** (one the main state has not run), not bytecode */
@@ -531,11 +531,13 @@ typedef struct loom_kept {
 
 void loom__runtime_retain(loom_runtime *rt);
 uint64_t loom__runtime_newid(loom_runtime *rt);
-/* Keep 'code' (moved in, malloc'd) as the bytecode (file: the path of the
-** source file, NUL included in len) of module 'name' unless one is there
-** already (bytecode shadows a file: published in front of it).  0 kept, 1 already known (code freed), -1 no
-** memory. */
-int loom__runtime_boot_add(loom_runtime *rt, const char *name, char *code,
+/* Keep a copy of 'code' as the bytecode (file: the path of the source
+** file, NUL included in len) of module 'name' unless one is there already
+** (bytecode shadows a file: published in front of it).  The copy is
+** libc's: a worker may be the first to load a module, and the runtime
+** keeps it after that worker exits (the C heap, below).  0 kept, 1
+** already known, -1 no memory; the caller keeps 'code' in every case. */
+int loom__runtime_boot_add(loom_runtime *rt, const char *name, const char *code,
                            size_t len, int file);
 /* The published entry for 'name', or NULL. */
 const loom_boot *loom__runtime_boot_find(loom_runtime *rt, const char *name);
@@ -888,10 +890,21 @@ const char *loom__trace_kindname(int kind);
 #ifdef LOOM_HAVE_MIMALLOC
 #include <mimalloc-override.h>
 #endif
-/* ... except the blocks these two give, which are libc's with or without
-** it (alloc.c): for what outlives the thread that made it, by design (the
-** message blocks that circulate between threads' caches). */
+/* ... except the blocks these give, which are libc's with or without it
+** (alloc.c): for what outlives the thread that made it, by design.  On
+** mimalloc's heap of a worker, one such block left alive keeps the
+** worker's segment abandoned when its thread exits, and mimalloc 2.0.9
+** then walks its abandoned list 1024 times at every later thread exit
+** (about 220k instructions each).  So the message blocks that circulate
+** between threads' caches, and the objects with an identity that any
+** thread may keep (shared blocks, channels, port pairs and ports in
+** flight, BroadcastChannel groups, blocks the runtime keeps, trace
+** chunks) are libc's; each is freed by loom__libc_free in the file that
+** made it. */
 void *loom__libc_malloc(size_t n);
+void *loom__libc_calloc(size_t n, size_t size);
+void *loom__libc_memalign(size_t align, size_t n);
+char *loom__libc_strdup(const char *s);
 void loom__libc_free(void *p);
 /* }====================================================================== */
 

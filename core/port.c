@@ -14,10 +14,12 @@
 
 loom_pair *loom__pair_new (loom_runtime *rt, loom_mailbox *mb0, loom_mailbox *mb1,
                            int fixed) {
-  loom_pair *p = NULL;
-  if (posix_memalign((void **)&p, 64, sizeof *p) != 0) return NULL;
+  /* libc's, as a port in flight (xport): any thread may keep either end
+  ** after the pair's maker exits (loom_int.h) */
+  loom_pair *p = (loom_pair *)loom__libc_memalign(64, sizeof *p);
+  if (p == NULL) return NULL;
   memset(p, 0, sizeof *p);
-  if (uv_mutex_init(&p->lock)) { free(p); return NULL; }
+  if (uv_mutex_init(&p->lock)) { loom__libc_free(p); return NULL; }
   atomic_init(&p->refs, 1);
   p->id[0] = loom__runtime_newid(rt);
   p->id[1] = loom__runtime_newid(rt);
@@ -48,7 +50,7 @@ void loom__pair_release (loom_pair *p) {
   loom__msg_freelist(p->wait[0]);
   loom__msg_freelist(p->wait[1]);
   uv_mutex_destroy(&p->lock);
-  free(p);
+  loom__libc_free(p);
 }
 
 /* Under p->lock: m (taken) to end 'to': its thread's inbox, or the
@@ -236,7 +238,7 @@ static void xp_release (void *p) {
   loom__msg_free(x->close1);
   loom__msg_freelist(x->carried);
   loom__pair_release(x->pair);
-  free(x);
+  loom__libc_free(x);
 }
 
 static const loom_refvt xp_vt = {"loom.MessagePort", xp_release};
@@ -290,7 +292,7 @@ static int xp_encode (lua_State *L, int idx, void **p, char *err, size_t errsz) 
     snprintf(err, errsz, "MessagePort not in the transfer list");
     return -1;
   }
-  x = (xport *)calloc(1, sizeof *x);
+  x = (xport *)loom__libc_calloc(1, sizeof *x);
   if (x == NULL) {
     snprintf(err, errsz, "not enough memory");
     return -1;
@@ -300,7 +302,7 @@ static int xp_encode (lua_State *L, int idx, void **p, char *err, size_t errsz) 
   if (x->close0 == NULL || x->close1 == NULL) {
     loom__msg_free(x->close0);
     loom__msg_free(x->close1);
-    free(x);
+    loom__libc_free(x);
     snprintf(err, errsz, "not enough memory");
     return -1;
   }
@@ -333,7 +335,7 @@ static int xp_decode (lua_State *L, void *p) {
   lp->pending = 0;
   loom__msg_free(x->close0);
   loom__msg_free(x->close1);
-  free(x);
+  loom__libc_free(x);
   return 0;
 }
 

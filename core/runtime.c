@@ -38,8 +38,7 @@ void loom_runtime_release (loom_runtime *rt) {
   while (rt->boot) {
     loom_boot *b = rt->boot;
     rt->boot = b->next;
-    free(b->code);
-    free(b);
+    loom__libc_free(b);
   }
   while (rt->bcast) {               /* none once every state has closed */
     loom_bcgroup *g = rt->bcast;
@@ -48,16 +47,16 @@ void loom_runtime_release (loom_runtime *rt) {
       loom_bcmember *m = g->members;
       g->members = m->next;
       loom__mailbox_release(m->mb);
-      free(m);
+      loom__libc_free(m);
     }
-    free(g->name);
-    free(g);
+    loom__libc_free(g->name);
+    loom__libc_free(g);
   }
   while (rt->kept) {
     loom_kept *k = rt->kept;
     rt->kept = k->next;
     if (k->fini) k->fini(k->u.data);
-    free(k);
+    loom__libc_free(k);
   }
   free(rt->spare);
   uv_mutex_destroy(&rt->lock);
@@ -82,15 +81,18 @@ const loom_boot *loom__runtime_boot_find (loom_runtime *rt, const char *name) {
   return findboot(head, name);   /* what head reaches never changes */
 }
 
-int loom__runtime_boot_add (loom_runtime *rt, const char *name, char *code,
+int loom__runtime_boot_add (loom_runtime *rt, const char *name, const char *code,
                             size_t len, int file) {
   size_t n = strlen(name);
-  loom_boot *b = (loom_boot *)malloc(sizeof *b + n + 1);
+  loom_boot *b;
   const loom_boot *had;
   int r = 1;
-  if (b == NULL) { free(code); return -1; }
+  if (len > SIZE_MAX - sizeof *b - n - 1 ||
+      (b = (loom_boot *)loom__libc_malloc(sizeof *b + n + 1 + len)) == NULL)
+    return -1;
   memcpy(b->name, name, n + 1);
-  b->code = code;
+  memcpy(b->name + n + 1, code, len);
+  b->code = b->name + n + 1;
   b->len = len;
   b->file = file;
   uv_mutex_lock(&rt->lock);
@@ -101,10 +103,7 @@ int loom__runtime_boot_add (loom_runtime *rt, const char *name, char *code,
     r = 0;
   }
   uv_mutex_unlock(&rt->lock);
-  if (r) {
-    free(code);
-    free(b);
-  }
+  if (r) loom__libc_free(b);
   return r;
 }
 
@@ -145,11 +144,12 @@ static loom_bcgroup **bcfind (loom_runtime *rt, const char *name) {
 
 int loom__runtime_bc_join (loom_runtime *rt, const char *name, uint64_t id,
                            loom_mailbox *mb) {
-  loom_bcmember *m = (loom_bcmember *)malloc(sizeof *m);
-  loom_bcgroup *g = (loom_bcgroup *)calloc(1, sizeof *g), **pp;
-  char *nm = strdup(name);
+  /* libc's: the group outlives the thread that joined it (loom_int.h) */
+  loom_bcmember *m = (loom_bcmember *)loom__libc_malloc(sizeof *m);
+  loom_bcgroup *g = (loom_bcgroup *)loom__libc_calloc(1, sizeof *g), **pp;
+  char *nm = loom__libc_strdup(name);
   if (m == NULL || g == NULL || nm == NULL) {
-    free(m); free(g); free(nm);
+    loom__libc_free(m); loom__libc_free(g); loom__libc_free(nm);
     return -1;
   }
   loom__mailbox_retain(mb);
@@ -166,8 +166,8 @@ int loom__runtime_bc_join (loom_runtime *rt, const char *name, uint64_t id,
   m->next = (*pp)->members;
   (*pp)->members = m;
   uv_mutex_unlock(&rt->lock);
-  free(g);
-  free(nm);
+  loom__libc_free(g);
+  loom__libc_free(nm);
   return 0;
 }
 
@@ -191,11 +191,11 @@ void loom__runtime_bc_leave (loom_runtime *rt, const char *name, uint64_t id) {
   uv_mutex_unlock(&rt->lock);
   if (m) {
     loom__mailbox_release(m->mb);
-    free(m);
+    loom__libc_free(m);
   }
   if (g) {
-    free(g->name);
-    free(g);
+    loom__libc_free(g->name);
+    loom__libc_free(g);
   }
 }
 
@@ -232,7 +232,8 @@ void *loom__runtime_keep (loom_runtime *rt, const void *key, size_t size,
   uv_mutex_lock(&rt->lock);
   for (k = rt->kept; k; k = k->next)
     if (k->key == key) break;
-  if (k == NULL && (k = (loom_kept *)calloc(1, offsetof(loom_kept, u) + size)) != NULL) {
+  /* libc's: kept as long as the runtime, whoever asked first (loom_int.h) */
+  if (k == NULL && (k = (loom_kept *)loom__libc_calloc(1, offsetof(loom_kept, u) + size)) != NULL) {
     k->key = key;
     k->fini = fini;
     init(k->u.data, key);

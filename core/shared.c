@@ -30,10 +30,11 @@
 loom_shared *loom__shared_new (size_t size) {
   loom_shared *s;
   if (size > LOOM_SHARED_MAX) return NULL;
-  s = (loom_shared *)calloc(1, HDR_SIZE + size);   /* zero-filled, lists empty */
+  /* libc's: any thread may keep it after its maker exits (loom_int.h) */
+  s = (loom_shared *)loom__libc_calloc(1, HDR_SIZE + size);   /* zero-filled, lists empty */
   if (s == NULL) return NULL;
   if (uv_mutex_init(&s->lock)) {
-    free(s);
+    loom__libc_free(s);
     return NULL;
   }
   atomic_init(&s->refs, 1);
@@ -51,7 +52,7 @@ void loom__shared_release (loom_shared *s) {
   if (s == NULL || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
     return;
   uv_mutex_destroy(&s->lock);
-  free(s);
+  loom__libc_free(s);
 }
 
 static unsigned bucket (size_t off) {

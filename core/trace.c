@@ -44,7 +44,7 @@ const char *loom__trace_kindname (int kind) {
 void loom__tchunk_freelist (loom_tchunk *c) {
   while (c) {
     loom_tchunk *next = c->next;
-    free(c);
+    loom__libc_free(c);
     c = next;
   }
 }
@@ -120,7 +120,7 @@ void loom__tbuf_close (loom_tbuf *tb) {
     uv_mutex_unlock(&tb->lock);
     uv_mutex_unlock(&tr->lock);
   }
-  free(tb->cur);                 /* an empty one, if any */
+  loom__libc_free(tb->cur);      /* an empty one, if any */
   tb->cur = NULL;
   tb->tr = NULL;
   uv_mutex_destroy(&tb->lock);
@@ -148,7 +148,8 @@ static int enlist (loom_runtime *rt, loom_tbuf *tb) {
 
 /* Under tb->lock: a fresh chunk carrying the count of events lost. */
 static loom_tchunk *newchunk (loom_tbuf *tb) {
-  loom_tchunk *c = (loom_tchunk *)malloc(offsetof(loom_tchunk, u) + LOOM_TRACE_CHUNK);
+  /* libc's: the collector may take it after its thread exits (loom_int.h) */
+  loom_tchunk *c = (loom_tchunk *)loom__libc_malloc(offsetof(loom_tchunk, u) + LOOM_TRACE_CHUNK);
   if (c == NULL) return NULL;
   c->next = NULL;
   c->tid = tb->tid;
