@@ -224,6 +224,10 @@ int loom__errblob(loom_buf *b, const char *err);
 int loom__decode_msgx(lua_State *L, loom_msg *m, const atomic_int *stop);
 int loom__decode_msg(lua_State *L, loom_msg *m);
 void loom__serial_open(lua_State *L);   /* clone, registerClass into t */
+/* Pops a function() that opens the C concepts this thread has not opened
+** (their hooks with them), called before a hook's name goes to the Lua
+** loader of core.lazyhooks; nil unsets it. */
+void loom__serial_setopener(lua_State *L);
 #ifdef LOOM_FUZZING
 /* Built with -DLOOM_FUZZING, the decoder calls these, which a fuzz target
 ** defines (spec/fuzz): loads bytecode only if loom__fuzz_trusted says the

@@ -79,12 +79,31 @@ static const loom_clonehook *hooknamed (lua_State *L, const unsigned char *name,
   return h;
 }
 
-/* The hook of that name, loading its module first if this thread has not
-** (the loader's error, if it fails, is in errbuf), or NULL. */
+/* registry: a function() that opens the C concepts this thread has not
+** opened yet, each with its hooks (entry.c: a worker opens some lazily) */
+static const char OPENKEY = 'o';
+
+void loom__serial_setopener (lua_State *L) {
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &OPENKEY);
+}
+
+/* The hook of that name, opening the C concepts first, then loading its
+** module, if this thread has neither (the error, if one fails, is in
+** errbuf), or NULL. */
 static const loom_clonehook *hookload (lua_State *L, const unsigned char *name, size_t n,
                                        char *errbuf, size_t errlen) {
   const loom_clonehook *h = hooknamed(L, name, n);
   if (h != NULL) return h;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &OPENKEY) == LUA_TFUNCTION) {
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {         /* it unsets itself */
+      snprintf(errbuf, errlen, "%.*s: cannot open its type: %s", (int)n, name,
+               lua_isstring(L, -1) ? lua_tostring(L, -1) : "error object is not a string");
+      lua_pop(L, 1);
+      return NULL;
+    }
+    if ((h = hooknamed(L, name, n)) != NULL) return h;
+  }
+  else lua_pop(L, 1);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &LAZYKEY) != LUA_TFUNCTION) {
     lua_pop(L, 1);
     return NULL;

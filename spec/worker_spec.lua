@@ -981,6 +981,81 @@ describe("loom.Worker", function()
       assert.matches("rc=0", out, 1, true)
     end)
 
+    it("a worker opens shared memory, frozen tables and Channels on first use, a message's too", function()
+      -- a worker opens those concepts of loom.core only when it first uses
+      -- them: here a message brings them before the worker touched any
+      local buf = loom.SharedBuffer(16)
+      local view = buf:view("int32")
+      local q = loom.Channel(4)
+      local w = H.spawn([[
+        local loom = require "loom"
+        loom.parentPort:once("message", function(m)
+          local v, ft, ch = m[1], m[2], m[3]
+          v:add(1, 41)
+          ch:push(ft.answer + v[1])
+          loom.parentPort:postMessage({ type(loom.freeze), tostring(m[1]):match("^[%w.]+"),
+                                        loom.freeze({ 7 })[1] })
+        end)
+      ]], { eval = true })
+      local got
+      w:on("message", function(m) got = m end)
+      w:postMessage({ view, loom.freeze({ answer = 1 }), q })
+      H.run_until(function() return got ~= nil end)
+      assert.are.same({ "function", "loom.SharedView", 7 }, got)
+      assert.are.equal(41, view[1])
+      assert.are.equal(42, q:pop(0))
+      w:terminate()
+    end)
+
+    it("a worker whose first use of shared memory fails for memory opens it on the next", function()
+      local w = H.spawn(function()
+        local loom = require "loom"
+        local t, first = {}, nil
+        local ok = pcall(function()
+          for i = 1, math.huge do t[i] = ("x"):rep(1000) .. i end
+        end)
+        assert(not ok)
+        -- may fail: the heap is full (looking loom.SharedBuffer up opens it)
+        local ok1, err1 = pcall(function() return loom.SharedBuffer(8) end)
+        first = ok1 and "opened" or tostring(err1):match("not enough memory") or tostring(err1)
+        t = nil
+        collectgarbage()
+        local b = loom.SharedBuffer(8)
+        local v = b:view("uint8")
+        v[1] = 5
+        loom.parentPort:postMessage({ first, v[1], loom.freeze({ 3 })[1] })
+      end, { resourceLimits = { maxMemoryMb = 2 } })
+      local got, err
+      w:on("message", function(m) got = m end)
+      w:on("error", function(e) err = e end)
+      H.run()
+      assert.is_nil(err)
+      assert.is_true(got[1] == "opened" or got[1] == "not enough memory", tostring(got[1]))
+      assert.are.equal(5, got[2])
+      assert.are.equal(3, got[3])
+    end)
+
+    it("a finalizer in a closing worker may open loom.core's unopened parts", function()
+      -- a worker's context outlives its state's finalizers: they still work
+      if H.no_fork(pending) then return end
+      local out = H.run_script([[
+        local loom = require "loom"
+        local w = loom.Worker([=[
+          KEEP = setmetatable({}, { __gc = function()
+            local ok, err = pcall(function() return #CORE.SharedBuffer(8) end)
+            io.write("finalizer: ", tostring(ok), " ", tostring(err), "\n")
+          end })
+          CORE = require "loom.core"
+          require "loom"
+        ]=], { eval = true })
+        local done = false
+        w:on("exit", function() done = true end)
+        while not done do loom.poll(1) end
+      ]], 20)
+      assert.matches("finalizer: true 8", out, 1, true)
+      assert.matches("rc=0", out, 1, true)
+    end)
+
     it("a finalizer that calls loom after loom closed gets an error, not a crash", function()
       if H.no_fork(pending) then return end
       local out = H.run_script([[

@@ -21,8 +21,6 @@ local M = {
   -- ports
   MessagePort = port.MessagePort, MessageChannel = port.MessageChannel,
   receiveMessageOnPort = port.receiveMessageOnPort,
-  -- shared memory
-  SharedBuffer = core.SharedBuffer, freeze = core.freeze,
   -- the loop
   run = core.run, poll = core.poll,
 }
@@ -60,6 +58,7 @@ lazily("loom.worker", "Worker", "WorkerClass")
 lazily("loom.pool", "Pool")
 lazily("loom.broadcast", "BroadcastChannel")
 lazily("loom.abort", "AbortController", "AbortSignal")   -- cancellation
+lazily("loom.core", "SharedBuffer", "freeze")   -- a worker opens them on first use
 
 setmetatable(M, { __index = function(t, k)
   local where = LAZY[k]
