@@ -40,7 +40,9 @@ static int bc_gc (lua_State *L) {
 static int l_open (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   const char *name = luaL_checkstring(L, 1);
-  lbc *b = (lbc *)lua_newuserdatauv(L, sizeof *b, 0);
+  lbc *b;
+  loom__ctx_checkmake(L, "loom.BroadcastChannel");
+  b = (lbc *)lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
   luaL_setmetatable(L, BCAST);
   b->rt = c->rt;

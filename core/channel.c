@@ -348,6 +348,7 @@ static int l_new (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   lua_Integer cap = luaL_optinteger(L, 1, 0);
   lchan *lq;
+  loom__ctx_checkmake(L, "loom.Channel");
   luaL_argcheck(L, cap >= 0, 1, "capacity must be a positive integer");
   lq = newchan(L, c);
   lq->q = loom__chan_new((size_t)cap, NULL);
@@ -362,6 +363,7 @@ static int l_named (lua_State *L) {
   lua_Integer cap = luaL_optinteger(L, 2, 0);
   size_t got;
   lchan *lq;
+  loom__ctx_checkmake(L, "loom.Channel.named");
   luaL_argcheck(L, cap >= 0, 2, "capacity must be a positive integer");
   lq = newchan(L, c);
   lq->q = loom__chan_named(c->rt, name, (size_t)cap, &got);

@@ -531,6 +531,7 @@ static int l_freeze (lua_State *L) {
     return 1;
   }
   luaL_checktype(L, 1, LUA_TTABLE);
+  loom__ctx_checkmake(L, "loom.freeze");
   lua_settop(L, 1);
   bl = (builder *)lua_newuserdatauv(L, sizeof *bl, 0);      /* 2 */
   memset(&bl->b, 0, sizeof bl->b);

@@ -94,6 +94,13 @@ loom_ctx *loom__ctx_get(lua_State *L);
 /* The context in upvalue 1 of a loom function; raises once it is closed
 ** (a finalizer may call loom after the context's own finalizer ran). */
 loom_ctx *loom__ctx_check(lua_State *L);
+/* Is the running code a finalizer that no Lua code called: one run by
+** lua_close (or by a collection the host started from C)?  Lua finalizes
+** nothing made while a state closes, so loom makes nothing there that
+** needs a finalizer (what it would make could never be released). */
+int loom__ctx_inclose(lua_State *L);
+/* Raises "what: the state is closing ..." when loom__ctx_inclose. */
+void loom__ctx_checkmake(lua_State *L, const char *what);
 /* Run callbacks on L (the running coroutine) from now; returns the one
 ** before, for restoring. */
 lua_State *loom__ctx_setstate(loom_ctx *c, lua_State *L);

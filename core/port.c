@@ -598,8 +598,12 @@ static int l_poster (lua_State *L) {
 ** this thread */
 static int l_channel (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
-  lport *a = newport(L, c, 0, 0), *b = newport(L, c, 0, 1);
-  loom_pair *p = loom__pair_new(c->rt, c->mb, c->mb, 0);
+  lport *a, *b;
+  loom_pair *p;
+  loom__ctx_checkmake(L, "loom.MessageChannel");
+  a = newport(L, c, 0, 0);
+  b = newport(L, c, 0, 1);
+  p = loom__pair_new(c->rt, c->mb, c->mb, 0);
   if (p == NULL) return luaL_error(L, "MessageChannel: not enough memory");
   a->pair = p;                       /* each end's __gc drops one count */
   a->id = p->id[0];

@@ -939,6 +939,11 @@ static int dhook (dec *d) {
     if (r) return streambad(d, r);
   }
   if (i >= d->nrv || d->rv[i].vt == NULL) return bad(d, "bad reference");
+  if (loom__ctx_inclose(L)) {     /* it would never be released */
+    snprintf(d->errbuf, sizeof d->errbuf, "%.*s: not received while the state closes "
+             "(in a finalizer)", (int)n, name);
+    return bad(d, d->errbuf);
+  }
   /* a hook's decode may push a few values and call Lua (a MessagePort's) */
   if (!lua_checkstack(L, 8)) return bad(d, "Lua stack overflow (or not enough memory)");
   d->errbuf[0] = '\0';

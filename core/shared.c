@@ -787,6 +787,7 @@ static int l_sharedbuffer (lua_State *L) {
   size_t size = checksize(L, 1, LOOM_SHARED_MAX, "size");
   loom_shared *s;
   sbuf *b;
+  loom__ctx_checkmake(L, "loom.SharedBuffer");
   pushbuf(L, NULL);                        /* closed first */
   b = (sbuf *)lua_touserdata(L, -1);
   s = loom__shared_new(size);

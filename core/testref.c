@@ -52,6 +52,7 @@ static const loom_clonehook tb_hook = {TESTREF, &tb_vt, tb_encode, tb_decode};
 
 static int l_testref (lua_State *L) {
   tblock *b;
+  loom__ctx_checkmake(L, "testref");
   push(L, NULL);
   b = (tblock *)malloc(sizeof *b);
   if (b == NULL) return luaL_error(L, "testref: not enough memory");

@@ -308,19 +308,6 @@ static int h_terminate (lua_State *L) {
   return 0;
 }
 
-/* Is the running code a finalizer that no Lua code called: one run by
-** lua_close (or by a collection the host started from C)?  Lua finalizes
-** nothing made while a state closes, so loom makes nothing there: what it
-** would make could never be released. */
-static int in_close_finalizer (lua_State *L) {
-  lua_Debug ar;
-  int level = 0;
-  while (lua_getstack(L, level + 1, &ar)) level++;
-  if (!lua_getstack(L, level, &ar) || !lua_getinfo(L, "n", &ar)) return 0;
-  return ar.namewhat && strcmp(ar.namewhat, "metamethod") == 0 &&
-         ar.name && strcmp(ar.name, "__gc") == 0;
-}
-
 /* Errors of spawn carry no position: the Lua side adds the caller's. */
 static int spawnerr (lua_State *L, const char *what, const char *detail) {
   lua_pushfstring(L, "loom.Worker: %s%s", what, detail ? detail : "");
@@ -440,7 +427,7 @@ static int l_spawn (lua_State *L) {
   char *chunkname = NULL;
   luaL_checktype(L, 3, LUA_TTABLE);
   lua_settop(L, 3);
-  if (k->closed || in_close_finalizer(L))
+  if (k->closed || loom__ctx_inclose(L))
     return spawnerr(L, "the state is closing (no workers from its finalizers)", NULL);
   memset(&o, 0, sizeof o);
   /* the handle first, empty: whatever fails below is freed by a __gc */
@@ -552,7 +539,7 @@ static int l_parentport (lua_State *L) {
   loom_ctx *c = loom__ctx_check(L);
   loom_worker *w = self(c);
   if (w == NULL) return 0;
-  if (in_close_finalizer(L)) return luaL_error(L, "parentPort: the state is closing");
+  if (loom__ctx_inclose(L)) return luaL_error(L, "parentPort: the state is closing");
   loom__port_push(L, c, w->pair, 1);
   return 1;
 }

@@ -210,10 +210,11 @@ describe("regress: the allocator switch (mimalloc)", function()
     for i = 1, 3 do
       assert.is_false(out[i][1])
       assert.matches("not enough memory", out[i][2], 1, true)
-      -- the accounting holds: the same room each time (give or take an
-      -- entry: where the emergency collection finds garbage varies; a
-      -- block counted wrong would lose a fill's 4 MB)
-      assert.is_true(math.abs(out[1][3] - out[i][3]) <= 2, out[1][3] .. " against " .. out[i][3])
+      -- the accounting holds: the same room each time (give or take a few
+      -- entries: where the emergency collection finds garbage varies, and
+      -- it frees nothing that waits for its finalizer; 9 were seen under
+      -- ASan; a block counted wrong would lose a fill's 4 MB, 3,900 entries)
+      assert.is_true(math.abs(out[1][3] - out[i][3]) <= 16, out[1][3] .. " against " .. out[i][3])
     end
     assert.are.equal(1, #errs)
     assert.matches("not enough memory", tostring(errs[1][1]), 1, true)
