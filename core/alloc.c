@@ -37,6 +37,7 @@
 #undef posix_memalign
 
 void *loom__libc_malloc (size_t n) { return malloc(n); }
+void *loom__libc_realloc (void *p, size_t n) { return realloc(p, n); }
 void *loom__libc_calloc (size_t n, size_t size) { return calloc(n, size); }
 void loom__libc_free (void *p) { free(p); }
 

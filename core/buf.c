@@ -16,15 +16,28 @@ int loom__buf_reserve (loom_buf *b, size_t extra) {
   while (cap < need) cap *= 2;
   if (cap >= ((size_t)8 << 20) && cap / 2 + cap / 4 >= need)
     cap = need + need / 8;   /* large: grow by 1/8, not to the next power of 2 */
-  np = (unsigned char *)realloc(b->p, cap);
+  if (b->p == NULL || (b->cap >= LOOM_BUF_LIBC) == (cap >= LOOM_BUF_LIBC))
+    np = (unsigned char *)(cap >= LOOM_BUF_LIBC ? loom__libc_realloc(b->p, cap)
+                                                : realloc(b->p, cap));
+  else {                     /* grows past LOOM_BUF_LIBC: moves to libc */
+    np = (unsigned char *)loom__libc_malloc(cap);
+    if (np == NULL) return -1;
+    memcpy(np, b->p, b->len);
+    free(b->p);
+  }
   if (np == NULL) return -1;
   b->p = np;
   b->cap = cap;
   return 0;
 }
 
+void loom__bytes_free (void *p, size_t cap) {
+  if (cap >= LOOM_BUF_LIBC) loom__libc_free(p);
+  else free(p);
+}
+
 void loom__buf_free (loom_buf *b) {
-  free(b->p);
+  loom__bytes_free(b->p, b->cap);
   b->p = NULL;
   b->len = b->cap = 0;
 }

@@ -63,8 +63,16 @@ typedef struct loom_buf {
   size_t len, cap;
 } loom_buf;
 
+/* A buffer's capacity says whose its memory is: from LOOM_BUF_LIBC bytes
+** on it is libc's (the C heap, below), since it may become the runtime's
+** spare and circulate between threads long after its maker exited;
+** smaller ones are the C heap's.  Every buffer's memory, wherever it
+** moves (a message's bytes, a stream's chunk, the spare), is freed by
+** loom__bytes_free with its capacity. */
+#define LOOM_BUF_LIBC ((size_t)1 << 20)
 int loom__buf_reserve(loom_buf *b, size_t extra);   /* 0 or -1 (no memory) */
 void loom__buf_free(loom_buf *b);
+void loom__bytes_free(void *p, size_t cap);
 /* A lua_Writer appending to the loom_buf ud (lua_dump into a buffer). */
 int loom__buf_writer(lua_State *L, const void *p, size_t sz, void *ud);
 
@@ -141,8 +149,8 @@ typedef struct loom_msg {
 ** ======================================================================= */
 typedef struct loom_chunk {
   _Atomic(struct loom_chunk *) next;
-  size_t len;
-  unsigned char *p;             /* malloc'd (a loom_buf's memory) */
+  size_t len, cap;
+  unsigned char *p;             /* a loom_buf's memory (loom__bytes_free) */
 } loom_chunk;
 
 enum { LOOM_STREAM_OPEN, LOOM_STREAM_DONE, LOOM_STREAM_ABORTED };
@@ -223,7 +231,7 @@ void loom__msgpool_fini(void *pool);
 void loom__msg_freelist(loom_msg *m);
 /* A message whose bytes are stream s (its count taken), or NULL. */
 loom_msg *loom__msg_newstream(loom_msgcache *k, int kind, loom_stream *s);
-#define LOOM_SPARE_MIN (1u << 20)   /* buffers worth keeping */
+#define LOOM_SPARE_MIN LOOM_BUF_LIBC   /* buffers worth keeping (libc's) */
 #define LOOM_SPARE_MAX (32u << 20)  /* larger ones are given back at once */
 
 /* {======================================================================
@@ -902,6 +910,7 @@ const char *loom__trace_kindname(int kind);
 ** chunks) are libc's; each is freed by loom__libc_free in the file that
 ** made it. */
 void *loom__libc_malloc(size_t n);
+void *loom__libc_realloc(void *p, size_t n);
 void *loom__libc_calloc(size_t n, size_t size);
 void *loom__libc_memalign(size_t align, size_t n);
 char *loom__libc_strdup(const char *s);

@@ -123,7 +123,7 @@ void loom__msg_freec (loom_msgcache *k, loom_msg *m) {
   for (i = 0; i < m->nrefs; i++)
     if (m->refs[i].vt) m->refs[i].vt->release(m->refs[i].p);
   free(m->refs);
-  if (m->data != m->inline_) free(m->data);
+  if (m->data != m->inline_) loom__bytes_free(m->data, m->cap);
   if (k && m->room == LOOM_MSG_REUSE) {
     if (k->n >= LOOM_MSG_KEEP) {   /* full: the cache goes to the pool whole */
       loom_msg *b = k->head, *top;

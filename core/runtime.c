@@ -58,7 +58,7 @@ void loom_runtime_release (loom_runtime *rt) {
     if (k->fini) k->fini(k->u.data);
     loom__libc_free(k);
   }
-  free(rt->spare);
+  loom__bytes_free(rt->spare, rt->sparecap);
   uv_mutex_destroy(&rt->lock);
   free(rt);
 }
@@ -109,17 +109,19 @@ int loom__runtime_boot_add (loom_runtime *rt, const char *name, const char *code
 
 void loom__runtime_give_spare (loom_runtime *rt, loom_buf *b) {
   unsigned char *old = NULL;
+  size_t oldcap = 0;
   if (b->cap < LOOM_SPARE_MIN || b->cap > LOOM_SPARE_MAX) return;
   uv_mutex_lock(&rt->lock);
   if (b->cap > rt->sparecap) {     /* keep the larger one */
     old = rt->spare;
+    oldcap = rt->sparecap;
     rt->spare = b->p;
     rt->sparecap = b->cap;
     b->p = NULL;
     b->len = b->cap = 0;
   }
   uv_mutex_unlock(&rt->lock);
-  free(old);
+  loom__bytes_free(old, oldcap);
 }
 
 void loom__runtime_take_spare (loom_runtime *rt, loom_buf *b) {

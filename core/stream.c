@@ -34,7 +34,7 @@ loom_stream *loom__stream_new (void) {
 static void freechunks (loom_chunk *c) {
   while (c) {
     loom_chunk *next = atomic_load_explicit(&c->next, memory_order_relaxed);
-    free(c->p);
+    loom__bytes_free(c->p, c->cap);
     free(c);
     c = next;
   }
@@ -73,6 +73,7 @@ int loom__stream_append (loom_stream *s, loom_buf *b) {
   atomic_init(&c->next, NULL);
   c->p = b->p;
   c->len = b->len;
+  c->cap = b->cap;
   b->p = NULL;
   b->len = b->cap = 0;
   atomic_store(&s->tail->next, c);    /* publishes the chunk's bytes */
@@ -136,7 +137,7 @@ int loom__stream_next (loom_stream *s, const unsigned char **p, size_t *len,
       continue;
     }
     if (s->head != &s->first) {       /* the chunk read before: done with it */
-      free(s->head->p);
+      loom__bytes_free(s->head->p, s->head->cap);
       free(s->head);
     }
     s->head = c;
