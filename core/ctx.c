@@ -58,15 +58,6 @@ loom_ctx *loom__ctx_check (lua_State *L) {
   return c;
 }
 
-int loom__ctx_inclose (lua_State *L) {
-  lua_Debug ar;
-  int level = 0;
-  while (lua_getstack(L, level + 1, &ar)) level++;
-  if (!lua_getstack(L, level, &ar) || !lua_getinfo(L, "n", &ar)) return 0;
-  return ar.namewhat && strcmp(ar.namewhat, "metamethod") == 0 &&
-         ar.name && strcmp(ar.name, "__gc") == 0;
-}
-
 void loom__ctx_checkmake (lua_State *L, const char *what) {
   if (loom__ctx_inclose(L))
     luaL_error(L, "%s: the state is closing (nothing that needs a finalizer can be "

@@ -79,6 +79,16 @@ static const loom_clonehook *hooknamed (lua_State *L, const unsigned char *name,
   return h;
 }
 
+/* (declared with the context's functions: spawn and the bindings use it too) */
+int loom__ctx_inclose (lua_State *L) {
+  lua_Debug ar;
+  int level = 0;
+  while (lua_getstack(L, level + 1, &ar)) level++;
+  if (!lua_getstack(L, level, &ar) || !lua_getinfo(L, "n", &ar)) return 0;
+  return ar.namewhat && strcmp(ar.namewhat, "metamethod") == 0 &&
+         ar.name && strcmp(ar.name, "__gc") == 0;
+}
+
 /* registry: a function() that opens the C concepts this thread has not
 ** opened yet, each with its hooks (entry.c: a worker opens some lazily) */
 static const char OPENKEY = 'o';
